@@ -1,0 +1,464 @@
+//! Checking: validates a syntax tree and lowers it into a [`Program`].
+//!
+//! Checking never stops at the first problem: it reports every diagnostic it
+//! finds and still returns the program, which is only meant to run when no
+//! diagnostic is an error.
+
+mod fields;
+mod json;
+pub mod names;
+mod options;
+
+use std::collections::HashMap;
+
+use crate::diagnostic::{Code, Diagnostic, Span};
+use crate::program::{
+    Body, Compiled, Encoding, HeaderTemplate, Method, Piece, Program, Request, Step, Variable, VariableValue,
+};
+use crate::syntax::ast::{self, Item, LetValue, PayloadKind, StepItem};
+use names::did_you_mean;
+
+pub use fields::{EXECUTION_FIELDS, HELPERS, ROOTS};
+
+/// A program and the problems found in it.
+#[derive(Debug)]
+pub struct Checked {
+    pub program: Program,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Payload kind keywords and the Content-Type each one sends.
+pub const PAYLOAD_KINDS: [(&str, &str); 5] = [
+    ("json", "application/json"),
+    ("xml", "application/xml"),
+    ("xhtml", "application/xhtml+xml"),
+    ("javascript", "application/javascript"),
+    ("html", "text/html"),
+];
+
+/// Checks `file`. `default_name` names the workflow when it has no header.
+pub fn check(file: &ast::File, default_name: &str) -> Checked {
+    let mut checker = Checker {
+        diagnostics: Vec::new(),
+        variables: HashMap::new(),
+        variable_order: Vec::new(),
+        later_variables: HashMap::new(),
+        program_secrets: Vec::new(),
+    };
+    let name = match &file.header {
+        Some(header) => header.name.as_plain().unwrap_or_else(|| {
+            checker.diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidMergeField,
+                    "a workflow name cannot hold merge fields",
+                )
+                .with_label(header.name.span, "merge field in the name")
+                .with_help("write the name as plain text"),
+            );
+            default_name.to_string()
+        }),
+        None => default_name.to_string(),
+    };
+
+    let lets: Vec<&ast::Let> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Let(decl) => Some(decl),
+            Item::Step(_) => None,
+        })
+        .collect();
+    for decl in &lets {
+        checker
+            .later_variables
+            .entry(decl.name.text.clone())
+            .or_insert(decl.name.span);
+    }
+    let variables = lets.iter().filter_map(|decl| checker.variable(decl)).collect();
+
+    let mut step_names: HashMap<String, Span> = HashMap::new();
+    let mut steps = Vec::new();
+    for item in &file.items {
+        let Item::Step(step) = item else { continue };
+        if let Some(first) = step_names.get(&step.name) {
+            checker.diagnostics.push(
+                Diagnostic::error(
+                    Code::DuplicateStepName,
+                    format!("duplicate step name \"{}\"", step.name),
+                )
+                .with_label(step.name_span, "used again here")
+                .with_related(*first, "first used here")
+                .with_help("give each step its own name, so that logs and run reports identify it"),
+            );
+        } else {
+            step_names.insert(step.name.clone(), step.name_span);
+        }
+        steps.push(checker.step(step));
+    }
+
+    let program = Program {
+        name,
+        variables,
+        steps,
+        secrets: checker.program_secrets,
+    };
+    Checked {
+        program,
+        diagnostics: checker.diagnostics,
+    }
+}
+
+pub(crate) struct Checker {
+    pub diagnostics: Vec<Diagnostic>,
+    /// Variables declared so far, with the span of their name.
+    pub variables: HashMap<String, Span>,
+    pub variable_order: Vec<String>,
+    /// Every `let` in the file, to tell "declared later" from "undeclared".
+    pub later_variables: HashMap<String, Span>,
+    pub program_secrets: Vec<(String, Span)>,
+}
+
+impl Checker {
+    fn variable(&mut self, decl: &ast::Let) -> Option<Variable> {
+        let name = &decl.name.text;
+        let value = decl.value.as_ref().map(|value| match value {
+            LetValue::String(lit) => VariableValue::Template(self.compile(&lit.template, |_| Encoding::Raw)),
+            LetValue::Number(text, _) => VariableValue::Literal(
+                serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone())),
+            ),
+            LetValue::Bool(value, _) => VariableValue::Literal(serde_json::Value::Bool(*value)),
+        });
+        if let Some(first) = self.variables.get(name) {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    Code::DuplicateVariable,
+                    format!("variable `{name}` is declared twice"),
+                )
+                .with_label(decl.name.span, "declared again here")
+                .with_related(*first, "first declared here")
+                .with_help("remove one declaration or rename it"),
+            );
+            return None;
+        }
+        self.variables.insert(name.clone(), decl.name.span);
+        self.variable_order.push(name.clone());
+        Some(Variable {
+            name: name.clone(),
+            value,
+            span: decl.span,
+        })
+    }
+
+    fn step(&mut self, step: &ast::Step) -> Step {
+        let mut requests: Vec<Request> = Vec::new();
+        let mut option_items = Vec::new();
+        for item in &step.items {
+            match item {
+                StepItem::Http(action) => requests.push(self.request(action)),
+                StepItem::Option(option) => option_items.push((requests.len(), option)),
+            }
+        }
+        if requests.is_empty() {
+            self.diagnostics.push(
+                Diagnostic::error(Code::EmptyStep, format!("step \"{}\" has no action", step.name))
+                    .with_label(step.name_span, "this step does nothing")
+                    .with_help("add an action such as `http GET \"https://...\"`, or remove the step"),
+            );
+        }
+        let settings = self.options(&option_items, &mut requests);
+        Step {
+            name: step.name.clone(),
+            span: step.span,
+            requests,
+            settings,
+        }
+    }
+
+    fn request(&mut self, action: &ast::HttpAction) -> Request {
+        let method = self.method(&action.method);
+        let url = self.url(&action.url);
+
+        let mut body = None;
+        for (index, payload) in action.payloads.iter().enumerate() {
+            if index > 0 {
+                self.diagnostics.push(
+                    Diagnostic::error(Code::SyntaxError, "a request has at most one payload")
+                        .with_label(payload.span, "second payload")
+                        .with_related(action.payloads[0].span, "first payload")
+                        .with_help("merge the payloads into one"),
+                );
+                continue;
+            }
+            if method == Some(Method::Get) {
+                self.diagnostics.push(
+                    Diagnostic::error(Code::PayloadOnGet, "a GET request cannot carry a payload")
+                        .with_label(payload.span, "payload on a GET request")
+                        .with_help("remove the payload, or use POST, PUT, PATCH or DELETE"),
+                );
+            }
+            body = self.body(payload);
+        }
+
+        let headers = self.headers(action, body.as_ref());
+        Request {
+            method: method.unwrap_or(Method::Get),
+            url,
+            headers,
+            body,
+            saves: Vec::new(),
+            span: action.span,
+        }
+    }
+
+    fn method(&mut self, method: &ast::Ident) -> Option<Method> {
+        if let Some(known) = Method::ALL
+            .into_iter()
+            .find(|known| known.as_str() == method.text)
+        {
+            return Some(known);
+        }
+        let names: Vec<&str> = Method::ALL.iter().map(|known| known.as_str()).collect();
+        self.diagnostics.push(
+            Diagnostic::error(
+                Code::UnknownMethod,
+                format!("unknown HTTP method `{}`", method.text),
+            )
+            .with_label(method.span, "not a supported method")
+            .with_help(did_you_mean(&method.text, &names, "method")),
+        );
+        None
+    }
+
+    /// Compiles a URL. Merge fields before the path (at the start of the URL,
+    /// or in its scheme and host) supply a base URL and are inserted as
+    /// written; fields in the path and query are percent-encoded.
+    fn url(&mut self, url: &ast::StringLit) -> Compiled {
+        let mut encodings = Vec::new();
+        let mut seen_text = String::new();
+        let mut in_path = false;
+        for segment in &url.template.segments {
+            match segment {
+                ast::Segment::Text(part) => {
+                    if !in_path {
+                        seen_text.push_str(&part.text);
+                        in_path = url_path_started(&seen_text);
+                    }
+                }
+                ast::Segment::Field(_) => encodings.push(if in_path { Encoding::Url } else { Encoding::Raw }),
+            }
+        }
+        if let Some(first) = url.template.segments.first() {
+            if let ast::Segment::Text(part) = first {
+                let lower = part.text.to_ascii_lowercase();
+                let complete = lower.starts_with("http://") || lower.starts_with("https://");
+                let partial = "https://".starts_with(&lower) || "http://".starts_with(&lower);
+                let followed_by_field = url.template.segments.len() > 1;
+                if !(complete || partial && followed_by_field) {
+                    self.diagnostics.push(
+                        Diagnostic::error(Code::InvalidUrl, "a URL must start with http:// or https://")
+                            .with_label(url.span, "not an absolute http(s) URL")
+                            .with_help("write the full URL, or start it with a variable that holds the base URL, such as \"<<vars.api>>/path\""),
+                    );
+                }
+            }
+        } else {
+            self.diagnostics.push(
+                Diagnostic::error(Code::InvalidUrl, "the URL is empty")
+                    .with_label(url.span, "empty URL")
+                    .with_help("write an absolute URL such as \"https://api.example.test/items\""),
+            );
+        }
+        self.compile(&url.template, |index| encodings[index])
+    }
+
+    fn body(&mut self, payload: &ast::Payload) -> Option<Body> {
+        let content_type = match &payload.kind {
+            PayloadKind::Word(word) => match PAYLOAD_KINDS.iter().find(|(kind, _)| *kind == word.text) {
+                Some((_, content_type)) => content_type.to_string(),
+                None => {
+                    let kinds: Vec<&str> = PAYLOAD_KINDS.iter().map(|(kind, _)| *kind).collect();
+                    let help = match names::suggest(&word.text, kinds.iter().copied()) {
+                        Some(kind) => format!("did you mean `{kind}`?"),
+                        None => format!(
+                            "valid kinds: {}; for another type, spell out its media type in quotes, such as \"text/csv\"",
+                            names::quote_list(&kinds)
+                        ),
+                    };
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            Code::UnknownPayloadKind,
+                            format!("unknown payload kind `{}`", word.text),
+                        )
+                        .with_label(word.span, "not a payload kind")
+                        .with_help(help),
+                    );
+                    return None;
+                }
+            },
+            PayloadKind::MediaType(lit) => {
+                let text = lit.as_plain().unwrap_or_default();
+                if !is_media_type(&text) {
+                    self.diagnostics.push(
+                        Diagnostic::error(Code::UnknownPayloadKind, format!("`{text}` is not a media type"))
+                            .with_label(lit.span, "not `type/subtype`")
+                            .with_help("write a media type such as \"text/csv\" or \"application/x-www-form-urlencoded\""),
+                    );
+                    return None;
+                }
+                text
+            }
+        };
+
+        let is_json = content_type == "application/json";
+        let template = &payload.body.template;
+        let template = if is_json {
+            match json::scan(template, payload.body.span.end) {
+                Ok(encodings) => self.compile(template, |index| encodings[index]),
+                Err(error) => {
+                    self.diagnostics.push(
+                        Diagnostic::error(Code::InvalidJsonPayload, format!("invalid JSON payload: {}", error.message))
+                            .with_label(error.span, error.message)
+                            .with_help("merge fields may stand for whole values, as in `\"amount\": <<entity.amount>>`, or sit inside strings"),
+                    );
+                    self.compile(template, |_| Encoding::Raw)
+                }
+            }
+        } else {
+            let encoding = match content_type.as_str() {
+                "application/xml" | "application/xhtml+xml" | "text/html" => Encoding::Markup,
+                "application/javascript" => Encoding::JavaScript,
+                _ => Encoding::Raw,
+            };
+            self.compile(template, |_| encoding)
+        };
+        Some(Body {
+            content_type,
+            is_json,
+            template,
+            span: payload.span,
+        })
+    }
+
+    fn headers(&mut self, action: &ast::HttpAction, body: Option<&Body>) -> Vec<HeaderTemplate> {
+        let mut headers = Vec::new();
+        for pair in &action.headers {
+            let Some(name) = pair.name.as_plain() else {
+                self.diagnostics.push(
+                    Diagnostic::error(Code::InvalidHeaderName, "a header name cannot hold merge fields")
+                        .with_label(pair.name.span, "merge field in a header name")
+                        .with_help("write the header name as plain text; merge fields belong in the value"),
+                );
+                continue;
+            };
+            if let Some(invalid) = invalid_header_name_char(&name) {
+                let what = match invalid {
+                    None => "is empty".to_string(),
+                    Some(c) => format!("contains {c:?}"),
+                };
+                self.diagnostics.push(
+                    Diagnostic::error(Code::InvalidHeaderName, format!("invalid header name \"{name}\": it {what}"))
+                        .with_label(pair.name.span, "invalid header name")
+                        .with_help("header names use letters, digits and ! # $ % & ' * + - . ^ _ ` | ~, with no spaces or colons"),
+                );
+                continue;
+            }
+            if name.eq_ignore_ascii_case("content-type") {
+                if let Some(body) = body {
+                    self.diagnostics.push(
+                        Diagnostic::warning(Code::DuplicateContentType, "Content-Type is given twice")
+                            .with_label(pair.span, "this header is ignored")
+                            .with_related(body.span, format!("the payload kind sends `{}`", body.content_type))
+                            .with_help("remove the header; to send another type, spell it out as the payload kind, such as \"application/vnd.api+json\" { ... }"),
+                    );
+                    continue;
+                }
+            }
+            let value = self.compile(&pair.value.template, |_| Encoding::Raw);
+            headers.push(HeaderTemplate {
+                name,
+                value,
+                span: pair.span,
+            });
+        }
+        headers
+    }
+}
+
+/// Whether the URL text seen so far has reached the path: past
+/// `scheme://host`, or past a `/`, `?` or `#` when it has no scheme.
+fn url_path_started(text: &str) -> bool {
+    let after_scheme = match text.find("://") {
+        Some(index) => &text[index + 3..],
+        None => text,
+    };
+    after_scheme.contains(['/', '?', '#'])
+}
+
+/// Returns `Some(None)` for an empty name, `Some(Some(c))` for the first
+/// character not allowed in a header name, or `None` when the name is valid.
+fn invalid_header_name_char(name: &str) -> Option<Option<char>> {
+    if name.is_empty() {
+        return Some(None);
+    }
+    name.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(*c)))
+        .map(Some)
+}
+
+fn is_media_type(text: &str) -> bool {
+    let essence = text.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let token = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+    };
+    token(kind) && token(subtype) && !text.contains(['\r', '\n'])
+}
+
+/// Returns the text pieces of a compiled template joined, or `None` when it
+/// holds a merge field.
+pub fn plain_text(compiled: &Compiled) -> Option<String> {
+    let mut text = String::new();
+    for piece in &compiled.pieces {
+        match piece {
+            Piece::Text(part) => text.push_str(part),
+            Piece::Field { .. } => return None,
+        }
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_path_detection() {
+        assert!(!url_path_started("https://"));
+        assert!(!url_path_started("https://api.test:8080"));
+        assert!(url_path_started("https://api.test/"));
+        assert!(url_path_started("/claims/"));
+        assert!(url_path_started("?id="));
+    }
+
+    #[test]
+    fn media_types() {
+        assert!(is_media_type("text/csv"));
+        assert!(is_media_type("application/vnd.api+json; charset=utf-8"));
+        assert!(!is_media_type("csv"));
+        assert!(!is_media_type("text/"));
+        assert!(!is_media_type("text /csv"));
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(invalid_header_name_char("X-Request-Id"), None);
+        assert_eq!(invalid_header_name_char(""), Some(None));
+        assert_eq!(invalid_header_name_char("X Id"), Some(Some(' ')));
+        assert_eq!(invalid_header_name_char("X:Id"), Some(Some(':')));
+    }
+}

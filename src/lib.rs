@@ -1,0 +1,15 @@
+//! flowrun: workflow automation as code.
+//!
+//! A `.flow` file goes through three stages, each with its own module:
+//! [`syntax`] parses it into a tree, [`check`] validates the tree and lowers it
+//! into a [`program::Program`], and [`run`] executes the program against one
+//! entity. Only the command line in `main.rs` and [`cli`] calls every stage.
+
+pub mod check;
+pub mod cli;
+pub mod diagnostic;
+pub mod input;
+pub mod program;
+pub mod render;
+pub mod run;
+pub mod syntax;

@@ -1,0 +1,180 @@
+//! The checked workflow: what the checker hands to the interpreter.
+//!
+//! Every template here is compiled: each merge field knows how its value is
+//! encoded where it stands, and every name it uses was declared.
+
+use std::time::Duration;
+
+use crate::diagnostic::Span;
+use crate::syntax::ast::{Expr, PathKey};
+
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: String,
+    pub variables: Vec<Variable>,
+    pub steps: Vec<Step>,
+    /// Each secret the workflow uses, with the span of its first use.
+    pub secrets: Vec<(String, Span)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub name: String,
+    /// `None` when the value must come from `--var`.
+    pub value: Option<VariableValue>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub enum VariableValue {
+    Template(Compiled),
+    Literal(serde_json::Value),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub span: Span,
+    pub requests: Vec<Request>,
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Get,
+        Method::Put,
+        Method::Post,
+        Method::Patch,
+        Method::Delete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub url: Compiled,
+    pub headers: Vec<HeaderTemplate>,
+    pub body: Option<Body>,
+    /// Values copied from the response after it succeeds, in order.
+    pub saves: Vec<Save>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderTemplate {
+    pub name: String,
+    pub value: Compiled,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub content_type: String,
+    /// True for `json` payloads, which are validated again after rendering.
+    pub is_json: bool,
+    pub template: Compiled,
+    pub span: Span,
+}
+
+/// Per-step settings of the request behaviour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub timeout: Duration,
+    /// Retries after the first request, so `max_retries + 1` requests at most.
+    pub max_retries: u32,
+    pub max_wait: Duration,
+    pub retry_server_errors: bool,
+    pub retry_connection_errors: bool,
+    pub follow_redirects: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            timeout: Duration::from_secs(30),
+            max_retries: 5,
+            max_wait: Duration::from_secs(120),
+            retry_server_errors: false,
+            retry_connection_errors: false,
+            follow_redirects: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Save {
+    pub source: SaveSource,
+    pub target: SaveTarget,
+    /// The source as written, for messages.
+    pub source_text: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SaveSource {
+    Status,
+    /// The body as text.
+    Body,
+    /// A header, by case-insensitive name.
+    Header(String),
+    /// A value inside the JSON body; an empty path is the whole body.
+    Json(Vec<PathKey>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SaveTarget {
+    Entity(Vec<PathKey>),
+    Variable(String),
+}
+
+/// How an inserted value is written where its merge field stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Percent-encoded: every byte outside `A-Z a-z 0-9 - . _ ~`.
+    Url,
+    /// Escaped as the content of a JSON string.
+    JsonString,
+    /// Written as a JSON value: strings quoted, numbers digit for digit.
+    JsonValue,
+    /// `& < > " '` written as character references.
+    Markup,
+    /// Escaped as the content of a JavaScript string.
+    JavaScript,
+    /// Inserted unchanged.
+    Raw,
+}
+
+/// A template ready to render.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    pub pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Text(String),
+    Field {
+        expr: Expr,
+        encoding: Encoding,
+        span: Span,
+    },
+}

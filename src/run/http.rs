@@ -1,0 +1,294 @@
+//! Sends one HTTP request with the step's timeout, redirect and retry rules.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{redirect, Client, StatusCode};
+use tracing::{debug, warn};
+
+use crate::program::Settings;
+use crate::run::report::Attempt;
+use crate::run::retry::{backoff, parse_retry_after, RetryAfter, Sleeper};
+
+/// Redirects a client follows before it gives up.
+pub const MAX_REDIRECTS: usize = 10;
+/// The largest response body flowrun reads; a larger one fails the step.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Pooled clients shared by every step of a run.
+pub struct Http {
+    following: Client,
+    manual: Client,
+}
+
+impl Http {
+    pub fn new() -> Result<Http, reqwest::Error> {
+        let user_agent = concat!("flowrun/", env!("CARGO_PKG_VERSION"));
+        let following = Client::builder()
+            .user_agent(user_agent)
+            .redirect(redirect::Policy::limited(MAX_REDIRECTS))
+            .build()?;
+        let manual = Client::builder()
+            .user_agent(user_agent)
+            .redirect(redirect::Policy::none())
+            .build()?;
+        Ok(Http { following, manual })
+    }
+}
+
+/// A request ready to send.
+pub struct Outgoing {
+    pub method: reqwest::Method,
+    pub url: reqwest::Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    /// The URL as logs and reports show it, secrets redacted.
+    pub display_url: String,
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Exchange {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    /// A final response outside 2xx and 3xx.
+    Status(Exchange),
+    Timeout(Duration),
+    Connection(String),
+    TooManyRedirects,
+    /// Still 429 after every retry.
+    TooManyRequests {
+        requests: u32,
+    },
+    /// The server asked for a wait longer than the step allows.
+    WaitTooLong {
+        wait: Duration,
+        max_wait: Duration,
+    },
+    BodyTooLarge,
+}
+
+/// Sends `request`, retrying as `settings` allow, and records every attempt.
+/// `redact` hides secrets in the messages it records.
+pub async fn send(
+    http: &Http,
+    request: &Outgoing,
+    settings: &Settings,
+    sleeper: &dyn Sleeper,
+    redact: &dyn Fn(&str) -> String,
+    attempts: &mut Vec<Attempt>,
+) -> Result<Exchange, Failure> {
+    let client = if settings.follow_redirects {
+        &http.following
+    } else {
+        &http.manual
+    };
+    let mut waited = Duration::ZERO;
+    let mut number = 0u32;
+    loop {
+        number += 1;
+        let started = Instant::now();
+        let result = send_once(client, request, settings.timeout).await;
+        let duration = started.elapsed();
+        attempts.push(Attempt {
+            number,
+            method: request.method.to_string(),
+            url: request.display_url.clone(),
+            status: match &result {
+                Ok(exchange) => Some(exchange.status.as_u16()),
+                Err(Failure::Status(exchange)) => Some(exchange.status.as_u16()),
+                Err(_) => None,
+            },
+            duration,
+            waited,
+            error: result.as_ref().err().map(|failure| redact(&describe(failure))),
+        });
+        debug!(
+            attempt = number,
+            method = %request.method,
+            url = %request.display_url,
+            status = result.as_ref().ok().map(|exchange| exchange.status.as_u16()),
+            duration_ms = duration.as_millis() as u64,
+            "request finished"
+        );
+
+        let retries_left = number <= settings.max_retries;
+        let wait = match &result {
+            Ok(exchange) if exchange.status == StatusCode::TOO_MANY_REQUESTS => {
+                if !retries_left {
+                    return Err(Failure::TooManyRequests { requests: number });
+                }
+                let header = exchange
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok());
+                match header.map(|value| parse_retry_after(value, SystemTime::now())) {
+                    Some(RetryAfter::Wait(wait)) if wait > settings.max_wait => {
+                        return Err(Failure::WaitTooLong {
+                            wait,
+                            max_wait: settings.max_wait,
+                        });
+                    }
+                    Some(RetryAfter::Wait(wait)) => wait,
+                    Some(RetryAfter::Unusable) => {
+                        warn!(
+                            value = header.unwrap_or_default(),
+                            "ignoring an unparseable Retry-After; backing off"
+                        );
+                        backoff(number, settings.max_wait)
+                    }
+                    None => backoff(number, settings.max_wait),
+                }
+            }
+            Ok(exchange)
+                if exchange.status.is_server_error() && settings.retry_server_errors && retries_left =>
+            {
+                backoff(number, settings.max_wait)
+            }
+            Err(Failure::Connection(_)) if settings.retry_connection_errors && retries_left => {
+                backoff(number, settings.max_wait)
+            }
+            _ => {
+                return match result {
+                    Ok(exchange) if exchange.status.is_success() || exchange.status.is_redirection() => {
+                        Ok(exchange)
+                    }
+                    Ok(exchange) => Err(Failure::Status(exchange)),
+                    Err(failure) => Err(failure),
+                };
+            }
+        };
+        let reason = match &result {
+            Ok(exchange) => exchange.status.to_string(),
+            Err(failure) => redact(&describe(failure)),
+        };
+        warn!(
+            attempt = number + 1,
+            wait_ms = wait.as_millis() as u64,
+            reason = %reason,
+            "retrying {} {}",
+            request.method,
+            request.display_url
+        );
+        sleeper.sleep(wait).await;
+        waited = wait;
+    }
+}
+
+async fn send_once(client: &Client, request: &Outgoing, timeout: Duration) -> Result<Exchange, Failure> {
+    let mut builder = client
+        .request(request.method.clone(), request.url.clone())
+        .headers(request.headers.clone())
+        .timeout(timeout);
+    if let Some(body) = &request.body {
+        builder = builder.body(body.clone());
+    }
+    let mut response = builder.send().await.map_err(|error| classify(error, timeout))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|error| classify(error, timeout))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Failure::BodyTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let exchange = Exchange {
+        status,
+        headers,
+        body: Bytes::from(body),
+    };
+    Ok(exchange)
+}
+
+fn classify(error: reqwest::Error, timeout: Duration) -> Failure {
+    if error.is_timeout() {
+        Failure::Timeout(timeout)
+    } else if error.is_redirect() {
+        Failure::TooManyRedirects
+    } else {
+        Failure::Connection(error_chain(&error))
+    }
+}
+
+/// The error and its sources on one line, without the URL reqwest adds.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error_kind(error).to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A one-line description of a failure, for reports.
+pub fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Status(exchange) => format!("status {}", exchange.status),
+        Failure::Timeout(timeout) => format!("timed out after {}", format_duration(*timeout)),
+        Failure::Connection(message) => message.clone(),
+        Failure::TooManyRedirects => format!("more than {MAX_REDIRECTS} redirects"),
+        Failure::TooManyRequests { requests } => format!("429 Too Many Requests after {requests} requests"),
+        Failure::WaitTooLong { wait, max_wait } => format!(
+            "Retry-After asks for {}, more than the maximum wait of {}",
+            format_duration(*wait),
+            format_duration(*max_wait)
+        ),
+        Failure::BodyTooLarge => format!(
+            "the response body is larger than {} MiB",
+            MAX_RESPONSE_BYTES >> 20
+        ),
+    }
+}
+
+/// Formats a duration as people write it: `250ms`, `10s`, `2m30s`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let seconds = duration.as_secs();
+    if millis % 1000 != 0 {
+        return format!("{:.1}s", duration.as_secs_f64());
+    }
+    match (seconds / 3600, seconds % 3600 / 60, seconds % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Names what failed without the URL, which reqwest's own message carries
+/// and which may hold a secret.
+fn error_kind(error: &reqwest::Error) -> &'static str {
+    if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_secs(150)), "2m30s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

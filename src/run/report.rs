@@ -1,0 +1,83 @@
+//! The record of one execution: every step, every request attempt, and the
+//! entity as it ended. Failures are data here, not errors.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::diagnostic::Diagnostic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub execution_id: String,
+    pub workflow: String,
+    pub started_at: String,
+    pub outcome: Outcome,
+    pub steps: Vec<StepReport>,
+    /// The entity after the last step that ran.
+    pub entity: Value,
+    /// Requests rendered by a dry run, in order.
+    pub dry_run: Vec<RenderedRequest>,
+}
+
+impl Report {
+    /// The diagnostic of the step that failed, if one did.
+    pub fn failure(&self) -> Option<&Diagnostic> {
+        self.steps.iter().find_map(|step| step.error.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    pub outcome: Outcome,
+    #[serde(serialize_with = "as_millis")]
+    pub duration: Duration,
+    pub attempts: Vec<Attempt>,
+    #[serde(skip)]
+    pub error: Option<Diagnostic>,
+    /// The error message, with secrets redacted.
+    #[serde(rename = "error")]
+    pub error_message: Option<String>,
+}
+
+/// One request sent, or tried, for a step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    /// 1 for the first request of an action, 2 for its first retry, and so on.
+    pub number: u32,
+    pub method: String,
+    /// The URL with secrets redacted.
+    pub url: String,
+    pub status: Option<u16>,
+    #[serde(serialize_with = "as_millis")]
+    pub duration: Duration,
+    /// How long flowrun waited before this attempt.
+    #[serde(serialize_with = "as_millis")]
+    pub waited: Duration,
+    pub error: Option<String>,
+}
+
+/// A request as a dry run shows it, secrets masked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RenderedRequest {
+    pub step: String,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// Why the request could not be rendered, if it could not.
+    pub error: Option<String>,
+}
+
+fn as_millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_millis() as u64)
+}

@@ -1,0 +1,161 @@
+//! `save` lines: copy a value from a response into the entity or a variable.
+
+use serde_json::Value;
+use tracing::debug;
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::program::{Request, Save, SaveSource, SaveTarget};
+use crate::run::http::Exchange;
+use crate::run::Execution;
+use crate::syntax::ast::{push_path_key, PathKey};
+
+/// Applies the saves of `request`, in order.
+pub(crate) fn apply_all(
+    request: &Request,
+    exchange: &Exchange,
+    execution: &mut Execution,
+) -> Result<(), Diagnostic> {
+    let mut parsed_body: Option<Value> = None;
+    for save in &request.saves {
+        let value = read(save, exchange, &mut parsed_body).map_err(|message| failed(save, message))?;
+        write(&save.target, value, execution).map_err(|message| failed(save, message))?;
+        debug!(source = %save.source_text, "saved a response value");
+    }
+    Ok(())
+}
+
+fn failed(save: &Save, message: String) -> Diagnostic {
+    Diagnostic::error(
+        Code::SaveFailed,
+        format!("cannot save `{}`: {message}", save.source_text),
+    )
+    .with_label(save.span, "this save")
+    .with_help("check the response the server sends, for example with a request in a terminal")
+}
+
+fn read(save: &Save, exchange: &Exchange, parsed_body: &mut Option<Value>) -> Result<Value, String> {
+    match &save.source {
+        SaveSource::Status => Ok(Value::from(exchange.status.as_u16())),
+        SaveSource::Body => Ok(Value::String(
+            String::from_utf8_lossy(&exchange.body).into_owned(),
+        )),
+        SaveSource::Header(name) => exchange
+            .headers
+            .get(name.as_str())
+            .map(|value| Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .ok_or_else(|| format!("the response has no header `{name}`")),
+        SaveSource::Json(path) => {
+            if parsed_body.is_none() {
+                let body: Value = serde_json::from_slice(&exchange.body)
+                    .map_err(|error| format!("the response body is not valid JSON ({error})"))?;
+                *parsed_body = Some(body);
+            }
+            let mut value = parsed_body.as_ref().unwrap_or(&Value::Null);
+            let mut walked = String::from("response.json");
+            for key in path {
+                push_path_key(&mut walked, key);
+                let next = match (key, value) {
+                    (PathKey::Field(name), Value::Object(map)) => map.get(name),
+                    (PathKey::Index(index), Value::Array(items)) => items.get(*index),
+                    _ => None,
+                };
+                value = next.ok_or_else(|| format!("the response JSON has no `{walked}`"))?;
+            }
+            Ok(value.clone())
+        }
+    }
+}
+
+fn write(target: &SaveTarget, value: Value, execution: &mut Execution) -> Result<(), String> {
+    match target {
+        SaveTarget::Variable(name) => {
+            execution.vars.insert(name.clone(), value);
+            Ok(())
+        }
+        SaveTarget::Entity(path) => set_path(&mut execution.entity, path, value),
+    }
+}
+
+/// Writes `value` at `path`, creating objects for missing fields on the way.
+pub fn set_path(root: &mut Value, path: &[PathKey], value: Value) -> Result<(), String> {
+    let mut current = root;
+    let mut walked = String::from("entity");
+    for (index, key) in path.iter().enumerate() {
+        let last = index + 1 == path.len();
+        push_path_key(&mut walked, key);
+        current = match (key, current) {
+            (PathKey::Field(name), Value::Object(map)) => {
+                if last {
+                    map.insert(name.clone(), value);
+                    return Ok(());
+                }
+                map.entry(name.clone())
+                    .or_insert_with(|| Value::Object(Default::default()))
+            }
+            (PathKey::Index(position), Value::Array(items)) => {
+                let length = items.len();
+                let slot = items
+                    .get_mut(*position)
+                    .ok_or_else(|| format!("`{walked}` is past the end of a list of {length}"))?;
+                if last {
+                    *slot = value;
+                    return Ok(());
+                }
+                slot
+            }
+            (_, other) => {
+                let kind = match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    Value::Array(_) => "a list",
+                    Value::Object(_) => "an object",
+                };
+                return Err(format!("cannot write `{walked}` because its parent is {kind}"));
+            }
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn set_path_creates_objects() {
+        let mut entity = json!({"a": 1});
+        set_path(
+            &mut entity,
+            &[PathKey::Field("b".into()), PathKey::Field("c".into())],
+            json!(2),
+        )
+        .unwrap();
+        assert_eq!(entity, json!({"a": 1, "b": {"c": 2}}));
+    }
+
+    #[test]
+    fn set_path_reports_bad_parents() {
+        let mut entity = json!({"a": 1, "list": [0]});
+        let error = set_path(
+            &mut entity,
+            &[PathKey::Field("a".into()), PathKey::Field("b".into())],
+            json!(2),
+        );
+        assert_eq!(
+            error,
+            Err("cannot write `entity.a.b` because its parent is a number".to_string())
+        );
+        let error = set_path(
+            &mut entity,
+            &[PathKey::Field("list".into()), PathKey::Index(3)],
+            json!(2),
+        );
+        assert_eq!(
+            error,
+            Err("`entity.list[3]` is past the end of a list of 1".to_string())
+        );
+    }
+}

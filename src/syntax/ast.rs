@@ -1,0 +1,283 @@
+//! The syntax tree of a `.flow` file. Every node carries its byte span.
+//!
+//! The tree keeps words such as methods, payload kinds and option names as
+//! written: the checker decides whether they are valid.
+
+use crate::diagnostic::Span;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct File {
+    pub header: Option<Header>,
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub name: StringLit,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Let(Let),
+    Step(Step),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ident {
+    pub text: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Let {
+    pub name: Ident,
+    /// `None` for `let name` with no value: the value must come from `--var`.
+    pub value: Option<LetValue>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LetValue {
+    String(StringLit),
+    /// A number literal, kept as written.
+    Number(String, Span),
+    Bool(bool, Span),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: String,
+    /// The quoted name, or the action itself for a bare action.
+    pub name_span: Span,
+    /// True for an action written outside a step block.
+    pub bare: bool,
+    pub items: Vec<StepItem>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepItem {
+    Http(HttpAction),
+    Option(StepOption),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpAction {
+    pub method: Ident,
+    pub url: StringLit,
+    /// Every payload written; more than one is reported by the checker.
+    pub payloads: Vec<Payload>,
+    pub headers: Vec<HeaderPair>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub kind: PayloadKind,
+    pub body: PayloadBody,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PayloadKind {
+    /// A kind keyword such as `json` or `xml`.
+    Word(Ident),
+    /// A media type spelled out, such as `"text/csv"`.
+    MediaType(StringLit),
+}
+
+impl PayloadKind {
+    pub fn span(&self) -> Span {
+        match self {
+            PayloadKind::Word(ident) => ident.span,
+            PayloadKind::MediaType(lit) => lit.span,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayloadBody {
+    /// True for a `{ ... }` or `[ ... ]` block written without quotes.
+    pub is_block: bool,
+    pub template: Template,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderPair {
+    pub name: StringLit,
+    pub value: StringLit,
+    pub span: Span,
+}
+
+/// One option line of a step, kept as words for the checker to interpret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOption {
+    pub name: Ident,
+    pub args: Vec<OptionArg>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionArg {
+    /// The argument's text; for a quoted argument, its decoded content.
+    pub text: String,
+    pub quoted: bool,
+    pub span: Span,
+}
+
+/// A string literal whose content is a template with merge fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StringLit {
+    pub template: Template,
+    /// The literal including its quotes.
+    pub span: Span,
+}
+
+impl StringLit {
+    /// Returns the text when the literal holds no merge field.
+    pub fn as_plain(&self) -> Option<String> {
+        self.template.as_plain()
+    }
+}
+
+/// Literal text and merge fields, in source order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Template {
+    pub segments: Vec<Segment>,
+}
+
+impl Template {
+    pub fn as_plain(&self) -> Option<String> {
+        let mut text = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Text(part) => text.push_str(&part.text),
+                Segment::Field(_) => return None,
+            }
+        }
+        Some(text)
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = &MergeField> {
+        self.segments.iter().filter_map(|segment| match segment {
+            Segment::Field(field) => Some(field),
+            Segment::Text(_) => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    Text(TextPart),
+    Field(MergeField),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextPart {
+    pub text: String,
+    /// Where the text starts in the source.
+    pub span: Span,
+    /// True when `text` is a verbatim copy of the source at `span`, so that
+    /// an offset into the text maps to `span.start + offset`.
+    pub verbatim: bool,
+}
+
+/// `<<expr>>` in a template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeField {
+    pub expr: Expr,
+    /// The whole field, `<<` and `>>` included.
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Path(Path),
+    /// A helper call such as `default entity.name "n/a"`.
+    Call(Call),
+    String(String, Span),
+    /// A number literal, kept as written.
+    Number(String, Span),
+}
+
+impl Expr {
+    pub fn span(&self) -> Span {
+        match self {
+            Expr::Path(path) => path.span,
+            Expr::Call(call) => call.span,
+            Expr::String(_, span) | Expr::Number(_, span) => *span,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub helper: Ident,
+    pub args: Vec<Expr>,
+    pub span: Span,
+}
+
+/// A dotted path such as `entity.items[0].sku` or `entity["first name"]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    pub root: Ident,
+    pub segments: Vec<PathSegment>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathSegment {
+    pub key: PathKey,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathKey {
+    Field(String),
+    Index(usize),
+}
+
+impl Path {
+    /// Renders the path as it is written in the canonical form.
+    pub fn display(&self) -> String {
+        let mut text = self.root.text.clone();
+        for segment in &self.segments {
+            push_path_key(&mut text, &segment.key);
+        }
+        text
+    }
+}
+
+/// Appends one path step to `text` in canonical form: `.name`, `[0]`, or
+/// `["quoted key"]` for a key that is not a plain name.
+pub fn push_path_key(text: &mut String, key: &PathKey) {
+    match key {
+        PathKey::Index(index) => {
+            text.push('[');
+            text.push_str(&index.to_string());
+            text.push(']');
+        }
+        PathKey::Field(name) if is_plain_key(name) => {
+            text.push('.');
+            text.push_str(name);
+        }
+        PathKey::Field(name) => {
+            text.push('[');
+            text.push_str(&serde_json::to_string(name).unwrap_or_default());
+            text.push(']');
+        }
+    }
+}
+
+/// A key that can be written after a dot: letters, digits, `_` and `-`, not
+/// starting with a digit.
+pub fn is_plain_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    match chars.next() {
+        Some(first) if first.is_ascii_alphabetic() || first == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

@@ -1,0 +1,120 @@
+//! Turns pest errors into diagnostics that name what was expected in words.
+
+use pest::error::{Error, ErrorVariant, InputLocation};
+
+use crate::diagnostic::{Code, Diagnostic, Span};
+use crate::syntax::Rule;
+
+/// Describes a grammar rule as a reader would name it.
+fn phrase(rule: Rule) -> &'static str {
+    match rule {
+        Rule::file | Rule::chunk | Rule::EOI => "end of file",
+        Rule::header | Rule::kw_workflow => "`workflow`",
+        Rule::let_decl | Rule::kw_let => "`let`",
+        Rule::step | Rule::kw_step => "a step",
+        Rule::http_action | Rule::kw_http => "an `http` action",
+        Rule::method => "an HTTP method",
+        Rule::payload | Rule::payload_kind => "a payload",
+        Rule::headers | Rule::kw_headers => "`headers`",
+        Rule::header_pair => "a header (`\"Name\": \"value\"`)",
+        Rule::option => "a step option",
+        Rule::option_arg | Rule::bare_arg => "an option value",
+        Rule::json_object => "a JSON object",
+        Rule::json_array => "a JSON array",
+        Rule::string | Rule::string_inner => "a quoted string",
+        Rule::triple_string | Rule::triple_inner => "a `\"\"\"` string",
+        Rule::number => "a number",
+        Rule::boolean => "`true` or `false`",
+        Rule::ident => "a name",
+        _ => "valid syntax",
+    }
+}
+
+/// Builds the diagnostic for a pest error in a chunk that starts at `base`.
+pub(crate) fn syntax_error(error: &Error<Rule>, source: &str, base: usize) -> Diagnostic {
+    let offset = base
+        + match error.location {
+            InputLocation::Pos(pos) => pos,
+            InputLocation::Span((start, _)) => start,
+        };
+    let found = found_at(source, offset);
+    let span = Span::new(
+        offset,
+        offset + found.len().max(if offset < source.len() { 1 } else { 0 }),
+    );
+    let span = Span::new(span.start, span.end.min(source.len()));
+
+    let expected = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let mut phrases: Vec<&str> = Vec::new();
+            for rule in positives {
+                let text = phrase(*rule);
+                if !phrases.contains(&text) {
+                    phrases.push(text);
+                }
+            }
+            join_alternatives(&phrases)
+        }
+        ErrorVariant::CustomError { message } => message.clone(),
+    };
+
+    let found_text = if found.is_empty() {
+        "end of file".to_string()
+    } else {
+        format!("`{found}`")
+    };
+    let message = if expected.is_empty() {
+        format!("unexpected {found_text}")
+    } else {
+        format!("expected {expected}, found {found_text}")
+    };
+    let label = if expected.is_empty() {
+        "unexpected here".to_string()
+    } else {
+        format!("expected {expected}")
+    };
+    let mut diagnostic = Diagnostic::error(Code::SyntaxError, message).with_label(span, label);
+    if let Some(help) = help_for(&found, source, offset) {
+        diagnostic = diagnostic.with_help(help);
+    }
+    diagnostic
+}
+
+fn help_for(found: &str, source: &str, offset: usize) -> Option<&'static str> {
+    if found.starts_with('\'') {
+        return Some("strings are written in double quotes");
+    }
+    let line_rest = source[offset..].split('\n').next().unwrap_or("");
+    if found.starts_with('"') && !line_rest[1..].contains('"') {
+        return Some(
+            "close the string with `\"` on the same line, or use `\"\"\"` for text over several lines",
+        );
+    }
+    None
+}
+
+/// The word or character at `offset`, for the "found" part of a message.
+fn found_at(source: &str, offset: usize) -> String {
+    let rest = &source[offset.min(source.len())..];
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .take(40)
+        .collect();
+    if !word.is_empty() {
+        return word;
+    }
+    match rest.chars().next() {
+        Some('\n') => "end of line".to_string(),
+        Some(c) => c.to_string(),
+        None => String::new(),
+    }
+}
+
+fn join_alternatives(phrases: &[&str]) -> String {
+    match phrases {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}

@@ -1,0 +1,279 @@
+//! Lowers pest pairs into the syntax tree: one function per grammar rule,
+//! named after it. The grammar guarantees the shape of each pair, so a pair
+//! of an unexpected rule is a bug in this file and panics with the function
+//! that met it.
+
+use pest::iterators::Pair;
+
+use crate::diagnostic::{Diagnostic, LineIndex, Span};
+use crate::syntax::ast::{
+    File, Header, HeaderPair, HttpAction, Ident, Item, Let, LetValue, OptionArg, Payload, PayloadBody,
+    PayloadKind, Step, StepItem, StepOption, StringLit,
+};
+use crate::syntax::template::{self, Mode};
+use crate::syntax::Rule;
+
+pub(crate) struct Lowerer<'a> {
+    pub diagnostics: Vec<Diagnostic>,
+    pub lines: &'a LineIndex<'a>,
+    /// Added to every span: the offset of the parsed chunk in the file.
+    pub base: usize,
+}
+
+impl Lowerer<'_> {
+    fn span(&self, pair: &Pair<'_, Rule>) -> Span {
+        let span = pair.as_span();
+        Span::new(self.base + span.start(), self.base + span.end())
+    }
+
+    /// Lowers the children of a `file` or `chunk` pair into `file`.
+    pub fn file(&mut self, pair: Pair<'_, Rule>, file: &mut File) {
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::header => file.header = Some(self.header(child)),
+                Rule::let_decl => file.items.push(Item::Let(self.let_decl(child))),
+                Rule::step => file.items.push(Item::Step(self.step(child))),
+                Rule::http_action => {
+                    let action = self.http_action(child);
+                    file.items.push(Item::Step(self.bare_step(action)));
+                }
+                Rule::EOI => {}
+                rule => unreachable!("Lowerer::file: unexpected rule {rule:?}"),
+            }
+        }
+    }
+
+    fn header(&mut self, pair: Pair<'_, Rule>) -> Header {
+        let span = self.span(&pair);
+        let name = pair
+            .into_inner()
+            .find(|child| child.as_rule() == Rule::string)
+            .map(|child| self.string(child))
+            .expect("Lowerer::header: the grammar requires a name");
+        Header { name, span }
+    }
+
+    fn let_decl(&mut self, pair: Pair<'_, Rule>) -> Let {
+        let span = self.span(&pair);
+        let mut name = None;
+        let mut value = None;
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::kw_let => {}
+                Rule::ident => name = Some(self.ident(child)),
+                Rule::string => value = Some(LetValue::String(self.string(child))),
+                Rule::triple_string => value = Some(LetValue::String(self.triple_string(child))),
+                Rule::number => value = Some(LetValue::Number(child.as_str().to_string(), self.span(&child))),
+                Rule::boolean => value = Some(LetValue::Bool(child.as_str() == "true", self.span(&child))),
+                rule => unreachable!("Lowerer::let_decl: unexpected rule {rule:?}"),
+            }
+        }
+        Let {
+            name: name.expect("Lowerer::let_decl: the grammar requires a name"),
+            value,
+            span,
+        }
+    }
+
+    fn step(&mut self, pair: Pair<'_, Rule>) -> Step {
+        let span = self.span(&pair);
+        let mut name = None;
+        let mut items = Vec::new();
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::kw_step => {}
+                Rule::string if name.is_none() => name = Some(self.string(child)),
+                Rule::http_action => items.push(StepItem::Http(self.http_action(child))),
+                Rule::option => items.push(StepItem::Option(self.option(child))),
+                rule => unreachable!("Lowerer::step: unexpected rule {rule:?}"),
+            }
+        }
+        let name = name.expect("Lowerer::step: the grammar requires a name");
+        Step {
+            // A name with merge fields is reported by the checker; the
+            // written text stands in for it here.
+            name: name.as_plain().unwrap_or_else(|| self.lines_text(name.span)),
+            name_span: name.span,
+            bare: false,
+            items,
+            span,
+        }
+    }
+
+    fn lines_text(&self, span: Span) -> String {
+        format!("step at line {}", self.lines.line_col(span.start).0)
+    }
+
+    /// Wraps an action written outside a step block in a step named after
+    /// its line.
+    fn bare_step(&mut self, action: HttpAction) -> Step {
+        let line = self.lines.line_col(action.span.start).0;
+        Step {
+            name: format!("{} (line {line})", action.method.text),
+            name_span: action.method.span,
+            bare: true,
+            span: action.span,
+            items: vec![StepItem::Http(action)],
+        }
+    }
+
+    fn http_action(&mut self, pair: Pair<'_, Rule>) -> HttpAction {
+        let span = self.span(&pair);
+        let mut method = None;
+        let mut url = None;
+        let mut payloads = Vec::new();
+        let mut headers = Vec::new();
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::kw_http => {}
+                Rule::method => method = Some(self.ident(child)),
+                Rule::string => url = Some(self.string(child)),
+                Rule::payload => payloads.push(self.payload(child)),
+                Rule::headers => headers.extend(self.headers(child)),
+                rule => unreachable!("Lowerer::http_action: unexpected rule {rule:?}"),
+            }
+        }
+        HttpAction {
+            method: method.expect("Lowerer::http_action: the grammar requires a method"),
+            url: url.expect("Lowerer::http_action: the grammar requires a URL"),
+            payloads,
+            headers,
+            span,
+        }
+    }
+
+    fn payload(&mut self, pair: Pair<'_, Rule>) -> Payload {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let kind_pair = inner
+            .next()
+            .and_then(|kind| kind.into_inner().next())
+            .expect("Lowerer::payload: the grammar requires a kind");
+        let kind = match kind_pair.as_rule() {
+            Rule::ident => PayloadKind::Word(self.ident(kind_pair)),
+            Rule::string => PayloadKind::MediaType(self.string(kind_pair)),
+            rule => unreachable!("Lowerer::payload: unexpected kind rule {rule:?}"),
+        };
+        let body_pair = inner
+            .next()
+            .expect("Lowerer::payload: the grammar requires a body");
+        let body = self.payload_body(body_pair);
+        Payload { kind, body, span }
+    }
+
+    fn payload_body(&mut self, pair: Pair<'_, Rule>) -> PayloadBody {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::json_object | Rule::json_array => {
+                let indent = self.indent_of_line(span.start);
+                let template = template::parse(
+                    pair.as_str(),
+                    span.start,
+                    Mode::Block(indent),
+                    &mut self.diagnostics,
+                );
+                PayloadBody {
+                    is_block: true,
+                    template,
+                    span,
+                }
+            }
+            Rule::string => PayloadBody {
+                is_block: false,
+                template: self.string(pair).template,
+                span,
+            },
+            Rule::triple_string => PayloadBody {
+                is_block: false,
+                template: self.triple_string(pair).template,
+                span,
+            },
+            rule => unreachable!("Lowerer::payload_body: unexpected rule {rule:?}"),
+        }
+    }
+
+    /// The leading white space of the source line holding `offset`.
+    fn indent_of_line(&self, offset: usize) -> usize {
+        let source = self.lines.source();
+        let line_start = source[..offset].rfind('\n').map_or(0, |index| index + 1);
+        let line = &source[line_start..offset];
+        line.len() - line.trim_start_matches([' ', '\t']).len()
+    }
+
+    fn headers(&mut self, pair: Pair<'_, Rule>) -> Vec<HeaderPair> {
+        pair.into_inner()
+            .filter(|child| child.as_rule() == Rule::header_pair)
+            .map(|child| self.header_pair(child))
+            .collect()
+    }
+
+    fn header_pair(&mut self, pair: Pair<'_, Rule>) -> HeaderPair {
+        let span = self.span(&pair);
+        let mut strings = pair.into_inner().map(|child| self.string(child));
+        let name = strings
+            .next()
+            .expect("Lowerer::header_pair: the grammar requires a name");
+        let value = strings
+            .next()
+            .expect("Lowerer::header_pair: the grammar requires a value");
+        HeaderPair { name, value, span }
+    }
+
+    fn option(&mut self, pair: Pair<'_, Rule>) -> StepOption {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = self.ident(
+            inner
+                .next()
+                .expect("Lowerer::option: the grammar requires a name"),
+        );
+        let args = inner
+            .map(|child| match child.as_rule() {
+                Rule::string => {
+                    let lit = self.string(child);
+                    OptionArg {
+                        text: lit.as_plain().unwrap_or_default(),
+                        quoted: true,
+                        span: lit.span,
+                    }
+                }
+                Rule::bare_arg => OptionArg {
+                    text: child.as_str().to_string(),
+                    quoted: false,
+                    span: self.span(&child),
+                },
+                rule => unreachable!("Lowerer::option: unexpected rule {rule:?}"),
+            })
+            .collect();
+        StepOption { name, args, span }
+    }
+
+    fn ident(&mut self, pair: Pair<'_, Rule>) -> Ident {
+        Ident {
+            text: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
+    }
+
+    fn string(&mut self, pair: Pair<'_, Rule>) -> StringLit {
+        let span = self.span(&pair);
+        let inner = pair
+            .into_inner()
+            .next()
+            .expect("Lowerer::string: the grammar requires content");
+        let start = self.span(&inner).start;
+        let template = template::parse(inner.as_str(), start, Mode::Quoted, &mut self.diagnostics);
+        StringLit { template, span }
+    }
+
+    fn triple_string(&mut self, pair: Pair<'_, Rule>) -> StringLit {
+        let span = self.span(&pair);
+        let inner = pair
+            .into_inner()
+            .next()
+            .expect("Lowerer::triple_string: the grammar requires content");
+        let start = self.span(&inner).start;
+        let template = template::parse(inner.as_str(), start, Mode::Triple, &mut self.diagnostics);
+        StringLit { template, span }
+    }
+}
