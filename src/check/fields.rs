@@ -78,7 +78,7 @@ impl Checker {
                     "`{name}` is a merge-field root: write a path such as `{name}.field`"
                 ));
             } else {
-                diagnostic = diagnostic.with_help(did_you_mean(name, &names, "helper"));
+                diagnostic = diagnostic.with_help(did_you_mean(name, &names, "helpers"));
             }
             self.diagnostics.push(diagnostic);
             return;
@@ -147,7 +147,7 @@ impl Checker {
             _ => self.diagnostics.push(
                 Diagnostic::error(Code::UnknownMergeFieldRoot, format!("unknown merge-field root `{root}`"))
                     .with_label(path.root.span, "unknown root")
-                    .with_help(did_you_mean(root, &ROOTS, "root")),
+                    .with_help(did_you_mean(root, &ROOTS, "roots")),
             ),
         }
     }
@@ -171,7 +171,7 @@ impl Checker {
                 format!("unknown execution field `{name}`"),
             )
             .with_label(span, "not an execution field")
-            .with_help(did_you_mean(name, &EXECUTION_FIELDS, "execution field")),
+            .with_help(did_you_mean(name, &EXECUTION_FIELDS, "execution fields")),
         );
     }
 
@@ -207,7 +207,7 @@ impl Checker {
             )),
             None => diagnostic.with_help(format!(
                 "{} Declare new variables with `let {name} = \"...\"`.",
-                capitalize(&did_you_mean(name, &declared, "variable"))
+                capitalize(&did_you_mean(name, &declared, "variables"))
             )),
         };
         self.diagnostics.push(diagnostic);

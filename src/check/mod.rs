@@ -224,7 +224,7 @@ impl Checker {
                 format!("unknown HTTP method `{}`", method.text),
             )
             .with_label(method.span, "not a supported method")
-            .with_help(did_you_mean(&method.text, &names, "method")),
+            .with_help(did_you_mean(&method.text, &names, "methods")),
         );
         None
     }

@@ -20,11 +20,12 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// Builds help text: the suggestion when there is one, else the valid names.
-pub fn did_you_mean(word: &str, candidates: &[&str], what: &str) -> String {
+/// `plural` names the kind of thing, such as "methods".
+pub fn did_you_mean(word: &str, candidates: &[&str], plural: &str) -> String {
     match suggest(word, candidates.iter().copied()) {
         Some(candidate) => format!("did you mean `{candidate}`?"),
-        None if candidates.is_empty() => format!("no {what} is declared"),
-        None => format!("valid {what}s: {}", quote_list(candidates)),
+        None if candidates.is_empty() => format!("no {plural} are declared"),
+        None => format!("valid {plural}: {}", quote_list(candidates)),
     }
 }
 

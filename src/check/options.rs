@@ -40,7 +40,7 @@ impl Checker {
                 self.diagnostics.push(
                     Diagnostic::error(Code::UnknownOption, format!("unknown step option `{name}`"))
                         .with_label(option.name.span, "not a step option")
-                        .with_help(did_you_mean(name, &OPTIONS, "option")),
+                        .with_help(did_you_mean(name, &OPTIONS, "options")),
                 );
                 continue;
             }
@@ -214,7 +214,7 @@ impl Checker {
                     _ => self.diagnostics.push(
                         Diagnostic::error(Code::InvalidRetry, format!("unknown retry class `{class}`"))
                             .with_label(arg.span, "not a retry class")
-                            .with_help(did_you_mean(class, &CLASSES, "retry class")),
+                            .with_help(did_you_mean(class, &CLASSES, "retry classes")),
                     ),
                 }
             }

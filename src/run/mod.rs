@@ -100,7 +100,7 @@ pub fn prepare(
                     Code::InvalidVar,
                     format!("--var {name}: the workflow declares no variable `{name}`"),
                 )
-                .with_help(did_you_mean(&name, &declared, "variable")),
+                .with_help(did_you_mean(&name, &declared, "variables")),
             );
         }
         overrides.insert(name, value);

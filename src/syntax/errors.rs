@@ -53,10 +53,25 @@ pub(crate) fn syntax_error(error: &Error<Rule>, source: &str, base: usize) -> Di
                     phrases.push(text);
                 }
             }
+            // Inside a step, the name pest expects is that of a step option.
+            if phrases.contains(&"an `http` action") {
+                for text in phrases.iter_mut().filter(|text| **text == "a name") {
+                    *text = "a step option";
+                }
+            }
             join_alternatives(&phrases)
         }
         ErrorVariant::CustomError { message } => message.clone(),
     };
+
+    let line_rest = source[offset..].split('\n').next().unwrap_or("");
+    if found == "\"" && !line_rest[1..].contains('"') {
+        return Diagnostic::error(Code::SyntaxError, "unterminated string")
+            .with_label(span, "this string is not closed on its line")
+            .with_help(
+                "close the string with `\"` on the same line, or use `\"\"\"` for text over several lines",
+            );
+    }
 
     let found_text = if found.is_empty() {
         "end of file".to_string()
@@ -84,11 +99,9 @@ fn help_for(found: &str, source: &str, offset: usize) -> Option<&'static str> {
     if found.starts_with('\'') {
         return Some("strings are written in double quotes");
     }
-    let line_rest = source[offset..].split('\n').next().unwrap_or("");
-    if found.starts_with('"') && !line_rest[1..].contains('"') {
-        return Some(
-            "close the string with `\"` on the same line, or use `\"\"\"` for text over several lines",
-        );
+    let at_line_start = offset == 0 || source[..offset].ends_with('\n');
+    if at_line_start && matches!(found, "step" | "let" | "workflow" | "http") {
+        return Some("a block above this line may be missing its closing `}`");
     }
     None
 }

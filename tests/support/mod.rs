@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests.
+
+// Each test crate that declares `mod support;` uses a different subset of these helpers.
+#[allow(dead_code)]
+pub mod server;
