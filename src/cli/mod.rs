@@ -116,7 +116,9 @@ fn run_command(args: RunArgs) -> u8 {
         Err(diagnostics) => return fail_invalid(&diagnostics, Some(&source)),
     };
 
-    output::init_logging(args.log_format, args.verbose);
+    if !args.dry_run {
+        output::init_logging(args.log_format, args.verbose);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail_start(&format!("cannot start the async runtime: {error}")),

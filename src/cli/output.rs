@@ -138,7 +138,8 @@ pub fn format_dry_run(requests: &[RenderedRequest]) -> String {
 
 /// Sends the progress log to standard error, as text or JSON Lines.
 pub fn init_logging(format: LogFormat, verbose: bool) {
-    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
     let level = if verbose {
         tracing::Level::DEBUG
     } else {
@@ -149,24 +150,79 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
         .with_default(tracing::Level::WARN);
     let builder = tracing_subscriber::fmt()
         .with_writer(io::stderr)
-        .with_target(false)
-        .with_span_events(FmtSpan::NONE);
-    use tracing_subscriber::layer::SubscriberExt as _;
+        .with_target(false);
+    // A second call finds a subscriber in place, which is harmless.
     let _ = match format {
         LogFormat::Text => {
+            let subscriber = builder.event_format(ProgressFormat).finish().with(filter);
+            tracing::subscriber::set_global_default(subscriber)
+        }
+        LogFormat::Json => {
             let subscriber = builder
-                .without_time()
-                .with_ansi(io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-                .compact()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
                 .finish()
                 .with(filter);
             tracing::subscriber::set_global_default(subscriber)
         }
-        LogFormat::Json => {
-            let subscriber = builder.json().flatten_event(true).finish().with(filter);
-            tracing::subscriber::set_global_default(subscriber)
-        }
     };
+}
+
+/// The text progress log: one line per event, `step "NAME": message`, with
+/// `warning:` or `error:` before it where the level calls for it.
+struct ProgressFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for ProgressFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _context: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        let prefix = match *event.metadata().level() {
+            tracing::Level::ERROR => "error: ",
+            tracing::Level::WARN => "warning: ",
+            tracing::Level::DEBUG | tracing::Level::TRACE => "debug: ",
+            tracing::Level::INFO => "",
+        };
+        match fields.step {
+            Some(step) => writeln!(writer, "{prefix}step \"{step}\": {}", fields.message),
+            None => writeln!(writer, "{prefix}{}", fields.message),
+        }
+    }
+}
+
+/// The message and step of one event. The text log shows only these, as
+/// the message repeats the other fields; JSON logs carry every field.
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    step: Option<String>,
+}
+
+impl tracing::field::Visit for EventFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "step" => self.step = Some(format!("{value:?}")),
+            _ => {}
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_string(),
+            "step" => self.step = Some(value.to_string()),
+            _ => {}
+        }
+    }
 }
 
 /// Adapts a [`Diagnostic`] to miette's report renderer.

@@ -74,16 +74,24 @@ pub enum Failure {
     BodyTooLarge,
 }
 
+/// What a request needs from the step that sends it.
+pub struct Context<'a> {
+    /// The step's name, for log events.
+    pub step: &'a str,
+    pub sleeper: &'a dyn Sleeper,
+    /// Hides secrets in the messages that attempts record.
+    pub redact: &'a dyn Fn(&str) -> String,
+}
+
 /// Sends `request`, retrying as `settings` allow, and records every attempt.
-/// `redact` hides secrets in the messages it records.
 pub async fn send(
     http: &Http,
     request: &Outgoing,
     settings: &Settings,
-    sleeper: &dyn Sleeper,
-    redact: &dyn Fn(&str) -> String,
+    context: &Context<'_>,
     attempts: &mut Vec<Attempt>,
 ) -> Result<Exchange, Failure> {
+    let redact = context.redact;
     let client = if settings.follow_redirects {
         &http.following
     } else {
@@ -110,6 +118,7 @@ pub async fn send(
             error: result.as_ref().err().map(|failure| redact(&describe(failure))),
         });
         debug!(
+            step = context.step,
             attempt = number,
             method = %request.method,
             url = %request.display_url,
@@ -169,14 +178,18 @@ pub async fn send(
             Err(failure) => redact(&describe(failure)),
         };
         warn!(
+            step = context.step,
             attempt = number + 1,
             wait_ms = wait.as_millis() as u64,
             reason = %reason,
-            "retrying {} {}",
+            "{} {} failed with {reason}; attempt {} of {} in {}",
             request.method,
-            request.display_url
+            request.display_url,
+            number + 1,
+            settings.max_retries + 1,
+            format_duration(wait)
         );
-        sleeper.sleep(wait).await;
+        context.sleeper.sleep(wait).await;
         waited = wait;
     }
 }

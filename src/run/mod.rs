@@ -195,11 +195,11 @@ pub async fn execute(
         entity: Value::Null,
         dry_run: Vec::new(),
     };
-    let span = info_span!("execution", id = %execution.id);
+    let span = info_span!("execution", execution_id = %execution.id);
     async {
         for step in &program.steps {
             let step_report = run_step(step, &mut execution, http, options, &lines, &mut report.dry_run)
-                .instrument(info_span!("step", name = %step.name))
+                .instrument(info_span!("step", step = %step.name))
                 .await;
             let failed = step_report.outcome == Outcome::Failed;
             report.steps.push(step_report);
@@ -223,7 +223,7 @@ async fn run_step(
     lines: &LineIndex<'_>,
     dry_run: &mut Vec<RenderedRequest>,
 ) -> StepReport {
-    info!("step started");
+    info!(step = %step.name, "started");
     let started = Instant::now();
     let mut attempts = Vec::new();
     let mut result = Ok(());
@@ -252,15 +252,12 @@ async fn run_step(
         }
 
         let redact = |text: &str| execution.redactor.redact(text);
-        let sent = http::send(
-            http,
-            &outgoing,
-            &step.settings,
-            options.sleeper.as_ref(),
-            &redact,
-            &mut attempts,
-        )
-        .await;
+        let context = http::Context {
+            step: &step.name,
+            sleeper: options.sleeper.as_ref(),
+            redact: &redact,
+        };
+        let sent = http::send(http, &outgoing, &step.settings, &context, &mut attempts).await;
         let exchange = match sent {
             Ok(exchange) => exchange,
             Err(failure) => {
@@ -274,10 +271,14 @@ async fn run_step(
             }
         };
         info!(
+            step = %step.name,
             method = %outgoing.method,
             url = %outgoing.display_url,
             status = exchange.status.as_u16(),
-            "response received"
+            "{} {} returned {}",
+            outgoing.method,
+            outgoing.display_url,
+            exchange.status
         );
         if let Err(diagnostic) = save::apply_all(request, &exchange, execution) {
             result = Err(diagnostic);
@@ -292,17 +293,21 @@ async fn run_step(
     } else {
         Outcome::Failed
     };
+    let duration_ms = duration.as_millis() as u64;
     match &result {
         Ok(()) => info!(
-            duration_ms = duration.as_millis() as u64,
-            retries, "step succeeded"
+            step = %step.name,
+            duration_ms,
+            retries,
+            "succeeded in {duration_ms} ms with {retries} retries"
         ),
         Err(diagnostic) => error!(
-            duration_ms = duration.as_millis() as u64,
+            step = %step.name,
+            duration_ms,
             retries,
             code = %diagnostic.code,
-            "step failed: {}",
-            diagnostic.message
+            "failed in {duration_ms} ms with {retries} retries: {}",
+            diagnostic.code
         ),
     }
     let error = result.err();

@@ -1,0 +1,442 @@
+//! Tests of the `flowrun` binary: exit codes, standard output, the logs on
+//! standard error, and the handling of bad input.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+use support::server::{Reply, TestServer};
+use tempfile::TempDir;
+
+struct Workspace {
+    dir: TempDir,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+fn flowrun(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowrun"));
+    command
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env("COLUMNS", "400")
+        .stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FLOWRUN_SECRET_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn output(command: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().unwrap();
+    (
+        status.code().expect("exited with a code"),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const CLAIM_FLOW: &str = r#"workflow "Claim intake"
+
+let api = "http://127.0.0.1:9/unused"
+
+step "Send claim" {
+  http POST "<<vars.api>>/claims/<<entity.id>>" json { "n": "<<entity.claim_number>>" } headers {
+    "Authorization": "Bearer <<secret.CLAIMS_TOKEN>>"
+  }
+  save response.json.claim_id -> entity.claims_system_id
+}
+"#;
+
+#[test]
+fn run_prints_the_updated_entity() {
+    let server = TestServer::scripted(vec![Reply::json(201, json!({"claim_id": "CS-9"}))]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claim.flow", CLAIM_FLOW);
+    let entity = workspace.file("claim.json", r#"{"id": "C-1", "claim_number": "CN-7"}"#);
+    let api = format!("api={}", server.url());
+
+    let (code, stdout, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entity",
+            path_str(&entity),
+            "--var",
+            &api,
+        ])
+        .env("FLOWRUN_SECRET_CLAIMS_TOKEN", "tok-123"),
+    );
+
+    assert_eq!(code, 0, "{stderr}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        printed,
+        json!({"id": "C-1", "claim_number": "CN-7", "claims_system_id": "CS-9"})
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines[0], "step \"Send claim\": started");
+    assert_eq!(
+        lines[1],
+        format!(
+            "step \"Send claim\": POST {}/claims/C-1 returned 201 Created",
+            server.url()
+        )
+    );
+    assert!(
+        lines[2].starts_with("step \"Send claim\": succeeded in "),
+        "{stderr}"
+    );
+    assert!(lines[2].ends_with(" ms with 0 retries"), "{stderr}");
+    assert_eq!(lines.len(), 3, "{stderr}");
+
+    let request = &server.requests()[0];
+    assert_eq!(request.header("authorization"), Some("Bearer tok-123"));
+    assert!(!stderr.contains("tok-123"));
+}
+
+#[test]
+fn file_argument_alone_means_run() {
+    let server = TestServer::scripted(vec![Reply::status(204)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("ping.flow", format!("http GET \"{}/ping\"\n", server.url()));
+    let (code, stdout, _) = output(&mut flowrun(&[path_str(&flow)]));
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "{}\n");
+    assert_eq!(server.request_count(), 1);
+}
+
+#[test]
+fn entity_from_standard_input() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "ping.flow",
+        format!("http GET \"{}/c/<<entity.id>>\"\n", server.url()),
+    );
+    let mut child = flowrun(&["run", path_str(&flow), "--entity", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"id": "from-stdin"}"#)
+        .unwrap();
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(result.status.code(), Some(0));
+    assert_eq!(server.requests()[0].target, "/c/from-stdin");
+}
+
+#[test]
+fn failed_step_exits_1_and_still_prints_the_entity() {
+    let server = TestServer::scripted(vec![
+        Reply::json(200, json!({"status": "ok"})),
+        Reply::status(503),
+    ]);
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"Check\" {{\n  http GET \"{0}/a\"\n  save response.json.status -> entity.status\n}}\n\nstep \"Send\" {{\n  http POST \"{0}/b\" json {{}}\n}}\n",
+        server.url()
+    );
+    let flow = workspace.file("two.flow", source);
+    let (code, stdout, stderr) = output(&mut flowrun(&["run", path_str(&flow)]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"status": "ok"})
+    );
+    assert!(stderr.contains("error: step \"Send\": failed in "), "{stderr}");
+    assert!(stderr.contains("flow::run::http_status"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "POST {}/b returned 503 Service Unavailable",
+            server.url()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("two.flow:7:3"), "{stderr}");
+}
+
+#[test]
+fn invalid_workflow_exits_2_and_sends_nothing() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("bad.flow", format!("http POTS \"{}/x\"\n", server.url()));
+    let (code, stdout, stderr) = output(&mut flowrun(&["run", path_str(&flow)]));
+    assert_eq!(code, 2);
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("flow::check::unknown_method"), "{stderr}");
+    assert!(stderr.contains("did you mean `POST`?"), "{stderr}");
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn check_reports_every_file_and_problem() {
+    let workspace = Workspace::new();
+    let good = workspace.file("good.flow", "http GET \"https://api.example.test/x\"\n");
+    let bad = workspace.file(
+        "bad.flow",
+        "http GET \"https://api.example.test/<<entiy.id>>\" json {}\n",
+    );
+    let (code, _, stderr) = output(&mut flowrun(&["check", path_str(&good), path_str(&bad)]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("flow::check::unknown_merge_field_root"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("flow::check::payload_on_get"), "{stderr}");
+
+    let (code, stdout, stderr) = output(&mut flowrun(&["check", path_str(&good)]));
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (0, "", ""));
+}
+
+#[test]
+fn check_json_format_for_editors() {
+    let workspace = Workspace::new();
+    let bad = workspace.file(
+        "bad.flow",
+        "step \"A\" {\n  http GET \"https://x.test/\"\n  timout 5s\n}\n",
+    );
+    let (code, stdout, _) = output(&mut flowrun(&["check", "--format", "json", path_str(&bad)]));
+    assert_eq!(code, 2);
+    let diagnostics: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        diagnostics,
+        json!([{
+            "file": path_str(&bad),
+            "code": "flow::check::unknown_option",
+            "severity": "error",
+            "message": "unknown step option `timout`",
+            "span": {"start": 42, "end": 48},
+            "range": {"start": {"line": 3, "column": 3}, "end": {"line": 3, "column": 9}},
+            "label": "not a step option",
+            "help": "did you mean `timeout`?",
+            "related": []
+        }])
+    );
+}
+
+#[test]
+fn json_log_writes_one_event_per_line() {
+    let server = TestServer::scripted(vec![
+        Reply::status(429).header("Retry-After", "0"),
+        Reply::status(200),
+    ]);
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "one.flow",
+        format!("step \"Ping\" {{\n  http GET \"{}/x\"\n}}\n", server.url()),
+    );
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--log-format",
+        "json",
+        "--execution-id",
+        "exec-42",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let messages: Vec<&str> = events
+        .iter()
+        .map(|event| event["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages[0], "started");
+    assert!(
+        messages[1].ends_with("failed with 429 Too Many Requests; attempt 2 of 6 in 0ms"),
+        "{messages:?}"
+    );
+    assert_eq!(events[1]["level"], "WARN");
+    assert_eq!(events[1]["attempt"], 2);
+    assert_eq!(events[1]["wait_ms"], 0);
+    assert_eq!(events[2]["status"], 200);
+    assert_eq!(events[3]["retries"], 1);
+    for event in &events {
+        assert_eq!(event["step"], "Ping");
+        assert_eq!(event["spans"][0]["execution_id"], "exec-42");
+    }
+}
+
+#[test]
+fn dry_run_sends_nothing_and_masks_secrets() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claim.flow", CLAIM_FLOW);
+    let entity = workspace.file("claim.json", r#"{"id": "C 1", "claim_number": "CN-7"}"#);
+    let api = format!("api={}", server.url());
+    let (code, stdout, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entity",
+            path_str(&entity),
+            "--var",
+            &api,
+            "--dry-run",
+            "--execution-id",
+            "e-1",
+        ])
+        .env("FLOWRUN_SECRET_CLAIMS_TOKEN", "tok-123"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "# step \"Send claim\"\nPOST {}/claims/C%201\ncontent-type: application/json\nauthorization: Bearer ***\n\n{{ \"n\": \"CN-7\" }}\n\n",
+            server.url()
+        )
+    );
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn unset_secret_exits_2_and_sends_nothing() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claim.flow", CLAIM_FLOW);
+    let api = format!("api={}", server.url());
+    let (code, _, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--var", &api]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("flow::input::secret_not_set"), "{stderr}");
+    assert!(stderr.contains("secret `CLAIMS_TOKEN` is not set"), "{stderr}");
+    assert!(stderr.contains("FLOWRUN_SECRET_CLAIMS_TOKEN"), "{stderr}");
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn secrets_file_supplies_secrets() {
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"claim_id": "x"}))]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claim.flow", CLAIM_FLOW);
+    let secrets = workspace.file("secrets.env", "# claims\nCLAIMS_TOKEN=\"from file\"\n");
+    let entity = workspace.file("claim.json", r#"{"id": "C-1", "claim_number": "CN-7"}"#);
+    let api = format!("api={}", server.url());
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&entity),
+        "--var",
+        &api,
+        "--secrets",
+        path_str(&secrets),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        server.requests()[0].header("authorization"),
+        Some("Bearer from file")
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_error() {
+    let workspace = Workspace::new();
+    let flow = workspace.file("ok.flow", "let api\nhttp GET \"<<vars.api>>/x\"\n");
+    let empty = workspace.file("empty.flow", "  \n\n");
+    let latin1 = workspace.file("latin1.flow", b"http GET \"https://x.test/caf\xe9\"\n");
+    let not_json = workspace.file("bad.json", "{\n  \"id\": 1,\n}");
+    let list = workspace.file("list.json", "[1, 2]");
+    let missing = workspace.dir.path().join("missing.flow");
+
+    let cases: Vec<(Vec<&str>, &str, String)> = vec![
+        (
+            vec!["run", path_str(&missing)],
+            "flow::input::file_not_found",
+            format!("cannot read workflow `{}`", path_str(&missing)),
+        ),
+        (
+            vec!["run", path_str(&empty)],
+            "flow::input::empty_file",
+            "is empty".to_string(),
+        ),
+        (
+            vec!["run", path_str(&latin1)],
+            "flow::input::not_utf8",
+            "is not valid UTF-8 (first invalid byte at offset 28)".to_string(),
+        ),
+        (
+            vec![
+                "run",
+                path_str(&flow),
+                "--var",
+                "api=http://127.0.0.1:9",
+                "--entity",
+                path_str(&not_json),
+            ],
+            "flow::input::invalid_entity",
+            "is not valid JSON: trailing comma at 3:1".to_string(),
+        ),
+        (
+            vec![
+                "run",
+                path_str(&flow),
+                "--var",
+                "api=http://127.0.0.1:9",
+                "--entity",
+                path_str(&list),
+            ],
+            "flow::input::entity_not_object",
+            "is a list, not a JSON object".to_string(),
+        ),
+        (
+            vec!["run", path_str(&flow)],
+            "flow::input::missing_var",
+            "variable `api` has no value".to_string(),
+        ),
+        (
+            vec!["run", path_str(&flow), "--var", "apii=x"],
+            "flow::input::invalid_var",
+            "the workflow declares no variable `apii`".to_string(),
+        ),
+        (
+            vec!["run", path_str(&flow), "--var", "novalue"],
+            "flow::input::invalid_var",
+            "expected NAME=VALUE".to_string(),
+        ),
+        (
+            vec!["check", path_str(&missing)],
+            "flow::input::file_not_found",
+            "cannot read workflow".to_string(),
+        ),
+    ];
+    for (args, code, message) in cases {
+        let (exit, stdout, stderr) = output(&mut flowrun(&args));
+        assert_eq!(exit, 2, "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(stderr.contains(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(&message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
