@@ -440,3 +440,25 @@ fn bad_input_exits_2_with_a_clear_error() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn dry_run_shows_saved_values_as_placeholders() {
+    let workspace = Workspace::new();
+    let source = r#"
+step "Create" {
+  http POST "https://api.example.test/claims" json {}
+  save response.json.id -> entity.remote_id
+}
+step "Confirm" {
+  http PUT "https://api.example.test/claims/<<entity.remote_id>>" json { "id": "<<entity.remote_id>>" }
+}
+"#;
+    let flow = workspace.file("chain.flow", source);
+    let (code, stdout, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--dry-run"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("PUT https://api.example.test/claims/%3Cresponse.json.id%3E\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"{ "id": "<response.json.id>" }"#), "{stdout}");
+}

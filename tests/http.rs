@@ -674,3 +674,29 @@ async fn secrets_are_sent_but_never_reported() {
     assert!(!report_json.contains("p@ss"), "{report_json}");
     assert!(!report_json.contains("p%40ss"), "{report_json}");
 }
+
+#[tokio::test]
+async fn other_payload_types_insert_values_unchanged() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let source = "http POST \"{base}/upload\" \"text/csv\" \"\"\"\nid,notes\n<<entity.claim_number>>,<<entity.notes>>\n\"\"\"\n";
+    let run = run_flow(source, &server, hostile_entity()).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    let request = only_request(&server);
+    assert_eq!(request.header_all("content-type"), vec!["text/csv"]);
+    assert_eq!(
+        request.body_text(),
+        "id,notes\nCN \"7\" \\ back,line1\nline2\ttab\u{1}ctl & <b>"
+    );
+}
+
+#[tokio::test]
+async fn xml_payload_with_hostile_values() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let source = "http PUT \"{base}/x\" xml \"\"\"\n<c id=\"<<entity.id>>\"><n><<entity.notes>></n><a><<entity.amount>></a><z><<entity.nothing>></z></c>\n\"\"\"\n";
+    let run = run_flow(source, &server, hostile_entity()).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    assert_eq!(
+        only_request(&server).body_text(),
+        "<c id=\"A/B?#%+ 😀\"><n>line1\nline2\ttab\u{1}ctl &amp; &lt;b&gt;</n><a>123456789012345678901234567890</a><z></z></c>"
+    );
+}

@@ -60,6 +60,8 @@ pub fn scan(template: &Template, end: usize) -> Result<Vec<Encoding>, JsonError>
     Ok(scanner.encodings)
 }
 
+const COMMENT_HINT: &str = "JSON has no comments: move the `#` comment above the action";
+
 /// Nesting deeper than this is rejected rather than risking the stack.
 const MAX_DEPTH: usize = 128;
 
@@ -134,6 +136,7 @@ impl Scanner {
             Some(Token::Char('"', _)) => self.string(),
             Some(Token::Char(c, _)) if c == '-' || c.is_ascii_digit() => self.number(),
             Some(Token::Char(c, _)) if c.is_ascii_alphabetic() => self.literal(),
+            Some(Token::Char('#', _)) => Err(self.error(COMMENT_HINT)),
             _ => Err(self.error(format!("expected a JSON value, found {}", self.found()))),
         }
     }
@@ -162,6 +165,7 @@ impl Scanner {
                     return Err(self.error("a merge field used as a key must be inside quotes"));
                 }
                 Some(Token::Char('}', _)) => return Err(self.error("trailing comma before `}`")),
+                Some(Token::Char('#', _)) => return Err(self.error(COMMENT_HINT)),
                 _ => return Err(self.error(format!("expected a quoted key, found {}", self.found()))),
             }
             self.skip_whitespace();

@@ -150,7 +150,8 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
         .with_default(tracing::Level::WARN);
     let builder = tracing_subscriber::fmt()
         .with_writer(io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_max_level(level);
     // A second call finds a subscriber in place, which is harmless.
     let _ = match format {
         LogFormat::Text => {

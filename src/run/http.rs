@@ -117,14 +117,20 @@ pub async fn send(
             waited,
             error: result.as_ref().err().map(|failure| redact(&describe(failure))),
         });
+        let outcome = match &result {
+            Ok(exchange) | Err(Failure::Status(exchange)) => exchange.status.to_string(),
+            Err(failure) => redact(&describe(failure)),
+        };
         debug!(
             step = context.step,
             attempt = number,
             method = %request.method,
             url = %request.display_url,
-            status = result.as_ref().ok().map(|exchange| exchange.status.as_u16()),
             duration_ms = duration.as_millis() as u64,
-            "request finished"
+            "attempt {number}: {} {} -> {outcome} in {} ms",
+            request.method,
+            request.display_url,
+            duration.as_millis()
         );
 
         let retries_left = number <= settings.max_retries;

@@ -126,7 +126,13 @@ pub fn prepare(
     let id = inputs
         .execution_id
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let redactor = Redactor::new(inputs.secrets.values().map(String::as_str));
+    // A dry run writes `***` for every secret itself, and redacting the
+    // values too would also hide text that merely looks like a secret.
+    let redactor = if dry_run {
+        Redactor::default()
+    } else {
+        Redactor::new(inputs.secrets.values().map(String::as_str))
+    };
     let mut execution = Execution {
         execution_value: json!({"id": id, "started_at": started_at, "workflow": program.name}),
         id,
@@ -248,6 +254,7 @@ async fn run_step(
         };
         if options.dry_run {
             dry_run.push(rendered(step, &outgoing, &execution.redactor));
+            save::apply_placeholders(request, execution);
             continue;
         }
 

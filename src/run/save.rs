@@ -19,9 +19,20 @@ pub(crate) fn apply_all(
     for save in &request.saves {
         let value = read(save, exchange, &mut parsed_body).map_err(|message| failed(save, message))?;
         write(&save.target, value, execution).map_err(|message| failed(save, message))?;
-        debug!(source = %save.source_text, "saved a response value");
+        debug!(source = %save.source_text, "saved `{}`", save.source_text);
     }
     Ok(())
+}
+
+/// Writes a placeholder such as `<response.json.id>` to every save target,
+/// so that a dry run can render later steps that use saved values.
+pub(crate) fn apply_placeholders(request: &Request, execution: &mut Execution) {
+    for save in &request.saves {
+        let placeholder = Value::String(format!("<{}>", save.source_text));
+        // A target that cannot be written stays unset, and the step that
+        // reads it shows why in the dry run.
+        let _ = write(&save.target, placeholder, execution);
+    }
 }
 
 fn failed(save: &Save, message: String) -> Diagnostic {

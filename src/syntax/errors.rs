@@ -61,7 +61,17 @@ pub(crate) fn syntax_error(error: &Error<Rule>, source: &str, base: usize) -> Di
             }
             join_alternatives(&phrases)
         }
-        ErrorVariant::CustomError { message } => message.clone(),
+        ErrorVariant::CustomError { message } => {
+            // pest stops at its recursion limit with a custom error.
+            let message = if message.contains("stack limit") {
+                "brackets nest too deeply to parse".to_string()
+            } else {
+                message.clone()
+            };
+            return Diagnostic::error(Code::SyntaxError, message)
+                .with_label(span, "nesting limit reached here")
+                .with_help("flatten the payload; JSON payloads may nest at most 128 levels");
+        }
     };
 
     let line_rest = source[offset..].split('\n').next().unwrap_or("");

@@ -54,7 +54,7 @@ impl Lowerer<'_> {
     }
 
     fn let_decl(&mut self, pair: Pair<'_, Rule>) -> Let {
-        let span = self.span(&pair);
+        let span = self.span_to_last_child(&pair);
         let mut name = None;
         let mut value = None;
         for child in pair.into_inner() {
@@ -117,8 +117,22 @@ impl Lowerer<'_> {
         }
     }
 
+    /// The span of a pair up to the end of its last child. pest counts the
+    /// white space and comments it skipped while looking for an optional
+    /// part as part of the pair, so a span that ends in an optional part
+    /// would reach the next line of the file.
+    fn span_to_last_child(&self, pair: &Pair<'_, Rule>) -> Span {
+        let span = self.span(pair);
+        let end = pair
+            .clone()
+            .into_inner()
+            .last()
+            .map_or(span.end, |child| self.span(&child).end);
+        Span::new(span.start, end)
+    }
+
     fn http_action(&mut self, pair: Pair<'_, Rule>) -> HttpAction {
-        let span = self.span(&pair);
+        let span = self.span_to_last_child(&pair);
         let mut method = None;
         let mut url = None;
         let mut payloads = Vec::new();

@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""A stand-in for the systems that the sample workflows call.
+
+Serves, on 127.0.0.1 only:
+
+  POST /claims-api/claims/<claim number>        files a claim (bearer token required)
+  PUT  /claims-api/policies/<policy id>/status  takes an XML policy status (bearer token required)
+  GET  /auth-api/auth?member=...&code=...       returns a prior authorization decision
+  POST /los/applications                        opens a loan application
+  GET  /bureau/score?consent=...                returns a credit score
+
+Every request is printed to standard error with its answer. The value of an
+Authorization header is masked, so the token given to flowrun stays out of
+the log. State lives in memory and is lost when the server stops.
+
+Usage: python3 samples/server.py [--port 8080]
+"""
+
+import argparse
+import itertools
+import json
+import re
+import sys
+import threading
+import traceback
+import uuid
+import xml.etree.ElementTree as ElementTree
+from datetime import date, datetime, timedelta, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+# The largest request body the server reads.
+MAX_BODY_BYTES = 1024 * 1024
+
+# How long a prior authorization stays valid after the service date.
+AUTHORIZATION_DAYS = 90
+
+print_lock = threading.Lock()
+state_lock = threading.Lock()
+
+# Claim number -> claim id. Filing a claim number again returns its first id,
+# as a claims system that deduplicates on the claim number does.
+claims = {}
+claim_ids = itertools.count(400101)
+authorization_numbers = itertools.count(88201)
+loan_numbers = itertools.count(5100234)
+
+
+class Reply:
+    def __init__(self, status, body=None, headers=None):
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def now():
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def error(status, message):
+    return Reply(status, {"error": message})
+
+
+def json_object(request):
+    """Returns the body as a JSON object, or a Reply that rejects it."""
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.startswith("application/json"):
+        return error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"expected application/json, got {content_type!r}")
+    try:
+        body = json.loads(request.body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
+        return error(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {problem}")
+    if not isinstance(body, dict):
+        return error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+    return body
+
+
+def missing_bearer_token(request):
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        reply = error(HTTPStatus.UNAUTHORIZED, "a bearer token is required")
+        reply.headers["WWW-Authenticate"] = 'Bearer realm="claims"'
+        return reply
+    return None
+
+
+def required_query(request, *names):
+    """Returns the first value of each query parameter, or a Reply naming the missing ones."""
+    values = [request.query.get(name, [""])[0] for name in names]
+    missing = [name for name, value in zip(names, values) if not value]
+    if missing:
+        return error(HTTPStatus.BAD_REQUEST, "missing query parameters: " + ", ".join(missing))
+    return values
+
+
+def file_claim(request, claim_number):
+    rejected = missing_bearer_token(request)
+    if rejected:
+        return rejected
+    claim = json_object(request)
+    if isinstance(claim, Reply):
+        return claim
+    if claim.get("claimNumber") != claim_number:
+        return error(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            f"claimNumber {claim.get('claimNumber')!r} does not match the URL's {claim_number!r}",
+        )
+    for field in ("policyId", "lossDate", "amount"):
+        if field not in claim:
+            return error(HTTPStatus.UNPROCESSABLE_ENTITY, f"{field} is required")
+    with state_lock:
+        known = claim_number in claims
+        if not known:
+            claims[claim_number] = f"CS-{next(claim_ids)}"
+        claim_id = claims[claim_number]
+    body = {
+        "claim_id": claim_id,
+        "claim_number": claim_number,
+        "policy_id": claim["policyId"],
+        "status": "received",
+        "received_at": now(),
+    }
+    if known:
+        return Reply(HTTPStatus.OK, body)
+    return Reply(HTTPStatus.CREATED, body, {"Location": f"/claims-api/claims/{claim_number}"})
+
+
+def update_policy_status(request, policy_id):
+    rejected = missing_bearer_token(request)
+    if rejected:
+        return rejected
+    content_type = request.headers.get("Content-Type", "")
+    if "xml" not in content_type:
+        return error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"expected XML, got {content_type!r}")
+    try:
+        document = ElementTree.fromstring(request.body)
+    except ElementTree.ParseError as problem:
+        return error(HTTPStatus.BAD_REQUEST, f"the body is not well-formed XML: {problem}")
+    if document.findtext("policyId") != policy_id:
+        return error(HTTPStatus.UNPROCESSABLE_ENTITY, f"policyId does not match the URL's {policy_id!r}")
+    if not document.findtext("status"):
+        return error(HTTPStatus.UNPROCESSABLE_ENTITY, "status is required")
+    return Reply(HTTPStatus.NO_CONTENT)
+
+
+def check_authorization(request):
+    values = required_query(request, "member", "code")
+    if isinstance(values, Reply):
+        return values
+    member, code = values
+    service_date = request.query.get("date", [""])[0]
+    try:
+        starts = date.fromisoformat(service_date) if service_date else date.today()
+    except ValueError:
+        return error(HTTPStatus.BAD_REQUEST, f"date {service_date!r} is not YYYY-MM-DD")
+    with state_lock:
+        reference = f"PA-{next(authorization_numbers)}"
+    body = {
+        "status": "approved",
+        "reference": reference,
+        "member": member,
+        "code": code,
+        "valid_through": (starts + timedelta(days=AUTHORIZATION_DAYS)).isoformat(),
+        "decided_at": now(),
+    }
+    return Reply(HTTPStatus.OK, body, {"X-Trace-Id": str(uuid.uuid4())})
+
+
+def open_application(request):
+    application = json_object(request)
+    if isinstance(application, Reply):
+        return application
+    for field in ("applicationId", "requestedAmount", "applicant"):
+        if field not in application:
+            return error(HTTPStatus.UNPROCESSABLE_ENTITY, f"{field} is required")
+    with state_lock:
+        loan_number = f"LN-{next(loan_numbers)}"
+    body = {
+        "loan_number": loan_number,
+        "application_id": application["applicationId"],
+        "status": "submitted",
+        "submitted_at": now(),
+    }
+    return Reply(HTTPStatus.CREATED, body, {"Location": f"/los/applications/{loan_number}"})
+
+
+def credit_score(request):
+    values = required_query(request, "consent")
+    if isinstance(values, Reply):
+        return values
+    body = {
+        "score": 712,
+        "model": "FICO Score 8",
+        "consent": values[0],
+        "reference": request.query.get("reference", [""])[0],
+        "pulled_at": now(),
+    }
+    return Reply(HTTPStatus.OK, body)
+
+
+# (method, path pattern, handler). Path groups are passed to the handler
+# percent-decoded.
+ROUTES = [
+    ("POST", r"/claims-api/claims/([^/]+)", file_claim),
+    ("PUT", r"/claims-api/policies/([^/]+)/status", update_policy_status),
+    ("GET", r"/auth-api/auth", check_authorization),
+    ("POST", r"/los/applications", open_application),
+    ("GET", r"/bureau/score", credit_score),
+]
+
+
+def route(request):
+    allowed = []
+    for method, pattern, handler in ROUTES:
+        match = re.fullmatch(pattern, request.path)
+        if not match:
+            continue
+        if method != request.method:
+            allowed.append(method)
+            continue
+        return handler(request, *(unquote(group) for group in match.groups()))
+    if allowed:
+        reply = error(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.path}")
+        reply.headers["Allow"] = ", ".join(allowed)
+        return reply
+    return error(HTTPStatus.NOT_FOUND, f"no route for {request.method} {request.path}")
+
+
+class Request:
+    def __init__(self, method, target, headers, body):
+        parts = urlsplit(target)
+        self.method = method
+        self.target = target
+        self.path = parts.path
+        self.query = parse_qs(parts.query)
+        self.headers = headers
+        self.body = body
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "flowrun-sample-server"
+
+    def do_GET(self):
+        self.handle_request()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def handle_request(self):
+        body, problem = self.read_body()
+        request = Request(self.command, self.path, self.headers, body)
+        if problem:
+            reply = problem
+            self.close_connection = True
+        else:
+            try:
+                reply = route(request)
+            except Exception as failure:
+                # A bug in a route handler returns 500 instead of dropping the connection.
+                traceback.print_exc()
+                reply = error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(failure).__name__}: {failure}")
+        self.send(reply)
+        self.echo(request, reply)
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", ""):
+            return b"", error(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            return b"", error(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
+        if length < 0 or length > MAX_BODY_BYTES:
+            return b"", error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the limit is {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length), None
+
+    def send(self, reply):
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.status == HTTPStatus.NO_CONTENT:
+            self.end_headers()
+            return
+        payload = json.dumps(reply.body).encode() if reply.body is not None else b""
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def echo(self, request, reply):
+        lines = [f"{request.method} {request.target}"]
+        for name, value in request.headers.items():
+            if name.lower() == "authorization":
+                scheme, _, token = value.partition(" ")
+                value = f"{scheme} ***" if token else "***"
+            lines.append(f"  {name}: {value}")
+        if request.body:
+            lines.append("")
+            lines.extend("  " + line for line in request.body.decode("utf-8", "replace").splitlines())
+        lines.append(f"-> {int(reply.status)} {HTTPStatus(reply.status).phrase}")
+        if reply.body is not None:
+            lines.append("  " + json.dumps(reply.body))
+        with print_lock:
+            print("\n".join(lines) + "\n", file=sys.stderr, flush=True)
+
+    def log_message(self, format, *args):
+        # echo() already logs every request; this keeps only the server's own errors.
+        if not format.startswith('"%s" %s %s'):
+            super().log_message(format, *args)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Serve the routes that the sample workflows call.")
+    parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: 8080)")
+    options = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", options.port), Handler)
+    server.daemon_threads = True
+    print(f"sample server listening on http://127.0.0.1:{server.server_port}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+//! Checks every workflow under `samples/` and runs each one with the `flowrun` binary against a
+//! test server that replies the way `samples/server.py` does.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flowrun::check::plain_text;
+use flowrun::cli::check_source;
+use flowrun::cli::output::{render_human, Source};
+use flowrun::program::VariableValue;
+use serde_json::{json, Value};
+use support::server::{Recorded, Reply, TestServer};
+
+/// The address that `samples/server.py` listens on by default, which the samples' `let` lines
+/// point at so that they run as they are.
+const SAMPLE_SERVER: &str = "http://127.0.0.1:8080";
+
+const CLAIMS_TOKEN: &str = "claims-token-7Qx2vR";
+const EXECUTION_ID: &str = "fixed-id";
+
+/// A sample and the variables that contain its base URLs, each with the path prefix it adds to the
+/// server's address.
+struct Sample {
+    name: &'static str,
+    bases: &'static [(&'static str, &'static str)],
+}
+
+const SAMPLES: [Sample; 3] = [
+    Sample {
+        name: "claim_intake",
+        bases: &[("claims_api", "/claims-api")],
+    },
+    Sample {
+        name: "loan_application",
+        bases: &[("los_api", "/los"), ("bureau_api", "/bureau")],
+    },
+    Sample {
+        name: "prior_auth",
+        bases: &[("auth_api", "/auth-api")],
+    },
+];
+
+fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+fn sample(name: &str) -> &'static Sample {
+    SAMPLES
+        .iter()
+        .find(|sample| sample.name == name)
+        .unwrap_or_else(|| panic!("no sample named {name} in SAMPLES"))
+}
+
+/// Returns every `samples/*.flow` file, sorted.
+fn sample_flows() -> Vec<PathBuf> {
+    let mut flows: Vec<PathBuf> = std::fs::read_dir(samples_dir())
+        .expect("samples/ is readable")
+        .map(|entry| entry.expect("samples/ entry is readable").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "flow"))
+        .collect();
+    flows.sort();
+    flows
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
+}
+
+fn entity_file(name: &str) -> PathBuf {
+    samples_dir().join(format!("{name}.entity.json"))
+}
+
+#[test]
+fn every_sample_checks_without_diagnostics() {
+    for path in sample_flows() {
+        let text = std::fs::read_to_string(&path).expect("sample is readable");
+        let checked = check_source(&text, &path);
+        let name = path.display().to_string();
+        let source = Source {
+            name: &name,
+            text: &text,
+        };
+        assert!(
+            checked.diagnostics.is_empty(),
+            "{name} has diagnostics:\n{}",
+            render_human(&checked.diagnostics, Some(&source), 100, false)
+        );
+    }
+}
+
+#[test]
+fn samples_have_entities_and_run_tests() {
+    let found: BTreeSet<String> = sample_flows()
+        .iter()
+        .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let listed: BTreeSet<String> = SAMPLES.iter().map(|sample| sample.name.to_string()).collect();
+    assert_eq!(found, listed, "samples/*.flow and SAMPLES differ");
+    for name in &found {
+        assert!(
+            read_json(&entity_file(name)).is_object(),
+            "{name}.entity.json is not a JSON object"
+        );
+    }
+}
+
+/// The README runs each sample with no `--var` against `python3 samples/server.py`, so each
+/// base URL must default to that server and the prefix its routes use.
+#[test]
+fn base_urls_default_to_the_sample_server() {
+    for sample in &SAMPLES {
+        let path = samples_dir().join(format!("{}.flow", sample.name));
+        let text = std::fs::read_to_string(&path).expect("sample is readable");
+        let program = check_source(&text, &path).program;
+        let defaults: Vec<(String, Option<String>)> = program
+            .variables
+            .iter()
+            .map(|variable| {
+                let default = match &variable.value {
+                    Some(VariableValue::Template(template)) => plain_text(template),
+                    Some(VariableValue::Literal(_)) | None => None,
+                };
+                (variable.name.clone(), default)
+            })
+            .collect();
+        let expected: Vec<(String, Option<String>)> = sample
+            .bases
+            .iter()
+            .map(|(name, prefix)| (name.to_string(), Some(format!("{SAMPLE_SERVER}{prefix}"))))
+            .collect();
+        assert_eq!(defaults, expected, "variables of {}", sample.name);
+    }
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts that the run succeeded and returns the entity it printed.
+    fn entity(&self) -> Value {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "flowrun failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}):\n{}", self.stdout))
+    }
+}
+
+/// Runs a sample with its entity file, its base URLs pointed at `server`, a fixed execution id
+/// and the claims token in the environment.
+fn run_sample(name: &str, server: &TestServer) -> Run {
+    let sample = sample(name);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowrun"));
+    command
+        .arg("run")
+        .arg(samples_dir().join(format!("{name}.flow")))
+        .arg("--entity")
+        .arg(entity_file(name))
+        .arg("--execution-id")
+        .arg(EXECUTION_ID);
+    for (variable, prefix) in sample.bases {
+        command
+            .arg("--var")
+            .arg(format!("{variable}={}{prefix}", server.url()));
+    }
+    // Secrets and proxies from the developer's environment would change what is sent.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("FLOWRUN_SECRET_") || key_text.to_ascii_lowercase().ends_with("_proxy") {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .env("FLOWRUN_SECRET_CLAIMS_TOKEN", CLAIMS_TOKEN)
+        .env("NO_COLOR", "1");
+    let output = command.output().expect("flowrun starts");
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    };
+    assert!(
+        !run.stderr.contains(CLAIMS_TOKEN),
+        "the claims token leaked to stderr:\n{}",
+        run.stderr
+    );
+    run
+}
+
+fn not_found(request: &Recorded) -> Reply {
+    Reply::json(
+        404,
+        json!({"error": format!("no route for {} {}", request.method, request.target)}),
+    )
+}
+
+fn methods_and_targets(requests: &[Recorded]) -> Vec<(&str, &str)> {
+    requests
+        .iter()
+        .map(|request| (request.method.as_str(), request.target.as_str()))
+        .collect()
+}
+
+fn json_body(request: &Recorded) -> Value {
+    assert_eq!(
+        request.header("Content-Type"),
+        Some("application/json"),
+        "{request:?}"
+    );
+    serde_json::from_str(request.body_text())
+        .unwrap_or_else(|error| panic!("body is not JSON ({error}): {request:?}"))
+}
+
+#[test]
+fn claim_intake_files_the_claim_and_updates_the_policy() {
+    let server = TestServer::start(
+        |request| match (request.method.as_str(), request.target.as_str()) {
+            ("POST", "/claims-api/claims/CLM-2026-004817") => Reply::json(
+                201,
+                json!({
+                    "claim_id": "CS-400101",
+                    "claim_number": "CLM-2026-004817",
+                    "status": "received"
+                }),
+            ),
+            ("PUT", "/claims-api/policies/POL-HO-7731902/status") => Reply::status(204),
+            _ => not_found(request),
+        },
+    );
+
+    let run = run_sample("claim_intake", &server);
+    let entity = run.entity();
+
+    let requests = server.requests();
+    assert_eq!(
+        methods_and_targets(&requests),
+        [
+            ("POST", "/claims-api/claims/CLM-2026-004817"),
+            ("PUT", "/claims-api/policies/POL-HO-7731902/status"),
+        ]
+    );
+    let bearer = format!("Bearer {CLAIMS_TOKEN}");
+    for request in &requests {
+        assert_eq!(
+            request.header("Authorization"),
+            Some(bearer.as_str()),
+            "{request:?}"
+        );
+        assert_eq!(request.header("X-Request-Id"), Some(EXECUTION_ID), "{request:?}");
+    }
+
+    let claim = json_body(&requests[0]);
+    assert_eq!(
+        claim,
+        json!({
+            "claimNumber": "CLM-2026-004817",
+            "policyId": "POL-HO-7731902",
+            "insuredName": "Dana O'Brien",
+            "lossType": "water_damage",
+            "lossDate": "2026-11-28",
+            "reportedDate": "2026-12-01",
+            "amount": 18450.75,
+            "currency": "USD",
+            "notes": "Burst supply line under the kitchen sink; water reached the basement. \
+                      Insured says \"no earlier leaks\". Plumber's invoice & photos attached.",
+            "executionId": EXECUTION_ID
+        })
+    );
+    // The amount keeps the digits of the entity rather than passing through a float.
+    assert!(
+        requests[0].body_text().contains("\"amount\": 18450.75,"),
+        "{:?}",
+        requests[0]
+    );
+
+    assert_eq!(requests[1].header("Content-Type"), Some("application/xml"));
+    assert_eq!(
+        requests[1].body_text(),
+        "<policyStatus>\n  <policyId>POL-HO-7731902</policyId>\n  <status>CLAIM_OPEN</status>\n  \
+         <claimId>CS-400101</claimId>\n  <lossDate>2026-11-28</lossDate>\n</policyStatus>"
+    );
+
+    let mut expected = read_json(&entity_file("claim_intake"));
+    expected["claims_system_id"] = json!("CS-400101");
+    assert_eq!(entity, expected);
+}
+
+#[test]
+fn prior_auth_saves_the_decision_on_the_patient() {
+    let server = TestServer::start(|request| {
+        let path = request.target.split('?').next().unwrap_or_default();
+        match (request.method.as_str(), path) {
+            ("GET", "/auth-api/auth") => Reply::json(
+                200,
+                json!({
+                    "status": "approved",
+                    "reference": "PA-88201",
+                    "member": "XGH884213907",
+                    "code": "73721",
+                    "valid_through": "2027-03-15"
+                }),
+            )
+            .header("X-Trace-Id", "trace-5f2c9a"),
+            _ => not_found(request),
+        }
+    });
+
+    let run = run_sample("prior_auth", &server);
+    let entity = run.entity();
+
+    let requests = server.requests();
+    assert_eq!(
+        methods_and_targets(&requests),
+        [(
+            "GET",
+            "/auth-api/auth?member=XGH884213907&code=73721&npi=1487652093&date=2026-12-15"
+        )]
+    );
+    assert_eq!(requests[0].header("Accept"), Some("application/json"));
+    assert_eq!(requests[0].header("X-Payer-Id"), Some("60054"));
+    assert_eq!(requests[0].header("Authorization"), None);
+    assert!(requests[0].body.is_empty(), "{:?}", requests[0]);
+
+    let mut expected = read_json(&entity_file("prior_auth"));
+    expected["prior_auth"] = json!({
+        "requested_at": "2026-12-02T15:40:00Z",
+        "status": "approved",
+        "reference": "PA-88201",
+        "valid_through": "2027-03-15",
+        "trace_id": "trace-5f2c9a"
+    });
+    assert_eq!(entity, expected);
+}
+
+#[test]
+fn loan_application_is_submitted_and_scored() {
+    let server = TestServer::start(|request| {
+        let path = request.target.split('?').next().unwrap_or_default();
+        match (request.method.as_str(), path) {
+            ("POST", "/los/applications") => Reply::json(
+                201,
+                json!({
+                    "loan_number": "LN-5100234",
+                    "application_id": "APP-2026-118305",
+                    "status": "submitted"
+                }),
+            )
+            .header("Location", "/los/applications/LN-5100234"),
+            ("GET", "/bureau/score") => Reply::json(200, json!({"score": 712, "model": "FICO Score 8"})),
+            _ => not_found(request),
+        }
+    });
+
+    let run = run_sample("loan_application", &server);
+    let entity = run.entity();
+
+    let requests = server.requests();
+    assert_eq!(
+        methods_and_targets(&requests),
+        [
+            ("POST", "/los/applications"),
+            ("GET", "/bureau/score?consent=CNS-7f3a91&reference=LN-5100234"),
+        ]
+    );
+    assert_eq!(requests[0].header("X-Request-Id"), Some(EXECUTION_ID));
+    assert_eq!(
+        json_body(&requests[0]),
+        json!({
+            "applicationId": "APP-2026-118305",
+            "channel": "branch",
+            "product": "auto_refinance",
+            "requestedAmount": 24500,
+            "termMonths": 60,
+            "purpose": "Refinance of a 2022 Subaru Outback",
+            "applicant": {
+                "firstName": "Marcus",
+                "lastName": "Okafor",
+                "email": "marcus.okafor@example.com",
+                "dateOfBirth": "1987-04-19",
+                "annualIncome": 86400,
+                "employer": "Northwind Logistics",
+                "address": {
+                    "line1": "418 Alder Street",
+                    "city": "Spokane",
+                    "state": "WA",
+                    "postal_code": "99201"
+                }
+            },
+            "submissionId": EXECUTION_ID
+        })
+    );
+    for request in &requests {
+        assert_eq!(request.header("Authorization"), None, "{request:?}");
+    }
+    assert!(requests[1].body.is_empty(), "{:?}", requests[1]);
+
+    let mut expected = read_json(&entity_file("loan_application"));
+    expected["los"] = json!({"loan_number": "LN-5100234", "status": "submitted"});
+    expected["credit_score"] = json!(712);
+    expected["credit_score_model"] = json!("FICO Score 8");
+    assert_eq!(entity, expected);
+}
