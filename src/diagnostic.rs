@@ -86,6 +86,10 @@ codes! {
     InvalidSave => "flow::check::invalid_save",
     EmptyStep => "flow::check::empty_step",
     InvalidUrl => "flow::check::invalid_url",
+    DuplicatePayload => "flow::check::duplicate_payload",
+    InvalidSecretPath => "flow::check::invalid_secret_path",
+    InvalidName => "flow::check::invalid_name",
+    NoSteps => "flow::check::no_steps",
     FileNotFound => "flow::input::file_not_found",
     FileUnreadable => "flow::input::file_unreadable",
     FileNotUtf8 => "flow::input::not_utf8",
@@ -107,6 +111,10 @@ codes! {
     RetryWaitTooLong => "flow::run::retry_wait_too_long",
     TooManyRedirects => "flow::run::too_many_redirects",
     SaveFailed => "flow::run::save_failed",
+    HelperFailed => "flow::run::helper_failed",
+    ResponseTooLarge => "flow::run::response_too_large",
+    ReportNotWritten => "flow::run::report_not_written",
+    StartupFailed => "flow::run::startup_failed",
 }
 
 impl fmt::Display for Code {

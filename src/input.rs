@@ -53,7 +53,7 @@ pub fn read_entity(path: &str) -> Result<Value, Diagnostic> {
             )
             .with_help("pipe a JSON object into flowrun, or pass --entity FILE")
         })?;
-        (text, "standard input".to_string())
+        (text, "read from standard input".to_string())
     } else {
         let text = std::fs::read_to_string(path).map_err(|error| {
             Diagnostic::error(

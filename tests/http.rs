@@ -454,7 +454,10 @@ async fn too_many_requests_gives_up_after_five_retries() {
     assert_eq!(failure.code, Code::TooManyRequests);
     assert_eq!(
         failure.message,
-        format!("POST {}/x returned 429 Too Many Requests 6 times", server.url())
+        format!(
+            "POST {}/x still returned 429 Too Many Requests after 6 requests",
+            server.url()
+        )
     );
 }
 

@@ -1,7 +1,7 @@
 //! Checks merge fields and compiles templates with the encoding of each
 //! field's position.
 
-use crate::check::names::{did_you_mean, quote_list};
+use crate::check::names::did_you_mean;
 use crate::check::Checker;
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::program::{Compiled, Encoding, Piece};
@@ -157,7 +157,7 @@ impl Checker {
             return;
         };
         let PathKey::Field(name) = &first.key else {
-            return self.unknown_execution_field(&format!("{:?}", first.key), first.span);
+            return self.unknown_execution_field(&format!("[{}]", path_key_text(&first.key)), first.span);
         };
         if !EXECUTION_FIELDS.contains(&name.as_str()) {
             self.unknown_execution_field(name, first.span);
@@ -206,8 +206,8 @@ impl Checker {
                 "declare it with `let {name} = \"...\"` or `let {name}` and pass `--var {name}=VALUE`"
             )),
             None => diagnostic.with_help(format!(
-                "{} Declare new variables with `let {name} = \"...\"`.",
-                capitalize(&did_you_mean(name, &declared, "variables"))
+                "{} A new variable is declared with `let {name} = \"...\"`.",
+                did_you_mean(name, &declared, "variables")
             )),
         };
         self.diagnostics.push(diagnostic);
@@ -228,14 +228,20 @@ impl Checker {
         };
         if !valid {
             self.diagnostics.push(
-                Diagnostic::error(Code::InvalidMergeField, "a secret is written `secret.NAME`")
+                Diagnostic::error(Code::InvalidSecretPath, "a secret is written `secret.NAME`")
                     .with_label(path.span, "not a secret name")
-                    .with_help(format!(
-                        "the value of `secret.NAME` comes from the environment variable FLOWRUN_SECRET_NAME or the --secrets file; valid roots are {}",
-                        quote_list(&ROOTS)
-                    )),
+                    .with_help(
+                        "write `secret.NAME`; its value comes from the environment variable FLOWRUN_SECRET_NAME or the --secrets file",
+                    ),
             );
         }
+    }
+}
+
+fn path_key_text(key: &PathKey) -> String {
+    match key {
+        PathKey::Field(name) => name.clone(),
+        PathKey::Index(index) => index.to_string(),
     }
 }
 
@@ -244,13 +250,5 @@ fn plural(count: usize) -> &'static str {
         ""
     } else {
         "s"
-    }
-}
-
-fn capitalize(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }

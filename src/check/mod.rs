@@ -48,12 +48,9 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
     let name = match &file.header {
         Some(header) => header.name.as_plain().unwrap_or_else(|| {
             checker.diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidMergeField,
-                    "a workflow name cannot hold merge fields",
-                )
-                .with_label(header.name.span, "merge field in the name")
-                .with_help("write the name as plain text"),
+                Diagnostic::error(Code::InvalidName, "a workflow name cannot hold merge fields")
+                    .with_label(header.name.span, "merge field in the name")
+                    .with_help("write the name as plain text"),
             );
             default_name.to_string()
         }),
@@ -80,6 +77,15 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
     let mut steps = Vec::new();
     for item in &file.items {
         let Item::Step(step) = item else { continue };
+        if !step.name_is_plain {
+            checker.diagnostics.push(
+                Diagnostic::error(Code::InvalidName, "a step name cannot hold merge fields")
+                    .with_label(step.name_span, "merge field in the name")
+                    .with_help(
+                        "write the name as plain text, so that logs and run reports can name the step",
+                    ),
+            );
+        }
         if let Some(first) = step_names.get(&step.name) {
             checker.diagnostics.push(
                 Diagnostic::error(
@@ -94,6 +100,14 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
             step_names.insert(step.name.clone(), step.name_span);
         }
         steps.push(checker.step(step));
+    }
+
+    if steps.is_empty() && checker.diagnostics.is_empty() {
+        checker.diagnostics.push(
+            Diagnostic::warning(Code::NoSteps, "the workflow has no steps, so a run does nothing").with_help(
+                "add a step, such as `step \"Ping\" { http GET \"https://api.example.test/health\" }`",
+            ),
+        );
     }
 
     let program = Program {
@@ -182,7 +196,7 @@ impl Checker {
         for (index, payload) in action.payloads.iter().enumerate() {
             if index > 0 {
                 self.diagnostics.push(
-                    Diagnostic::error(Code::SyntaxError, "a request has at most one payload")
+                    Diagnostic::error(Code::DuplicatePayload, "a request has at most one payload")
                         .with_label(payload.span, "second payload")
                         .with_related(action.payloads[0].span, "first payload")
                         .with_help("merge the payloads into one"),
@@ -353,7 +367,10 @@ impl Checker {
             if let Some(invalid) = invalid_header_name_char(&name) {
                 let what = match invalid {
                     None => "is empty".to_string(),
-                    Some(c) => format!("contains {c:?}"),
+                    Some(' ') => "contains a space".to_string(),
+                    Some('\t') => "contains a tab".to_string(),
+                    Some(c) if c.is_control() => format!("contains the control character U+{:04X}", c as u32),
+                    Some(c) => format!("contains `{c}`"),
                 };
                 self.diagnostics.push(
                     Diagnostic::error(Code::InvalidHeaderName, format!("invalid header name \"{name}\": it {what}"))

@@ -42,6 +42,13 @@ pub fn check_source(text: &str, path: &Path) -> Checked {
         .map_or_else(|| "workflow".into(), |stem| stem.to_string_lossy());
     let mut checked = check::check(&parsed.file, &default_name);
     let mut diagnostics = parsed.diagnostics;
+    if !diagnostics.is_empty() {
+        // Steps that failed to parse are missing from the tree, so "no
+        // steps" would only repeat the syntax errors.
+        checked
+            .diagnostics
+            .retain(|diagnostic| diagnostic.code != diagnostic::Code::NoSteps);
+    }
     diagnostics.append(&mut checked.diagnostics);
     diagnostic::sort(&mut diagnostics);
     checked.diagnostics = diagnostics;
@@ -138,7 +145,7 @@ fn run_command(args: RunArgs) -> u8 {
         if let Err(error) = std::fs::write(path, json + "\n") {
             output::eprint_diagnostics(
                 &[Diagnostic::error(
-                    diagnostic::Code::FileUnreadable,
+                    diagnostic::Code::ReportNotWritten,
                     format!("cannot write the run report to `{}`: {error}", path.display()),
                 )],
                 None,
@@ -210,7 +217,7 @@ fn fail_invalid(diagnostics: &[Diagnostic], source: Option<&Source<'_>>) -> u8 {
 
 fn fail_start(message: &str) -> u8 {
     output::eprint_diagnostics(
-        &[Diagnostic::error(diagnostic::Code::InvalidRequest, message)],
+        &[Diagnostic::error(diagnostic::Code::StartupFailed, message)],
         None,
     );
     EXIT_INVALID

@@ -236,16 +236,20 @@ fn classify(error: reqwest::Error, timeout: Duration) -> Failure {
     }
 }
 
-/// The error and its sources on one line, without the URL reqwest adds.
+/// What failed and its innermost cause, such as "connection failed:
+/// Connection refused (os error 111)", without the URL that reqwest's own
+/// message carries.
 fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error_kind(error).to_string();
+    let mut innermost = None;
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        innermost = Some(cause.to_string());
         source = cause.source();
     }
-    text
+    match innermost {
+        Some(cause) => format!("{}: {cause}", error_kind(error)),
+        None => error_kind(error).to_string(),
+    }
 }
 
 /// A one-line description of a failure, for reports.
@@ -255,7 +259,7 @@ pub fn describe(failure: &Failure) -> String {
         Failure::Timeout(timeout) => format!("timed out after {}", format_duration(*timeout)),
         Failure::Connection(message) => message.clone(),
         Failure::TooManyRedirects => format!("more than {MAX_REDIRECTS} redirects"),
-        Failure::TooManyRequests { requests } => format!("429 Too Many Requests after {requests} requests"),
+        Failure::TooManyRequests { requests } => format!("429 Too Many Requests after {requests} attempts"),
         Failure::WaitTooLong { wait, max_wait } => format!(
             "Retry-After asks for {}, more than the maximum wait of {}",
             format_duration(*wait),
@@ -282,6 +286,7 @@ pub fn format_duration(duration: Duration) -> String {
         (0, 0, s) => format!("{s}s"),
         (0, m, 0) => format!("{m}m"),
         (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
         (h, m, s) => format!("{h}h{m}m{s}s"),
     }
 }
@@ -309,5 +314,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
         assert_eq!(format_duration(Duration::from_secs(150)), "2m30s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_secs(3725)), "1h2m5s");
     }
 }

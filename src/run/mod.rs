@@ -424,6 +424,8 @@ fn build(request: &Request, execution: &Execution, lines: &LineIndex<'_>) -> Res
 }
 
 fn rendered(step: &Step, outgoing: &Outgoing, redactor: &Redactor) -> RenderedRequest {
+    // A masked secret in the path or query was percent-encoded like any value.
+    let url = outgoing.display_url.replace("%2A%2A%2A", redact::MASK);
     let headers = outgoing
         .headers
         .iter()
@@ -437,7 +439,7 @@ fn rendered(step: &Step, outgoing: &Outgoing, redactor: &Redactor) -> RenderedRe
     RenderedRequest {
         step: step.name.clone(),
         method: outgoing.method.to_string(),
-        url: outgoing.display_url.clone(),
+        url,
         headers,
         body: outgoing
             .body
@@ -468,13 +470,14 @@ pub fn render_diagnostic(error: &RenderError, lines: &LineIndex<'_>, redactor: &
             ))
         }
         RenderError::Helper { message, span } => Diagnostic::error(
-            Code::MissingMergeField,
+            Code::HelperFailed,
             format!(
-                "merge field at {line}:{column} failed: {}",
+                "merge field at {line}:{column} failed: {}; nothing was sent",
                 redactor.redact(message)
             ),
         )
-        .with_label(*span, "this helper call"),
+        .with_label(*span, "this helper call")
+        .with_help("check the value the helper receives, or give a fallback with `default`"),
     }
 }
 
@@ -494,7 +497,7 @@ fn failure_diagnostic(
         ),
         Failure::Connection(message) => (
             Code::ConnectionFailed,
-            format!("{target} failed: {}", redactor.redact(message)),
+            format!("{target}: {}", redactor.redact(message)),
             "check that the server is up and the URL is right; `retry on connection` retries failed connections".to_string(),
         ),
         Failure::TooManyRedirects => (
@@ -504,7 +507,10 @@ fn failure_diagnostic(
         ),
         Failure::TooManyRequests { requests } => (
             Code::TooManyRequests,
-            format!("{target} returned 429 Too Many Requests {requests} times"),
+            format!(
+                "{target} still returned 429 Too Many Requests after {requests} {}",
+                if *requests == 1 { "request" } else { "requests" }
+            ),
             "raise the number of retries with a line such as `retries 10`, or run the workflow later".to_string(),
         ),
         Failure::WaitTooLong { .. } => (
@@ -513,9 +519,9 @@ fn failure_diagnostic(
             "raise the limit with a line such as `max_wait 10m`, or run the workflow later".to_string(),
         ),
         Failure::BodyTooLarge => (
-            Code::HttpStatus,
+            Code::ResponseTooLarge,
             format!("{target}: {}", describe(failure)),
-            "the response is too large to read".to_string(),
+            "save only small responses; ask the server for a smaller page or a summary".to_string(),
         ),
     };
     Diagnostic::error(code, message)

@@ -52,6 +52,8 @@ pub struct Step {
     pub name_span: Span,
     /// True for an action written outside a step block.
     pub bare: bool,
+    /// False when the written name holds merge fields, which names cannot.
+    pub name_is_plain: bool,
     pub items: Vec<StepItem>,
     pub span: Span,
 }

@@ -83,10 +83,10 @@ pub(crate) fn syntax_error(error: &Error<Rule>, source: &str, base: usize) -> Di
             );
     }
 
-    let found_text = if found.is_empty() {
-        "end of file".to_string()
-    } else {
-        format!("`{found}`")
+    let found_text = match found.as_str() {
+        "" => "end of file".to_string(),
+        "end of line" => found.clone(),
+        _ => format!("`{found}`"),
     };
     let message = if expected.is_empty() {
         format!("unexpected {found_text}")

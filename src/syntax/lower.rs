@@ -89,10 +89,12 @@ impl Lowerer<'_> {
             }
         }
         let name = name.expect("Lowerer::step: the grammar requires a name");
+        let plain = name.as_plain();
         Step {
+            name_is_plain: plain.is_some(),
             // A name with merge fields is reported by the checker; the
             // written text stands in for it here.
-            name: name.as_plain().unwrap_or_else(|| self.lines_text(name.span)),
+            name: plain.unwrap_or_else(|| self.lines_text(name.span)),
             name_span: name.span,
             bare: false,
             items,
@@ -112,6 +114,7 @@ impl Lowerer<'_> {
             name: format!("{} (line {line})", action.method.text),
             name_span: action.method.span,
             bare: true,
+            name_is_plain: true,
             span: action.span,
             items: vec![StepItem::Http(action)],
         }

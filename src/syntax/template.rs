@@ -173,7 +173,7 @@ fn parse_line(
                         )
                         .with_label(Span::new(base + escape_start, base + end), "unknown escape")
                         .with_help(
-                            "valid escapes are \\\" \\\\ \\n \\r \\t \\u{hex} and \\< (a literal `<`)",
+                            "valid escapes are \\\" \\\\ \\n \\r \\t \\0 \\u{hex} and \\< (a literal `<`)",
                         ),
                     );
                     pos = end;
@@ -435,6 +435,8 @@ impl ExprParser<'_> {
             match self.peek() {
                 Some('.') => {
                     self.pos += 1;
+                    // The span of a `.name` step leaves out the dot.
+                    let segment_start = self.pos;
                     match self.peek() {
                         Some(c) if c.is_ascii_digit() => {
                             let digits_start = self.pos;
