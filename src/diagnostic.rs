@@ -90,6 +90,10 @@ codes! {
     InvalidSecretPath => "flow::check::invalid_secret_path",
     InvalidName => "flow::check::invalid_name",
     NoSteps => "flow::check::no_steps",
+    InvalidOnError => "flow::check::invalid_on_error",
+    UnknownSetting => "flow::check::unknown_setting",
+    InvalidNotify => "flow::check::invalid_notify",
+    PayloadBodyMismatch => "flow::check::payload_body_mismatch",
     FileNotFound => "flow::input::file_not_found",
     FileUnreadable => "flow::input::file_unreadable",
     FileNotUtf8 => "flow::input::not_utf8",
@@ -115,6 +119,9 @@ codes! {
     ResponseTooLarge => "flow::run::response_too_large",
     ReportNotWritten => "flow::run::report_not_written",
     StartupFailed => "flow::run::startup_failed",
+    StoreFailed => "flow::run::store_failed",
+    StoreUnavailable => "flow::input::store_unavailable",
+    ResumeRefused => "flow::input::resume_refused",
 }
 
 impl fmt::Display for Code {

@@ -25,6 +25,11 @@ pub fn read_flow(path: &Path) -> Result<String, Diagnostic> {
         Diagnostic::error(code, format!("cannot read workflow `{shown}`: {error}"))
             .with_help("check the path; workflows are files such as `claims.flow`")
     })?;
+    // A byte order mark is not part of the workflow.
+    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
     let text = String::from_utf8(bytes).map_err(|error| {
         let offset = error.utf8_error().valid_up_to();
         Diagnostic::error(
@@ -69,6 +74,7 @@ pub fn read_entity(path: &str) -> Result<Value, Diagnostic> {
 
 /// Parses entity JSON, which must be an object.
 pub fn parse_entity(text: &str, shown: &str) -> Result<Value, Diagnostic> {
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|error| {
         Diagnostic::error(
             Code::InvalidEntity,

@@ -12,4 +12,5 @@ pub mod input;
 pub mod program;
 pub mod render;
 pub mod run;
+pub mod store;
 pub mod syntax;

@@ -15,6 +15,64 @@ pub struct Program {
     pub steps: Vec<Step>,
     /// Each secret the workflow uses, with the span of its first use.
     pub secrets: Vec<(String, Span)>,
+    /// Webhook URLs that receive notifications, from `notify webhook`.
+    pub webhooks: Vec<Compiled>,
+}
+
+/// What a failed step does to the execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Record the failure, notify, go on with the next step.
+    ContinueNotify,
+    /// Stop at the step, store the execution as paused, notify.
+    PauseNotify,
+    /// Record the failure and go on, without a notification.
+    ContinueSilently,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifySeverity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl NotifySeverity {
+    pub const ALL: [NotifySeverity; 4] = [
+        NotifySeverity::Low,
+        NotifySeverity::Medium,
+        NotifySeverity::High,
+        NotifySeverity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifySeverity::Low => "low",
+            NotifySeverity::Medium => "medium",
+            NotifySeverity::High => "high",
+            NotifySeverity::Critical => "critical",
+        }
+    }
+}
+
+/// A step's failure behaviour and the severity of its notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorPolicy {
+    pub on_error: OnError,
+    pub severity: NotifySeverity,
+}
+
+impl Default for ErrorPolicy {
+    /// Pause and notify, so that no failure is skipped silently.
+    fn default() -> ErrorPolicy {
+        ErrorPolicy {
+            on_error: OnError::PauseNotify,
+            severity: NotifySeverity::Medium,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +95,7 @@ pub struct Step {
     pub span: Span,
     pub requests: Vec<Request>,
     pub settings: Settings,
+    pub policy: ErrorPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +164,8 @@ pub struct Settings {
     pub retry_server_errors: bool,
     pub retry_connection_errors: bool,
     pub follow_redirects: bool,
+    /// Send an `Idempotency-Key` header with POST and PATCH requests.
+    pub idempotency_key: bool,
 }
 
 impl Default for Settings {
@@ -116,6 +177,7 @@ impl Default for Settings {
             retry_server_errors: false,
             retry_connection_errors: false,
             follow_redirects: true,
+            idempotency_key: true,
         }
     }
 }

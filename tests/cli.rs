@@ -4,62 +4,11 @@
 mod support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::{json, Value};
+use support::cli::{flowrun, output, path_str, Workspace};
 use support::server::{Reply, TestServer};
-use tempfile::TempDir;
-
-struct Workspace {
-    dir: TempDir,
-}
-
-impl Workspace {
-    fn new() -> Workspace {
-        Workspace {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-fn flowrun(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flowrun"));
-    command
-        .args(args)
-        .env_remove("NO_COLOR")
-        .env("COLUMNS", "400")
-        .stdin(Stdio::null());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FLOWRUN_SECRET_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-fn output(command: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().unwrap();
-    (
-        status.code().expect("exited with a code"),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-    )
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 const CLAIM_FLOW: &str = r#"workflow "Claim intake"
 
@@ -157,7 +106,7 @@ fn entity_from_standard_input() {
 }
 
 #[test]
-fn failed_step_exits_1_and_still_prints_the_entity() {
+fn failed_step_pauses_by_default_and_still_prints_the_entity() {
     let server = TestServer::scripted(vec![
         Reply::json(200, json!({"status": "ok"})),
         Reply::status(503),
@@ -168,8 +117,14 @@ fn failed_step_exits_1_and_still_prints_the_entity() {
         server.url()
     );
     let flow = workspace.file("two.flow", source);
-    let (code, stdout, stderr) = output(&mut flowrun(&["run", path_str(&flow)]));
-    assert_eq!(code, 1);
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--execution-id",
+        "exec-7",
+    ]));
+    assert_eq!(code, 3);
+    assert!(stderr.contains("flowrun resume exec-7"), "{stderr}");
     assert_eq!(
         serde_json::from_str::<Value>(&stdout).unwrap(),
         json!({"status": "ok"})
@@ -314,8 +269,9 @@ fn dry_run_sends_nothing_and_masks_secrets() {
     assert_eq!(
         stdout,
         format!(
-            "# step \"Send claim\"\nPOST {}/claims/C%201\ncontent-type: application/json\nauthorization: Bearer ***\n\n{{ \"n\": \"CN-7\" }}\n\n",
-            server.url()
+            "# step \"Send claim\"\nPOST {}/claims/C%201\ncontent-type: application/json\nauthorization: Bearer ***\nidempotency-key: {}\n\n{{ \"n\": \"CN-7\" }}\n\n",
+            server.url(),
+            flowrun::run::idempotency_key("e-1", 0, 0, flowrun::program::Method::Post, true).unwrap()
         )
     );
     assert_eq!(server.request_count(), 0);
@@ -461,4 +417,73 @@ step "Confirm" {
         "{stdout}"
     );
     assert!(stdout.contains(r#"{ "id": "<response.json.id>" }"#), "{stdout}");
+}
+
+#[test]
+fn unwritable_report_path_stops_before_sending() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("ping.flow", format!("http GET \"{}/x\"\n", server.url()));
+    let missing = workspace.dir.path().join("no-such-folder").join("report.json");
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--no-store",
+        "--report",
+        path_str(&missing),
+    ]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("flow::run::report_not_written"), "{stderr}");
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn byte_order_mark_is_ignored() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("bom.flow", format!("\u{feff}http GET \"{}/x\"\n", server.url()));
+    let entity = workspace.file("bom.json", "\u{feff}{\"id\": 1}");
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--no-store",
+        "--entity",
+        path_str(&entity),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "{\n  \"id\": 1\n}\n");
+}
+
+#[test]
+fn closed_standard_error_does_not_stop_the_run() {
+    let server = TestServer::start(|_| Reply::status(200));
+    let workspace = Workspace::new();
+    let source: String = (1..=20)
+        .map(|index| {
+            format!(
+                "step \"S{index}\" {{\n  http GET \"{}/s{index}\"\n}}\n",
+                server.url()
+            )
+        })
+        .collect();
+    let flow = workspace.file("many.flow", source);
+    let mut child = flowrun(&["run", path_str(&flow), "--no-store"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let result = child.wait_with_output().unwrap();
+    assert_eq!(result.status.code(), Some(0));
+    assert_eq!(server.request_count(), 20);
+    assert_eq!(String::from_utf8(result.stdout).unwrap(), "{}\n");
+}
+
+#[test]
+fn dry_run_shows_a_secret_base_url_masked() {
+    let workspace = Workspace::new();
+    let flow = workspace.file("secret.flow", "http GET \"<<secret.BASE>>/status\"\n");
+    let (code, stdout, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--dry-run"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "# step \"GET (line 1)\"\nGET ***/status\n\n");
 }

@@ -44,11 +44,11 @@ async fn run_with_secrets(source: &str, server: &TestServer, entity: Value, secr
     let execution = prepare(&checked.program, &source, inputs, false).expect("inputs are valid");
     let sleeper = Arc::new(RecordingSleeper::default());
     let options = Options {
-        dry_run: false,
         sleeper: sleeper.clone(),
+        ..Options::default()
     };
     let http = Http::new().unwrap();
-    let report = execute(&checked.program, &source, execution, &http, &options).await;
+    let report = execute(&checked.program, &source, execution, &http, &options, None).await;
     Run {
         report,
         waits: sleeper.waits(),
@@ -127,12 +127,14 @@ step "Send claim" {
         "POST /claims/A%2FB%3F%23%25%2B%20%F0%9F%98%80?n=CN%20%227%22%20%5C%20back HTTP/1.1\r\n\
          content-type: application/json\r\n\
          x-request-id: exec-1\r\n\
+         idempotency-key: {}\r\n\
          accept: */*\r\n\
          user-agent: flowrun/{}\r\n\
          host: {}\r\n\
          content-length: {}\r\n\
          \r\n\
          {body}",
+        flowrun::run::idempotency_key("exec-1", 0, 0, flowrun::program::Method::Post, true).unwrap(),
         env!("CARGO_PKG_VERSION"),
         server.addr(),
         body.len()
@@ -240,7 +242,7 @@ async fn missing_merge_field_sends_nothing() {
     let server = TestServer::scripted(vec![Reply::status(200)]);
     let source = "step \"Send\" {\n  http POST \"{base}/x\" json { \"n\": \"<<entity.claim.number>>\" }\n}\n";
     let run = run_flow(source, &server, json!({"claim": {}})).await;
-    assert_eq!(run.report.outcome, Outcome::Failed);
+    assert_eq!(run.report.outcome, Outcome::Paused);
     assert_eq!(server.request_count(), 0);
     let failure = run.report.failure().unwrap();
     assert_eq!(failure.code, Code::MissingMergeField);
@@ -627,7 +629,7 @@ async fn save_of_a_missing_value_fails_the_step() {
 }
 
 #[tokio::test]
-async fn steps_run_in_order_and_stop_at_a_failure() {
+async fn steps_run_in_order_and_pause_at_a_failure() {
     let server = TestServer::start(|request| match request.target.as_str() {
         "/two" => Reply::status(404),
         _ => Reply::status(200),
@@ -644,7 +646,7 @@ step "Three" {
 }
 "#;
     let run = run_flow(source, &server, json!({})).await;
-    assert_eq!(run.report.outcome, Outcome::Failed);
+    assert_eq!(run.report.outcome, Outcome::Paused);
     let targets: Vec<String> = server
         .requests()
         .into_iter()
@@ -702,4 +704,62 @@ async fn xml_payload_with_hostile_values() {
         only_request(&server).body_text(),
         "<c id=\"A/B?#%+ 😀\"><n>line1\nline2\ttab\u{1}ctl &amp; &lt;b&gt;</n><a>123456789012345678901234567890</a><z></z></c>"
     );
+}
+
+#[tokio::test]
+async fn interrupted_exchange_is_not_retried_as_a_connection_error() {
+    let server = TestServer::scripted(vec![Reply::close()]);
+    let source = "step \"Send\" {\n  http POST \"{base}/x\" json {}\n  retry on connection\n}\n";
+    let run = run_flow(source, &server, json!({})).await;
+    assert_eq!(failure_code(&run.report), Some(Code::ConnectionFailed));
+    assert_eq!(server.request_count(), 1);
+    assert!(run.waits.is_empty());
+}
+
+#[tokio::test]
+async fn dot_segments_from_values_send_nothing() {
+    for id in ["..", "."] {
+        let server = TestServer::scripted(vec![Reply::status(200)]);
+        let run = run_flow(
+            "http GET \"{base}/claims/<<entity.id>>/approve\"",
+            &server,
+            json!({"id": id}),
+        )
+        .await;
+        assert_eq!(failure_code(&run.report), Some(Code::InvalidRequest), "{id}");
+        assert_eq!(server.request_count(), 0, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn json_suffix_media_types_are_encoded_as_json() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let source = r#"http POST "{base}/x" "application/vnd.api+json" {"a": "<<entity.q>>"}"#;
+    let run = run_flow(source, &server, json!({"q": "x\", \"admin\": true, \"y\": \""})).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    let request = only_request(&server);
+    assert_eq!(
+        request.header_all("content-type"),
+        vec!["application/vnd.api+json"]
+    );
+    assert_eq!(request.body_text(), r#"{"a": "x\", \"admin\": true, \"y\": \""}"#);
+}
+
+#[tokio::test]
+async fn control_characters_in_the_url_send_nothing() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let source = "step \"Send\" {\n  http GET \"{base}/<<entity.v>>\"\n  encode off\n}\n";
+    let run = run_flow(source, &server, json!({"v": "a\r\nforged"})).await;
+    assert_eq!(failure_code(&run.report), Some(Code::InvalidRequest));
+    assert_eq!(server.request_count(), 0);
+}
+
+#[tokio::test]
+async fn failed_save_leaves_the_entity_unchanged() {
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"claim_id": "C"}))]);
+    let source =
+        "step \"Save\" {\n  http GET \"{base}/x\"\n  save response.json.claim_id -> entity.list[0]\n}\n";
+    let run = run_flow(source, &server, json!({"a": 1})).await;
+    assert_eq!(failure_code(&run.report), Some(Code::SaveFailed));
+    assert_eq!(run.report.entity, json!({"a": 1}));
 }

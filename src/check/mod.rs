@@ -8,12 +8,14 @@ mod fields;
 mod json;
 pub mod names;
 mod options;
+mod policy;
 
 use std::collections::HashMap;
 
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::program::{
-    Body, Compiled, Encoding, HeaderTemplate, Method, Piece, Program, Request, Step, Variable, VariableValue,
+    Body, Compiled, Encoding, ErrorPolicy, HeaderTemplate, Method, NotifySeverity, OnError, Piece, Program,
+    Request, Step, Variable, VariableValue,
 };
 use crate::syntax::ast::{self, Item, LetValue, PayloadKind, StepItem};
 use names::did_you_mean;
@@ -62,7 +64,15 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
         .iter()
         .filter_map(|item| match item {
             Item::Let(decl) => Some(decl),
-            Item::Step(_) => None,
+            Item::Step(_) | Item::Setting(_) => None,
+        })
+        .collect();
+    let settings: Vec<&ast::StepOption> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Setting(setting) => Some(setting),
+            Item::Let(_) | Item::Step(_) => None,
         })
         .collect();
     for decl in &lets {
@@ -72,6 +82,16 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
             .or_insert(decl.name.span);
     }
     let variables = lets.iter().filter_map(|decl| checker.variable(decl)).collect();
+    let workflow = checker.workflow_settings(&settings);
+    let default_policy = ErrorPolicy {
+        on_error: workflow
+            .on_error
+            .map_or(OnError::PauseNotify, |line| line.on_error),
+        severity: workflow
+            .on_error
+            .and_then(|line| line.severity)
+            .unwrap_or(NotifySeverity::Medium),
+    };
 
     let mut step_names: HashMap<String, Span> = HashMap::new();
     let mut steps = Vec::new();
@@ -99,7 +119,7 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
         } else {
             step_names.insert(step.name.clone(), step.name_span);
         }
-        steps.push(checker.step(step));
+        steps.push(checker.step(step, default_policy));
     }
 
     if steps.is_empty() && checker.diagnostics.is_empty() {
@@ -115,6 +135,7 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
         variables,
         steps,
         secrets: checker.program_secrets,
+        webhooks: workflow.webhooks,
     };
     Checked {
         program,
@@ -163,7 +184,7 @@ impl Checker {
         })
     }
 
-    fn step(&mut self, step: &ast::Step) -> Step {
+    fn step(&mut self, step: &ast::Step, default_policy: ErrorPolicy) -> Step {
         let mut requests: Vec<Request> = Vec::new();
         let mut option_items = Vec::new();
         for item in &step.items {
@@ -179,12 +200,22 @@ impl Checker {
                     .with_help("add an action such as `http GET \"https://...\"`, or remove the step"),
             );
         }
-        let settings = self.options(&option_items, &mut requests);
+        let (settings, on_error) = self.options(&option_items, &mut requests);
+        // A step's own `on error` line replaces the workflow's behaviour; a
+        // severity it does not name comes from the workflow.
+        let policy = match on_error {
+            Some(line) => ErrorPolicy {
+                on_error: line.on_error,
+                severity: line.severity.unwrap_or(default_policy.severity),
+            },
+            None => default_policy,
+        };
         Step {
             name: step.name.clone(),
             span: step.span,
             requests,
             settings,
+            policy,
         }
     }
 
@@ -323,7 +354,21 @@ impl Checker {
             }
         };
 
-        let is_json = content_type == "application/json";
+        let kind = body_kind(&content_type);
+        let is_json = kind == Encoding::JsonValue;
+        if payload.body.is_block && !is_json {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    Code::PayloadBodyMismatch,
+                    format!("a `{{ ... }}` block is a JSON body, but this payload sends `{content_type}`"),
+                )
+                .with_label(payload.body.span, "JSON block")
+                .with_related(payload.kind.span(), "payload kind")
+                .with_help(
+                    "write the body as a string, such as \"\"\" ... \"\"\", or use a JSON payload kind",
+                ),
+            );
+        }
         let template = &payload.body.template;
         let template = if is_json {
             match json::scan(template, payload.body.span.end) {
@@ -338,12 +383,7 @@ impl Checker {
                 }
             }
         } else {
-            let encoding = match content_type.as_str() {
-                "application/xml" | "application/xhtml+xml" | "text/html" => Encoding::Markup,
-                "application/javascript" => Encoding::JavaScript,
-                _ => Encoding::Raw,
-            };
-            self.compile(template, |_| encoding)
+            self.compile(template, |_| kind)
         };
         Some(Body {
             content_type,
@@ -376,6 +416,17 @@ impl Checker {
                     Diagnostic::error(Code::InvalidHeaderName, format!("invalid header name \"{name}\": it {what}"))
                         .with_label(pair.name.span, "invalid header name")
                         .with_help("header names use letters, digits and ! # $ % & ' * + - . ^ _ ` | ~, with no spaces or colons"),
+                );
+                continue;
+            }
+            if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding") {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::InvalidHeaderName,
+                        format!("flowrun sets the `{name}` header itself"),
+                    )
+                    .with_label(pair.name.span, "framing header")
+                    .with_help("remove the header; flowrun writes the length of the body it sends"),
                 );
                 continue;
             }
@@ -420,6 +471,27 @@ fn invalid_header_name_char(name: &str) -> Option<Option<char>> {
     name.chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(*c)))
         .map(Some)
+}
+
+/// How merge fields are encoded in a body of this media type: JSON for
+/// `application/json` and `+json` types, markup escaping for XML and HTML
+/// types, JavaScript escaping for JavaScript, and unchanged for the rest.
+/// `JsonValue` stands for "JSON", whose fields are encoded by position.
+fn body_kind(content_type: &str) -> Encoding {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Encoding::JsonValue,
+        _ if essence.ends_with("+json") => Encoding::JsonValue,
+        "application/xml" | "text/xml" | "text/html" | "application/xhtml+xml" => Encoding::Markup,
+        _ if essence.ends_with("+xml") => Encoding::Markup,
+        "application/javascript" | "text/javascript" | "application/ecmascript" => Encoding::JavaScript,
+        _ => Encoding::Raw,
+    }
 }
 
 fn is_media_type(text: &str) -> bool {

@@ -5,19 +5,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::check::names::did_you_mean;
+use crate::check::policy::OnErrorLine;
 use crate::check::Checker;
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::program::{Encoding, Piece, Request, Save, SaveSource, SaveTarget, Settings};
 use crate::syntax::ast::{Expr, OptionArg, PathKey, StepOption};
 use crate::syntax::template;
 
-pub const OPTIONS: [&str; 7] = [
+pub const OPTIONS: [&str; 9] = [
     "timeout",
     "retries",
     "max_wait",
     "retry",
     "encode",
     "redirects",
+    "idempotency_key",
+    "on",
     "save",
 ];
 
@@ -29,8 +32,13 @@ impl Checker {
     /// Reads the option lines of one step. Each entry pairs an option with
     /// the number of requests written before it, so that a `save` line
     /// applies to the request above it.
-    pub(crate) fn options(&mut self, options: &[(usize, &StepOption)], requests: &mut [Request]) -> Settings {
+    pub(crate) fn options(
+        &mut self,
+        options: &[(usize, &StepOption)],
+        requests: &mut [Request],
+    ) -> (Settings, Option<OnErrorLine>) {
         let mut settings = Settings::default();
+        let mut on_error = None;
         let mut seen: HashMap<&str, Span> = HashMap::new();
         let mut encode = true;
 
@@ -76,6 +84,8 @@ impl Checker {
                 "retry" => self.retry_classes(option, &mut settings),
                 "encode" => encode = self.switch_arg(option).unwrap_or(true),
                 "redirects" => settings.follow_redirects = self.switch_arg(option).unwrap_or(true),
+                "idempotency_key" => settings.idempotency_key = self.switch_arg(option).unwrap_or(true),
+                "on" => on_error = self.on_error(option),
                 "save" => {
                     let Some(save) = self.save(option) else { continue };
                     match requests_before
@@ -99,7 +109,7 @@ impl Checker {
                 turn_off_encoding(request);
             }
         }
-        settings
+        (settings, on_error)
     }
 
     fn single_arg<'o>(
@@ -176,6 +186,16 @@ impl Checker {
         match arg.text.parse::<u32>() {
             Ok(retries) if retries <= MAX_RETRIES => Some(retries),
             Ok(_) => {
+                self.push_invalid(
+                    Code::InvalidRetry,
+                    option,
+                    arg,
+                    "is more than the maximum",
+                    &example,
+                );
+                None
+            }
+            Err(_) if !arg.text.is_empty() && arg.text.bytes().all(|byte| byte.is_ascii_digit()) => {
                 self.push_invalid(
                     Code::InvalidRetry,
                     option,

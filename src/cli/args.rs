@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "flowrun",
     version,
     about = "Check and run .flow workflows against one record",
-    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input."
+    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input, 3 the execution paused."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,6 +23,100 @@ pub enum Command {
     Run(RunArgs),
     /// Report every problem in one or more workflows.
     Check(CheckArgs),
+    /// Continue a paused or interrupted execution from its failed step.
+    Resume(ResumeArgs),
+    /// List executions, or show one step by step.
+    Runs(RunsArgs),
+}
+
+/// Where the execution store is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The SQLite file of the execution store. Default: FLOWRUN_STORE, or
+    /// `.flowrun/flowrun.db` beside the workflow (for `run`) or in the
+    /// current folder (for `resume` and `runs`).
+    #[arg(long, value_name = "PATH", env = "FLOWRUN_STORE")]
+    pub store: Option<PathBuf>,
+}
+
+/// Where notifications go besides standard error.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyArgs {
+    /// Append each notification as a JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub notify_file: Option<PathBuf>,
+
+    /// POST each notification as JSON to this URL, besides the workflow's
+    /// `notify webhook` lines. Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub notify_webhook: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// The id of the execution, as `flowrun runs` lists it.
+    pub execution_id: String,
+
+    /// Resume even when steps before the failed one changed since the
+    /// execution stopped.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Send again a step whose request was in flight when flowrun stopped,
+    /// even when its method is POST or PATCH. Its Idempotency-Key is the
+    /// same as before, so a receiver can detect the duplicate.
+    #[arg(long)]
+    pub resend_in_flight: bool,
+
+    /// A dotenv file of secrets; secrets are never stored, so a resumed
+    /// execution needs them again.
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+
+    /// Format of the progress log on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Also log each request attempt and each decision.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: Option<RunsCommand>,
+
+    /// List only executions with this status.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusFilter>,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Print the step-by-step history of one execution.
+    Show {
+        execution_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    Running,
+    Succeeded,
+    Failed,
+    Paused,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +157,16 @@ pub struct RunArgs {
     /// Write the run report, as JSON, to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Keep no record of the execution. It cannot be resumed.
+    #[arg(long, conflicts_with = "store")]
+    pub no_store: bool,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,7 +192,7 @@ pub enum CheckFormat {
     Json,
 }
 
-const SUBCOMMANDS: [&str; 4] = ["run", "check", "help", "--help"];
+const SUBCOMMANDS: [&str; 6] = ["run", "check", "resume", "runs", "help", "--help"];
 
 /// Inserts `run` when the first argument is a file rather than a command,
 /// so that `flowrun FILE.flow` works as `flowrun run FILE.flow`.

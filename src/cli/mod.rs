@@ -1,8 +1,10 @@
-//! The command line: `flowrun run` and `flowrun check`.
+//! The command line: `flowrun run`, `check`, `resume` and `runs`.
 //!
-//! Exit codes: 0 success, 1 a step failed, 2 invalid workflow or input.
+//! Exit codes: 0 success, 1 a step failed, 2 invalid workflow or input,
+//! 3 the execution paused.
 
 pub mod args;
+mod executions;
 pub mod output;
 
 use std::path::Path;
@@ -15,7 +17,9 @@ use serde_json::Value;
 use crate::check::{self, Checked};
 use crate::diagnostic::{self, Diagnostic};
 use crate::input;
-use crate::run::{self, http::Http, report::Outcome, Inputs, Options};
+use crate::run::report::{Outcome, Report};
+use crate::run::{self, Inputs, Options};
+use crate::store::{NewExecution, Store};
 use crate::syntax;
 use args::{CheckArgs, CheckFormat, Cli, Command, RunArgs};
 use output::Source;
@@ -23,6 +27,8 @@ use output::Source;
 pub const EXIT_SUCCESS: u8 = 0;
 pub const EXIT_STEP_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 2;
+pub const EXIT_PAUSED: u8 = 3;
+pub const EXIT_OUTPUT_FAILED: u8 = 4;
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -30,6 +36,8 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => run_command(args),
         Command::Check(args) => check_command(args),
+        Command::Resume(args) => executions::resume_command(args),
+        Command::Runs(args) => executions::runs_command(args),
     };
     ExitCode::from(code)
 }
@@ -89,7 +97,7 @@ fn check_command(args: CheckArgs) -> u8 {
         }
     }
     if args.format == CheckFormat::Json && !output::print_json(&json_reports) {
-        return EXIT_INVALID;
+        return EXIT_OUTPUT_FAILED;
     }
     if any_error {
         EXIT_INVALID
@@ -118,44 +126,84 @@ fn run_command(args: RunArgs) -> u8 {
         Ok(inputs) => inputs,
         Err(diagnostics) => return fail_invalid(&diagnostics, None),
     };
+    let entity_before = inputs.entity.clone();
     let execution = match run::prepare(&checked.program, &text, inputs, args.dry_run) {
         Ok(execution) => execution,
         Err(diagnostics) => return fail_invalid(&diagnostics, Some(&source)),
     };
 
+    // The report file is created before anything is sent, so that a path
+    // that cannot be written stops the run while it can still change course.
+    let report_file = match &args.report {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some(file),
+            Err(error) => {
+                let diagnostic = Diagnostic::error(
+                    diagnostic::Code::ReportNotWritten,
+                    format!("cannot write the run report to `{}`: {error}", path.display()),
+                )
+                .with_help("give --report a path in a folder that exists and is writable");
+                return fail_invalid(&[diagnostic], None);
+            }
+        },
+        None => None,
+    };
+
+    // A dry run sends nothing, so it has nothing to record.
+    let mut store = None;
+    if !args.dry_run && !args.no_store {
+        let path = executions::store_path(&args.store, Some(&args.file));
+        let mut opened = match executions::open_store(&path) {
+            Ok(opened) => opened,
+            Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+        };
+        let source_path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+        let step_names: Vec<String> = checked
+            .program
+            .steps
+            .iter()
+            .map(|step| step.name.clone())
+            .collect();
+        let new = NewExecution {
+            id: &execution.id,
+            workflow: &checked.program.name,
+            source_path: &source_path.display().to_string(),
+            workflow_hash: &run::sha256_hex(&text),
+            step_hashes: &run::step_hashes(&checked.program, &text),
+            step_names: &step_names,
+            entity: &entity_before,
+            vars: &execution.vars,
+            started_at: &execution.started_at,
+            pid: std::process::id(),
+        };
+        if let Err(error) = opened.begin_execution(&new) {
+            return fail_invalid(&[executions::store_diagnostic(&error, &path)], None);
+        }
+        store = Some(opened);
+    }
+
     if !args.dry_run {
         output::init_logging(args.log_format, args.verbose);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => return fail_start(&format!("cannot start the async runtime: {error}")),
-    };
-    let http = match Http::new() {
-        Ok(http) => http,
-        Err(error) => return fail_start(&format!("cannot create the HTTP client: {error}")),
-    };
     let options = Options {
         dry_run: args.dry_run,
         sleeper: Arc::new(run::retry::TokioSleeper),
+        channels: executions::channels(&args.notify),
+        first_step: 0,
     };
-    let report = runtime.block_on(run::execute(&checked.program, &text, execution, &http, &options));
+    let store_ref = store.as_mut().map(|store| store as &mut dyn Store);
+    let report = match executions::execute_blocking(&checked.program, &text, execution, &options, store_ref) {
+        Ok(report) => report,
+        Err(code) => return code,
+    };
 
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if let Err(error) = std::fs::write(path, json + "\n") {
-            output::eprint_diagnostics(
-                &[Diagnostic::error(
-                    diagnostic::Code::ReportNotWritten,
-                    format!("cannot write the run report to `{}`: {error}", path.display()),
-                )],
-                None,
-            );
-        }
+    if let (Some(file), Some(path)) = (report_file, &args.report) {
+        write_report(&report, file, path);
     }
 
     if args.dry_run {
         if !output::print_stdout(&output::format_dry_run(&report.dry_run)) {
-            return EXIT_SUCCESS;
+            return EXIT_OUTPUT_FAILED;
         }
         let any_unrendered = report.dry_run.iter().any(|request| request.error.is_some());
         return if any_unrendered {
@@ -164,20 +212,43 @@ fn run_command(args: RunArgs) -> u8 {
             EXIT_SUCCESS
         };
     }
+    finish_run(&report, &source)
+}
 
-    if let Some(failure) = report.failure() {
-        output::eprint_diagnostics(std::slice::from_ref(failure), Some(&source));
+/// Prints what a run ended with and returns its exit code.
+pub(crate) fn finish_run(report: &Report, source: &Source<'_>) -> u8 {
+    let failures: Vec<Diagnostic> = report.failures().cloned().collect();
+    output::eprint_diagnostics(&failures, Some(source));
+    if let Some(error) = &report.store_error {
+        output::eprint_diagnostics(std::slice::from_ref(error), None);
+    }
+    if report.outcome == Outcome::Paused {
+        output::eprint_line(&format!(
+            "execution {} paused; after fixing the cause, continue it with: flowrun resume {}",
+            report.execution_id, report.execution_id
+        ));
     }
     if !output::print_json(&report.entity) {
-        return if report.outcome == Outcome::Succeeded {
-            EXIT_SUCCESS
-        } else {
-            EXIT_STEP_FAILED
-        };
+        return EXIT_OUTPUT_FAILED;
     }
     match report.outcome {
         Outcome::Succeeded => EXIT_SUCCESS,
         Outcome::Failed => EXIT_STEP_FAILED,
+        Outcome::Paused => EXIT_PAUSED,
+    }
+}
+
+fn write_report(report: &Report, mut file: std::fs::File, path: &Path) {
+    use std::io::Write as _;
+    let json = serde_json::to_string_pretty(report).unwrap_or_default();
+    if let Err(error) = file.write_all((json + "\n").as_bytes()) {
+        output::eprint_diagnostics(
+            &[Diagnostic::error(
+                diagnostic::Code::ReportNotWritten,
+                format!("cannot write the run report to `{}`: {error}", path.display()),
+            )],
+            None,
+        );
     }
 }
 
@@ -210,15 +281,7 @@ fn read_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
     }
 }
 
-fn fail_invalid(diagnostics: &[Diagnostic], source: Option<&Source<'_>>) -> u8 {
+pub(crate) fn fail_invalid(diagnostics: &[Diagnostic], source: Option<&Source<'_>>) -> u8 {
     output::eprint_diagnostics(diagnostics, source);
-    EXIT_INVALID
-}
-
-fn fail_start(message: &str) -> u8 {
-    output::eprint_diagnostics(
-        &[Diagnostic::error(diagnostic::Code::StartupFailed, message)],
-        None,
-    );
     EXIT_INVALID
 }

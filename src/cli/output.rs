@@ -35,14 +35,51 @@ pub fn render_human(
     let named = source.map(|source| NamedSource::new(source.name, source.text.to_string()));
     let mut out = String::new();
     for diagnostic in diagnostics {
+        let framed = match (source, diagnostic.span) {
+            (Some(source), Some(_)) if touches_long_line(diagnostic, source.text) => {
+                // miette cannot draw columns this far right, so the position
+                // goes into the message instead of a source frame.
+                let lines = LineIndex::new(source.text);
+                let (line, column) = lines.line_col(diagnostic.span.map_or(0, |span| span.start));
+                let mut plain = diagnostic.clone();
+                plain.message = format!("{} (at {}:{line}:{column})", plain.message, source.name);
+                plain.span = None;
+                plain.related.clear();
+                std::borrow::Cow::Owned(plain)
+            }
+            _ => std::borrow::Cow::Borrowed(diagnostic),
+        };
         let report = MietteReport {
-            diagnostic,
-            source: named.as_ref().filter(|_| diagnostic.span.is_some()),
+            diagnostic: &framed,
+            source: named.as_ref().filter(|_| framed.span.is_some()),
         };
         // Rendering into a String cannot fail for lack of space.
         let _ = handler.render_report(&mut out, &report);
     }
     out
+}
+
+/// Source lines longer than this are not drawn in a frame.
+const MAX_FRAMED_LINE: usize = 2_000;
+
+/// Whether a span of the diagnostic lies on a line longer than
+/// [`MAX_FRAMED_LINE`] bytes.
+fn touches_long_line(diagnostic: &Diagnostic, text: &str) -> bool {
+    let spans = diagnostic
+        .span
+        .into_iter()
+        .chain(diagnostic.related.iter().map(|related| related.span));
+    spans.into_iter().any(|span| {
+        let start = text[..span.start.min(text.len())]
+            .rfind('\n')
+            .map_or(0, |index| index + 1);
+        let end = text[span.end.min(text.len())..]
+            .find('\n')
+            .map_or(text.len(), |index| span.end + index);
+        text[start..end]
+            .split('\n')
+            .any(|line| line.len() > MAX_FRAMED_LINE)
+    })
 }
 
 /// Renders diagnostics as one JSON array, for editors and CI.
@@ -86,7 +123,7 @@ pub fn eprint_diagnostics(diagnostics: &[Diagnostic], source: Option<&Source<'_>
     let stderr = io::stderr();
     let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = render_human(diagnostics, source, terminal_width(), color);
-    let _ = stderr.lock().write_all(text.as_bytes());
+    let _ = stderr.lock().write_all(escape_controls(&text).as_bytes());
 }
 
 fn terminal_width() -> usize {
@@ -96,14 +133,19 @@ fn terminal_width() -> usize {
         .unwrap_or(100)
 }
 
-/// Writes to standard output. Returns false when the reader has gone away,
-/// as with `flowrun ... | head`, so that the caller can exit quietly.
+/// Writes to standard output. A reader that has gone away, as with
+/// `flowrun ... | head`, is not an error. Returns false, after saying why on
+/// standard error, when the output could not be written otherwise, such as
+/// on a full disk.
 pub fn print_stdout(text: &str) -> bool {
     let mut stdout = io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Ok(()) => true,
-        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => false,
-        Err(_) => false,
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => true,
+        Err(error) => {
+            eprint_line(&format!("error: cannot write to standard output: {error}"));
+            false
+        }
     }
 }
 
@@ -148,10 +190,13 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
     let filter = tracing_subscriber::filter::Targets::new()
         .with_target("flowrun", level)
         .with_default(tracing::Level::WARN);
+    // A closed standard error must not stop the run, so write errors of the
+    // log are not reported (which would panic).
     let builder = tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_target(false)
-        .with_max_level(level);
+        .with_max_level(level)
+        .log_internal_errors(false);
     // A second call finds a subscriber in place, which is harmless.
     let _ = match format {
         LogFormat::Text => {
@@ -193,9 +238,10 @@ where
             tracing::Level::DEBUG | tracing::Level::TRACE => "debug: ",
             tracing::Level::INFO => "",
         };
+        let message = escape_controls(&fields.message).replace('\n', "\\n");
         match fields.step {
-            Some(step) => writeln!(writer, "{prefix}step \"{step}\": {}", fields.message),
-            None => writeln!(writer, "{prefix}{}", fields.message),
+            Some(step) => writeln!(writer, "{prefix}step \"{}\": {message}", escape_controls(&step)),
+            None => writeln!(writer, "{prefix}{message}"),
         }
     }
 }
@@ -282,4 +328,39 @@ impl miette::Diagnostic for MietteReport<'_> {
         });
         Some(Box::new(std::iter::once(primary).chain(related)))
     }
+}
+
+/// Writes one line to standard error.
+pub fn eprint_line(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{}", escape_controls(line));
+}
+
+/// Escapes control characters other than line breaks and tabs, so that
+/// values from entities and servers cannot move the cursor, change colours
+/// or forge lines on a terminal. miette's own colour codes are kept.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            // An SGR sequence (ESC [ digits and semicolons m) only sets colours.
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                let rest: String = chars
+                    .clone()
+                    .skip(1)
+                    .take_while(|c| c.is_ascii_digit() || *c == ';')
+                    .collect();
+                let is_colour = chars.clone().nth(rest.len() + 1) == Some('m');
+                if is_colour {
+                    out.push(c);
+                } else {
+                    out.push_str("\\u{1b}");
+                }
+            }
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
 }

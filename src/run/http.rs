@@ -60,7 +60,11 @@ pub enum Failure {
     /// A final response outside 2xx and 3xx.
     Status(Exchange),
     Timeout(Duration),
+    /// No connection could be made, so the server received nothing.
     Connection(String),
+    /// The exchange broke after the request may have reached the server,
+    /// such as a connection closed before or during the response.
+    Interrupted(String),
     TooManyRedirects,
     /// Still 429 after every retry.
     TooManyRequests {
@@ -78,6 +82,8 @@ pub enum Failure {
 pub struct Context<'a> {
     /// The step's name, for log events.
     pub step: &'a str,
+    /// Which action of the step sends the request, from 0.
+    pub action: usize,
     pub sleeper: &'a dyn Sleeper,
     /// Hides secrets in the messages that attempts record.
     pub redact: &'a dyn Fn(&str) -> String,
@@ -105,6 +111,7 @@ pub async fn send(
         let result = send_once(client, request, settings.timeout).await;
         let duration = started.elapsed();
         attempts.push(Attempt {
+            action: context.action,
             number,
             method: request.method.to_string(),
             url: request.display_url.clone(),
@@ -185,6 +192,7 @@ pub async fn send(
         };
         warn!(
             step = context.step,
+            status = result.as_ref().ok().map(|exchange| exchange.status.as_u16()),
             attempt = number + 1,
             wait_ms = wait.as_millis() as u64,
             reason = %reason,
@@ -231,8 +239,10 @@ fn classify(error: reqwest::Error, timeout: Duration) -> Failure {
         Failure::Timeout(timeout)
     } else if error.is_redirect() {
         Failure::TooManyRedirects
-    } else {
+    } else if error.is_connect() {
         Failure::Connection(error_chain(&error))
+    } else {
+        Failure::Interrupted(error_chain(&error))
     }
 }
 
@@ -257,7 +267,7 @@ pub fn describe(failure: &Failure) -> String {
     match failure {
         Failure::Status(exchange) => format!("status {}", exchange.status),
         Failure::Timeout(timeout) => format!("timed out after {}", format_duration(*timeout)),
-        Failure::Connection(message) => message.clone(),
+        Failure::Connection(message) | Failure::Interrupted(message) => message.clone(),
         Failure::TooManyRedirects => format!("more than {MAX_REDIRECTS} redirects"),
         Failure::TooManyRequests { requests } => format!("429 Too Many Requests after {requests} attempts"),
         Failure::WaitTooLong { wait, max_wait } => format!(
@@ -274,6 +284,9 @@ pub fn describe(failure: &Failure) -> String {
 
 /// Formats a duration as people write it: `250ms`, `10s`, `2m30s`.
 pub fn format_duration(duration: Duration) -> String {
+    if duration.as_secs() > 24 * 3600 {
+        return format!("{}s", duration.as_secs());
+    }
     let millis = duration.as_millis();
     if millis < 1000 {
         return format!("{millis}ms");

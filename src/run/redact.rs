@@ -19,25 +19,24 @@ impl Redactor {
             if secret.is_empty() {
                 continue;
             }
-            let mut forms = vec![secret.to_string()];
-            let mut form = String::new();
-            encode::percent_encode(&mut form, secret);
-            forms.push(std::mem::take(&mut form));
-            encode::json_string_content(&mut form, secret);
-            forms.push(std::mem::take(&mut form));
-            encode::markup_escape(&mut form, secret);
-            forms.push(std::mem::take(&mut form));
-            encode::javascript_escape(&mut form, secret);
-            forms.push(form);
-            for form in forms {
-                if !needles.contains(&form) {
-                    needles.push(form);
+            // The value as given and as the `upper` and `lower` helpers
+            // write it, each in every encoding flowrun writes and in the
+            // ones servers commonly echo back.
+            for value in [secret.to_string(), secret.to_uppercase(), secret.to_lowercase()] {
+                for form in encoded_forms(&value) {
+                    if !form.is_empty() && !needles.contains(&form) {
+                        needles.push(form);
+                    }
                 }
             }
         }
         // Longer forms first, so that a form containing another is replaced whole.
         needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
         Redactor { needles }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -49,6 +48,56 @@ impl Redactor {
         }
         text
     }
+}
+
+fn encoded_forms(value: &str) -> Vec<String> {
+    let mut forms = vec![value.to_string()];
+    let mut form = String::new();
+    encode::percent_encode(&mut form, value);
+    forms.push(lowercase_hex(&form));
+    forms.push(form.replace("%20", "+"));
+    forms.push(std::mem::take(&mut form));
+    encode::json_string_content(&mut form, value);
+    let slashed = form.replace('/', "\\/");
+    forms.push(ascii_json(&form));
+    forms.push(ascii_json(&slashed));
+    forms.push(slashed);
+    forms.push(std::mem::take(&mut form));
+    encode::markup_escape(&mut form, value);
+    forms.push(std::mem::take(&mut form));
+    encode::javascript_escape(&mut form, value);
+    forms.push(form);
+    forms
+}
+
+/// JSON string content with every character outside ASCII as `\uXXXX`,
+/// as Python's `json.dumps` writes it by default.
+fn ascii_json(content: &str) -> String {
+    let mut out = String::new();
+    for c in content.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// Lowercases the hex digits of percent-escapes: `%2F` becomes `%2f`.
+fn lowercase_hex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '%' {
+            out.extend(chars.by_ref().take(2).map(|digit| digit.to_ascii_lowercase()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -63,5 +112,14 @@ mod tests {
         assert_eq!(redactor.redact(r#"{"t":"p@ss w\"rd"}"#), r#"{"t":"***"}"#);
         assert_eq!(redactor.redact("p@ss w&quot;rd"), "***");
         assert_eq!(redactor.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn hides_case_changes_and_server_side_encodings() {
+        let redactor = Redactor::new(["pässw/rd+1 x"]);
+        assert_eq!(redactor.redact("PÄSSW/RD+1 X"), "***");
+        assert_eq!(redactor.redact(r"p\u00e4ssw\/rd+1 x"), "***");
+        assert_eq!(redactor.redact("p%c3%a4ssw%2frd%2b1%20x"), "***");
+        assert_eq!(redactor.redact("p%C3%A4ssw%2Frd%2B1+x"), "***");
     }
 }

@@ -12,7 +12,12 @@ use crate::diagnostic::Diagnostic;
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Succeeded,
+    /// A step failed. For a step, whatever its failure behaviour; for an
+    /// execution, a step failed with `on error continue notify`.
     Failed,
+    /// A step failed with `on error pause notify`, and the execution stopped
+    /// at it.
+    Paused,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,17 +31,27 @@ pub struct Report {
     pub entity: Value,
     /// Requests rendered by a dry run, in order.
     pub dry_run: Vec<RenderedRequest>,
+    /// Why the execution store stopped the run, if it did.
+    #[serde(skip)]
+    pub store_error: Option<Diagnostic>,
 }
 
 impl Report {
-    /// The diagnostic of the step that failed, if one did.
+    /// The diagnostic of the first step that failed, if one did.
     pub fn failure(&self) -> Option<&Diagnostic> {
-        self.steps.iter().find_map(|step| step.error.as_ref())
+        self.failures().next()
+    }
+
+    /// The diagnostics of every failed step, in order.
+    pub fn failures(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.steps.iter().filter_map(|step| step.error.as_ref())
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
+    /// The step's position in the workflow, from 0.
+    pub index: usize,
     pub name: String,
     pub outcome: Outcome,
     #[serde(serialize_with = "as_millis")]
@@ -47,11 +62,16 @@ pub struct StepReport {
     /// The error message, with secrets redacted.
     #[serde(rename = "error")]
     pub error_message: Option<String>,
+    /// Messages of actions that failed while another action of the step
+    /// succeeded.
+    pub partial_failures: Vec<String>,
 }
 
 /// One request sent, or tried, for a step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {
+    /// Which action of the step sent it, from 0.
+    pub action: usize,
     /// 1 for the first request of an action, 2 for its first retry, and so on.
     pub number: u32,
     pub method: String,

@@ -83,7 +83,14 @@ fn write(target: &SaveTarget, value: Value, execution: &mut Execution) -> Result
             execution.vars.insert(name.clone(), value);
             Ok(())
         }
-        SaveTarget::Entity(path) => set_path(&mut execution.entity, path, value),
+        SaveTarget::Entity(path) => {
+            // Written to a copy first, so that a failed save leaves the
+            // entity as it was.
+            let mut entity = execution.entity.clone();
+            set_path(&mut entity, path, value)?;
+            execution.entity = entity;
+            Ok(())
+        }
     }
 }
 

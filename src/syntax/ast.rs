@@ -21,6 +21,8 @@ pub struct Header {
 pub enum Item {
     Let(Let),
     Step(Step),
+    /// A workflow-level line such as `on error pause notify`.
+    Setting(StepOption),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,8 +125,11 @@ pub struct StepOption {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptionArg {
-    /// The argument's text; for a quoted argument, its decoded content.
+    /// The argument's text; for a quoted argument, its decoded content, or
+    /// its content as written when it holds merge fields.
     pub text: String,
+    /// The parsed content of a quoted argument.
+    pub template: Option<Template>,
     pub quoted: bool,
     pub span: Span,
 }

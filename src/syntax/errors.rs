@@ -18,6 +18,7 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::headers | Rule::kw_headers => "`headers`",
         Rule::header_pair => "a header (`\"Name\": \"value\"`)",
         Rule::option => "a step option",
+        Rule::setting => "a workflow setting",
         Rule::option_arg | Rule::bare_arg => "an option value",
         Rule::json_object => "a JSON object",
         Rule::json_array => "a JSON array",
@@ -75,6 +76,11 @@ pub(crate) fn syntax_error(error: &Error<Rule>, source: &str, base: usize) -> Di
     };
 
     let line_rest = source[offset..].split('\n').next().unwrap_or("");
+    if source[offset..].starts_with("\"\"\"") {
+        return Diagnostic::error(Code::SyntaxError, "unterminated `\"\"\"` string")
+            .with_label(Span::new(offset, offset + 3), "this string is never closed")
+            .with_help("close the string with `\"\"\"` on a line of its own");
+    }
     if found == "\"" && !line_rest[1..].contains('"') {
         return Diagnostic::error(Code::SyntaxError, "unterminated string")
             .with_label(span, "this string is not closed on its line")
@@ -129,6 +135,7 @@ fn found_at(source: &str, offset: usize) -> String {
     }
     match rest.chars().next() {
         Some('\n') => "end of line".to_string(),
+        Some(c) if c.is_control() || c == '\u{FEFF}' => format!("U+{:04X}", c as u32),
         Some(c) => c.to_string(),
         None => String::new(),
     }

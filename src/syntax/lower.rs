@@ -5,7 +5,7 @@
 
 use pest::iterators::Pair;
 
-use crate::diagnostic::{Diagnostic, LineIndex, Span};
+use crate::diagnostic::{Code, Diagnostic, LineIndex, Span};
 use crate::syntax::ast::{
     File, Header, HeaderPair, HttpAction, Ident, Item, Let, LetValue, OptionArg, Payload, PayloadBody,
     PayloadKind, Step, StepItem, StepOption, StringLit,
@@ -15,6 +15,8 @@ use crate::syntax::Rule;
 
 pub(crate) struct Lowerer<'a> {
     pub diagnostics: Vec<Diagnostic>,
+    /// Names given to bare actions so far, to keep them unique.
+    pub bare_names: std::collections::HashSet<String>,
     pub lines: &'a LineIndex<'a>,
     /// Added to every span: the offset of the parsed chunk in the file.
     pub base: usize,
@@ -30,9 +32,24 @@ impl Lowerer<'_> {
     pub fn file(&mut self, pair: Pair<'_, Rule>, file: &mut File) {
         for child in pair.into_inner() {
             match child.as_rule() {
-                Rule::header => file.header = Some(self.header(child)),
+                Rule::header => {
+                    let header = self.header(child);
+                    if file.header.is_some() || !file.items.is_empty() {
+                        self.diagnostics.push(
+                            Diagnostic::error(
+                                Code::SyntaxError,
+                                "the `workflow` line must come first, and only once",
+                            )
+                            .with_label(header.span, "misplaced `workflow` line")
+                            .with_help("keep one `workflow \"NAME\"` line, at the top of the file"),
+                        );
+                    } else {
+                        file.header = Some(header);
+                    }
+                }
                 Rule::let_decl => file.items.push(Item::Let(self.let_decl(child))),
                 Rule::step => file.items.push(Item::Step(self.step(child))),
+                Rule::setting => file.items.push(Item::Setting(self.option(child))),
                 Rule::http_action => {
                     let action = self.http_action(child);
                     file.items.push(Item::Step(self.bare_step(action)));
@@ -109,9 +126,14 @@ impl Lowerer<'_> {
     /// Wraps an action written outside a step block in a step named after
     /// its line.
     fn bare_step(&mut self, action: HttpAction) -> Step {
-        let line = self.lines.line_col(action.span.start).0;
+        let (line, column) = self.lines.line_col(action.span.start);
+        let mut name = format!("{} (line {line})", action.method.text);
+        if !self.bare_names.insert(name.clone()) {
+            name = format!("{} (line {line}, column {column})", action.method.text);
+            self.bare_names.insert(name.clone());
+        }
         Step {
-            name: format!("{} (line {line})", action.method.text),
+            name,
             name_span: action.method.span,
             bare: true,
             name_is_plain: true,
@@ -247,15 +269,20 @@ impl Lowerer<'_> {
         let args = inner
             .map(|child| match child.as_rule() {
                 Rule::string => {
+                    let written = child.as_str();
                     let lit = self.string(child);
                     OptionArg {
-                        text: lit.as_plain().unwrap_or_default(),
+                        text: lit
+                            .as_plain()
+                            .unwrap_or_else(|| written[1..written.len() - 1].to_string()),
+                        template: Some(lit.template),
                         quoted: true,
                         span: lit.span,
                     }
                 }
                 Rule::bare_arg => OptionArg {
                     text: child.as_str().to_string(),
+                    template: None,
                     quoted: false,
                     span: self.span(&child),
                 },

@@ -286,6 +286,7 @@ pub fn parse_expression(
         text: inner,
         base,
         pos: 0,
+        depth: 0,
     };
     parser.skip_spaces();
     if parser.at_end() {
@@ -319,10 +320,15 @@ pub fn parse_expression(
 
 type ParseError = (String, Span);
 
+/// Helper calls nested deeper than this are rejected, so that hostile input
+/// cannot exhaust the stack.
+const MAX_CALL_DEPTH: usize = 32;
+
 struct ExprParser<'a> {
     text: &'a str,
     base: usize,
     pos: usize,
+    depth: usize,
 }
 
 impl ExprParser<'_> {
@@ -388,9 +394,14 @@ impl ExprParser<'_> {
                 Ok(Expr::String(text, self.span_from(start)))
             }
             Some('(') => {
+                if self.depth >= MAX_CALL_DEPTH {
+                    return Err(self.error("helper calls nest more than 32 levels deep"));
+                }
+                self.depth += 1;
                 self.pos += 1;
                 self.skip_spaces();
                 let inner = self.expression()?;
+                self.depth -= 1;
                 self.skip_spaces();
                 if self.peek() != Some(')') {
                     return Err(self.error("expected `)`"));

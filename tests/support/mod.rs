@@ -2,4 +2,6 @@
 
 // Each test crate that declares `mod support;` uses a different subset of these helpers.
 #[allow(dead_code)]
+pub mod cli;
+#[allow(dead_code)]
 pub mod server;

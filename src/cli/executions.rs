@@ -1,0 +1,377 @@
+//! Commands and helpers around the execution store: opening it, `flowrun
+//! resume` and `flowrun runs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cli::args::{NotifyArgs, ResumeArgs, RunsArgs, RunsCommand, StatusFilter, StoreArgs};
+use crate::cli::output::{self, Source};
+use crate::cli::{check_source, fail_invalid, finish_run, EXIT_INVALID, EXIT_SUCCESS};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::input;
+use crate::program::Program;
+use crate::run::http::Http;
+use crate::run::notify::Channels;
+use crate::run::report::Report;
+use crate::run::{self, Execution, Options};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{ExecutionRecord, ExecutionStatus, StepStatus, Store, StoreError};
+
+/// The store's file: `--store` or FLOWRUN_STORE, else `.flowrun/flowrun.db`
+/// beside the workflow, or in the current folder without one.
+pub(crate) fn store_path(args: &StoreArgs, workflow: Option<&Path>) -> PathBuf {
+    if let Some(path) = &args.store {
+        return path.clone();
+    }
+    let folder = workflow
+        .and_then(Path::parent)
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    folder.join(".flowrun").join("flowrun.db")
+}
+
+pub(crate) fn open_store(path: &Path) -> Result<SqliteStore, Diagnostic> {
+    SqliteStore::open(path).map_err(|error| store_diagnostic(&error, path))
+}
+
+pub(crate) fn store_diagnostic(error: &StoreError, path: &Path) -> Diagnostic {
+    let help = match error {
+        StoreError::Locked { .. } => {
+            "another flowrun process holds the store; wait for it, or give this run its own file with --store PATH"
+                .to_string()
+        }
+        StoreError::Corrupt { .. } => format!(
+            "move `{}` aside to keep it for inspection; flowrun then starts a new store",
+            path.display()
+        ),
+        StoreError::NotFound { .. } => "list the executions of this store with `flowrun runs`".to_string(),
+        StoreError::AlreadyExists { id } => format!(
+            "give each run its own --execution-id, or continue this one with `flowrun resume {id}`"
+        ),
+        StoreError::Open { .. } | StoreError::Other(_) => {
+            "check that the folder exists and is writable, or choose another file with --store PATH".to_string()
+        }
+    };
+    Diagnostic::error(Code::StoreUnavailable, error.to_string()).with_help(help)
+}
+
+pub(crate) fn channels(args: &NotifyArgs) -> Channels {
+    Channels {
+        file: args.notify_file.clone(),
+        webhooks: args.notify_webhook.clone(),
+    }
+}
+
+/// Runs an execution on a single-threaded runtime. On a startup failure,
+/// returns the exit code after printing why.
+pub(crate) fn execute_blocking(
+    program: &Program,
+    source: &str,
+    execution: Execution,
+    options: &Options,
+    store: Option<&mut dyn Store>,
+) -> Result<Report, u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| fail_start(&format!("cannot start the async runtime: {error}")))?;
+    let http = Http::new().map_err(|error| fail_start(&format!("cannot create the HTTP client: {error}")))?;
+    Ok(runtime.block_on(run::execute(program, source, execution, &http, options, store)))
+}
+
+fn fail_start(message: &str) -> u8 {
+    output::eprint_diagnostics(&[Diagnostic::error(Code::StartupFailed, message)], None);
+    EXIT_INVALID
+}
+
+fn refuse(message: String, help: &str) -> u8 {
+    fail_invalid(
+        &[Diagnostic::error(Code::ResumeRefused, message).with_help(help)],
+        None,
+    )
+}
+
+/// `flowrun resume ID`: runs a paused or interrupted execution again from
+/// its first unfinished step.
+pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
+    let path = store_path(&args.store, None);
+    let mut store = match open_store(&path) {
+        Ok(store) => store,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
+    let record = match store.execution(&args.execution_id) {
+        Ok(record) => record,
+        Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
+    };
+    match record.status {
+        ExecutionStatus::Paused => {}
+        ExecutionStatus::Running if process_is_alive(record.pid) => {
+            return refuse(
+                format!("execution {} is still running in process {}", record.id, record.pid),
+                "wait for that process to end; resume only continues executions that paused or whose process stopped",
+            );
+        }
+        ExecutionStatus::Running => {}
+        ExecutionStatus::Succeeded | ExecutionStatus::Failed => {
+            return refuse(
+                format!("execution {} has already {}", record.id, record.status.as_str()),
+                "only paused executions, and executions whose process stopped, can be resumed",
+            );
+        }
+    }
+
+    let workflow = PathBuf::from(&record.source_path);
+    let name = workflow.display().to_string();
+    let text = match input::read_flow(&workflow) {
+        Ok(text) => text,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
+    let source = Source {
+        name: &name,
+        text: &text,
+    };
+    let checked = check_source(&text, &workflow);
+    if checked.diagnostics.iter().any(Diagnostic::is_error) {
+        return fail_invalid(&checked.diagnostics, Some(&source));
+    }
+    if let Some(code) = refuse_changed_steps(&record, &checked.program, &text, args.force) {
+        return code;
+    }
+    if let Some(code) = settle_in_flight(&mut store, &record, &path, args.resend_in_flight) {
+        return code;
+    }
+
+    let secrets = match input::read_secrets(std::env::vars(), args.secrets.as_deref()) {
+        Ok(secrets) => secrets,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
+    let execution = match run::prepare_resume(&checked.program, &record, secrets) {
+        Ok(execution) => execution,
+        Err(diagnostics) => return fail_invalid(&diagnostics, Some(&source)),
+    };
+    if let Err(error) = store.set_status(&record.id, ExecutionStatus::Running, &run::now()) {
+        return fail_invalid(&[store_diagnostic(&error, &path)], None);
+    }
+
+    output::init_logging(args.log_format, args.verbose);
+    let options = Options {
+        dry_run: false,
+        sleeper: Arc::new(run::retry::TokioSleeper),
+        channels: channels(&args.notify),
+        first_step: record.next_step,
+    };
+    match execute_blocking(&checked.program, &text, execution, &options, Some(&mut store)) {
+        Ok(report) => finish_run(&report, &source),
+        Err(code) => code,
+    }
+}
+
+/// Refuses a resume when a step before the one to run again changed, was
+/// added or was removed since the execution stopped, unless forced.
+fn refuse_changed_steps(record: &ExecutionRecord, program: &Program, text: &str, force: bool) -> Option<u8> {
+    let hashes = run::step_hashes(program, text);
+    if record.next_step > hashes.len() {
+        return Some(refuse(
+            format!(
+                "the workflow now has {} steps, but execution {} stopped at step {}",
+                hashes.len(),
+                record.id,
+                record.next_step + 1
+            ),
+            "restore the workflow as it was when the execution stopped",
+        ));
+    }
+    let changed = (0..record.next_step).find(|&index| record.step_hashes.get(index) != hashes.get(index));
+    let index = changed?;
+    if force {
+        tracing::warn!(
+            "resuming although step {} changed since the execution stopped",
+            index + 1
+        );
+        return None;
+    }
+    let name = record.step_names.get(index).cloned().unwrap_or_default();
+    Some(refuse(
+        format!(
+            "step {} (\"{name}\") of `{}` changed since execution {} stopped, so its recorded results may not fit the workflow",
+            index + 1,
+            record.source_path,
+            record.id
+        ),
+        "undo the change to the steps before the failed one, or resume anyway with --force",
+    ))
+}
+
+/// A step left `running` by a process that stopped may have sent its
+/// requests. It is marked `outcome_unknown`, and sent again only when all its
+/// methods are idempotent or `--resend-in-flight` allows it.
+fn settle_in_flight(
+    store: &mut SqliteStore,
+    record: &ExecutionRecord,
+    path: &Path,
+    resend: bool,
+) -> Option<u8> {
+    let steps = match store.steps(&record.id) {
+        Ok(steps) => steps,
+        Err(error) => return Some(fail_invalid(&[store_diagnostic(&error, path)], None)),
+    };
+    let in_flight = steps.iter().find(|step| {
+        step.index == record.next_step
+            && matches!(step.status, StepStatus::Running | StepStatus::OutcomeUnknown)
+    })?;
+    if in_flight.status == StepStatus::Running {
+        if let Err(error) = store.mark_outcome_unknown(&record.id, in_flight.index, &run::now()) {
+            return Some(fail_invalid(&[store_diagnostic(&error, path)], None));
+        }
+    }
+    let idempotent = in_flight
+        .methods
+        .iter()
+        .all(|method| matches!(method.as_str(), "GET" | "PUT" | "DELETE"));
+    if idempotent || resend {
+        tracing::warn!(
+            "step \"{}\" was in flight when flowrun stopped; sending it again",
+            in_flight.name
+        );
+        return None;
+    }
+    Some(refuse(
+        format!(
+            "step \"{}\" of execution {} was in flight when flowrun stopped, and its outcome is unknown",
+            in_flight.name, record.id
+        ),
+        "its method is not idempotent: check whether the receiver acted on it, then resume with --resend-in-flight to send it again with the same Idempotency-Key",
+    ))
+}
+
+/// Whether a process with this id exists (Linux: `/proc/PID`).
+fn process_is_alive(pid: u32) -> bool {
+    pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `flowrun runs` and `flowrun runs show ID`.
+pub(crate) fn runs_command(args: RunsArgs) -> u8 {
+    let (store_args, show) = match &args.command {
+        Some(RunsCommand::Show { execution_id, store }) => {
+            let store = if store.store.is_some() { store } else { &args.store };
+            (store, Some(execution_id))
+        }
+        None => (&args.store, None),
+    };
+    let path = store_path(store_args, None);
+    if !path.exists() {
+        return fail_invalid(
+            &[Diagnostic::error(
+                Code::StoreUnavailable,
+                format!("no execution store at `{}`", path.display()),
+            )
+            .with_help("run a workflow first, or point to its store with --store PATH or FLOWRUN_STORE")],
+            None,
+        );
+    }
+    let store = match open_store(&path) {
+        Ok(store) => store,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
+    let text = match show {
+        Some(id) => match history_text(&store, id) {
+            Ok(text) => text,
+            Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
+        },
+        None => {
+            let status = args.status.map(|filter| match filter {
+                StatusFilter::Running => ExecutionStatus::Running,
+                StatusFilter::Succeeded => ExecutionStatus::Succeeded,
+                StatusFilter::Failed => ExecutionStatus::Failed,
+                StatusFilter::Paused => ExecutionStatus::Paused,
+            });
+            match store.executions(status) {
+                Ok(executions) => {
+                    let mut text = format!(
+                        "{:<36}  {:<9}  {:<20}  {:<25}  {}\n",
+                        "ID", "STATUS", "STARTED", "WORKFLOW", "NEXT STEP"
+                    );
+                    for execution in executions {
+                        text.push_str(&format!(
+                            "{:<36}  {:<9}  {:<20}  {:<25}  {}\n",
+                            execution.id,
+                            execution.status.as_str(),
+                            execution.started_at.get(..19).unwrap_or(&execution.started_at),
+                            execution.workflow,
+                            execution.next_step_name.unwrap_or_else(|| "-".to_string())
+                        ));
+                    }
+                    text
+                }
+                Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
+            }
+        }
+    };
+    output::print_stdout(&text);
+    EXIT_SUCCESS
+}
+
+/// The step-by-step history of one execution, for `flowrun runs show`.
+fn history_text(store: &SqliteStore, id: &str) -> Result<String, StoreError> {
+    let record = store.execution(id)?;
+    let steps = store.steps(id)?;
+    let notifications = store.notifications(id)?;
+    let mut text = format!(
+        "execution {}\nworkflow  {} ({})\nstatus    {}\nstarted   {}\nupdated   {}\n",
+        record.id,
+        record.workflow,
+        record.source_path,
+        record.status.as_str(),
+        record.started_at,
+        record.updated_at
+    );
+    if let Some(finished) = &record.finished_at {
+        text.push_str(&format!("finished  {finished}\n"));
+    }
+    for step in &steps {
+        text.push_str(&format!(
+            "\nstep {} \"{}\": {} (run {})\n",
+            step.index + 1,
+            step.name,
+            step.status.as_str(),
+            step.runs
+        ));
+        for attempt in &step.attempts {
+            let outcome = match (&attempt.status_code, &attempt.error) {
+                (_, Some(error)) => error.clone(),
+                (Some(code), None) => code.to_string(),
+                (None, None) => "no response".to_string(),
+            };
+            text.push_str(&format!(
+                "  attempt {} of action {}: {} {} -> {} in {} ms",
+                attempt.number,
+                attempt.action + 1,
+                attempt.method,
+                attempt.url,
+                outcome,
+                attempt.duration_ms
+            ));
+            if attempt.waited_ms > 0 {
+                text.push_str(&format!(" after waiting {} ms", attempt.waited_ms));
+            }
+            text.push('\n');
+        }
+        if let Some(error) = &step.error {
+            text.push_str(&format!("  error: {error}\n"));
+        }
+    }
+    for notification in &notifications {
+        text.push_str(&format!(
+            "\nnotification ({}) for step \"{}\" at {} via {}",
+            notification.severity,
+            notification.step,
+            notification.sent_at,
+            notification.channels.join(", ")
+        ));
+        if let Some(error) = &notification.delivery_error {
+            text.push_str(&format!("; delivery failed: {error}"));
+        }
+        text.push('\n');
+    }
+    Ok(text)
+}

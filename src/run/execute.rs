@@ -1,0 +1,327 @@
+//! Walks the steps of an execution in order, applies each step's failure
+//! behaviour, sends notifications and writes the execution store before and
+//! after every step.
+
+use std::time::Instant;
+
+use serde_json::Value;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::diagnostic::{Code, Diagnostic, LineIndex};
+use crate::program::{OnError, Program, Step};
+use crate::render;
+use crate::run::errors::failure_diagnostic;
+use crate::run::http::{self, Http};
+use crate::run::notify::{self, Notification, NotificationError};
+use crate::run::report::{Outcome, RenderedRequest, Report, StepReport};
+use crate::run::request::{build, idempotency_key, rendered};
+use crate::run::{now, save, Execution, Options};
+use crate::store::{AttemptRecord, ExecutionStatus, StepEnd, StepStatus, Store};
+
+/// Runs the steps of `program` from `options.first_step` on and returns the
+/// report. With a store, every step is recorded before it starts and after
+/// it ends, and the execution's final status is written.
+pub async fn execute(
+    program: &Program,
+    source: &str,
+    mut execution: Execution,
+    http: &Http,
+    options: &Options,
+    mut store: Option<&mut dyn Store>,
+) -> Report {
+    let lines = LineIndex::new(source);
+    let mut report = Report {
+        execution_id: execution.id.clone(),
+        workflow: execution.workflow.clone(),
+        started_at: execution.started_at.clone(),
+        outcome: Outcome::Succeeded,
+        steps: Vec::new(),
+        entity: Value::Null,
+        dry_run: Vec::new(),
+        store_error: None,
+    };
+    let mut channels = options.channels.clone();
+    channels.webhooks.extend(render_webhooks(program, &execution));
+
+    let span = info_span!("execution", execution_id = %execution.id);
+    async {
+        for (index, step) in program.steps.iter().enumerate().skip(options.first_step) {
+            if let Some(store) = store.as_deref_mut() {
+                let methods: Vec<String> =
+                    step.requests.iter().map(|request| request.method.as_str().to_string()).collect();
+                let begun = store.begin_step(&execution.id, index, &step.name, &methods, &now(), std::process::id());
+                if let Err(error) = begun {
+                    report.store_error = Some(store_failed(&error.to_string()));
+                    break;
+                }
+            }
+
+            let step_report = run_step(index, step, &mut execution, http, options, &lines, &mut report.dry_run)
+                .instrument(info_span!("step", step = %step.name))
+                .await;
+            let failed = step_report.outcome == Outcome::Failed;
+            let pause = failed && step.policy.on_error == OnError::PauseNotify;
+
+            if failed && step.policy.on_error != OnError::ContinueSilently && !options.dry_run {
+                let notification = notification(step, &step_report, &execution);
+                let record =
+                    notify::send(&notification, &channels, http, options.sleeper.as_ref(), &execution.redactor).await;
+                if let Some(store) = store.as_deref_mut() {
+                    if let Err(error) = store.record_notification(&execution.id, &record) {
+                        warn!(step = %step.name, "cannot record the notification: {error}");
+                    }
+                }
+            }
+
+            if let Some(store) = store.as_deref_mut() {
+                let status = match (failed, pause) {
+                    (false, _) => StepStatus::Succeeded,
+                    (true, true) => StepStatus::Failed,
+                    (true, false) => StepStatus::FailedContinued,
+                };
+                let attempts = attempt_records(&step_report);
+                let end = StepEnd {
+                    index,
+                    status,
+                    error: step_report.error_message.as_deref(),
+                    code: step_report.error.as_ref().map(|diagnostic| diagnostic.code.as_str()),
+                    attempts: &attempts,
+                    entity: &execution.entity,
+                    vars: &execution.vars,
+                    next_step: if pause { index } else { index + 1 },
+                    at: &now(),
+                };
+                if let Err(error) = store.end_step(&execution.id, &end) {
+                    report.steps.push(step_report);
+                    report.store_error = Some(store_failed(&error.to_string()));
+                    break;
+                }
+            }
+
+            if failed {
+                match step.policy.on_error {
+                    OnError::PauseNotify => report.outcome = Outcome::Paused,
+                    OnError::ContinueNotify => report.outcome = Outcome::Failed,
+                    OnError::ContinueSilently => {}
+                }
+            }
+            report.steps.push(step_report);
+            if pause {
+                warn!(step = %step.name, "execution paused; resume it with `flowrun resume {}`", execution.id);
+                break;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+
+    if report.store_error.is_some() {
+        report.outcome = Outcome::Failed;
+    }
+    if let Some(store) = store {
+        let status = match report.outcome {
+            Outcome::Succeeded => ExecutionStatus::Succeeded,
+            Outcome::Failed => ExecutionStatus::Failed,
+            Outcome::Paused => ExecutionStatus::Paused,
+        };
+        if report.store_error.is_none() && !options.dry_run {
+            if let Err(error) = store.set_status(&execution.id, status, &now()) {
+                report.store_error = Some(store_failed(&error.to_string()));
+            }
+        }
+    }
+    report.entity = execution.entity;
+    report
+}
+
+fn store_failed(message: &str) -> Diagnostic {
+    Diagnostic::error(
+        Code::StoreFailed,
+        format!("the execution store failed: {message}; the run stopped"),
+    )
+    .with_help(
+        "free disk space or fix the store's permissions, then run `flowrun resume` with the execution id",
+    )
+}
+
+/// Renders the workflow's `notify webhook` URLs. A URL that cannot be
+/// rendered is logged and left out, since notifications never stop a run.
+fn render_webhooks(program: &Program, execution: &Execution) -> Vec<String> {
+    let scope = execution.scope();
+    program
+        .webhooks
+        .iter()
+        .filter_map(|template| match render::render(template, &scope) {
+            Ok(url) => Some(url),
+            Err(error) => {
+                warn!("a webhook URL cannot be rendered and receives no notifications: {error:?}");
+                None
+            }
+        })
+        .collect()
+}
+
+fn notification(step: &Step, report: &StepReport, execution: &Execution) -> Notification {
+    let (code, message) = match &report.error {
+        Some(diagnostic) => (diagnostic.code.as_str().to_string(), diagnostic.message.clone()),
+        None => (String::new(), String::new()),
+    };
+    Notification {
+        workflow: execution.workflow.clone(),
+        execution_id: execution.id.clone(),
+        step: step.name.clone(),
+        severity: step.policy.severity,
+        action: match step.policy.on_error {
+            OnError::PauseNotify => "pause_notify",
+            OnError::ContinueNotify | OnError::ContinueSilently => "continue_notify",
+        },
+        error: NotificationError {
+            code,
+            message: execution.redactor.redact(&message),
+        },
+        entity_id: execution.entity.get("id").cloned(),
+        execution_started_at: execution.started_at.clone(),
+        failed_at: now(),
+    }
+}
+
+fn attempt_records(report: &StepReport) -> Vec<AttemptRecord> {
+    report
+        .attempts
+        .iter()
+        .map(|attempt| AttemptRecord {
+            action: attempt.action,
+            number: attempt.number,
+            method: attempt.method.clone(),
+            url: attempt.url.clone(),
+            status_code: attempt.status,
+            duration_ms: attempt.duration.as_millis() as u64,
+            waited_ms: attempt.waited.as_millis() as u64,
+            error: attempt.error.clone(),
+        })
+        .collect()
+}
+
+/// Runs every action of a step. The step fails only when all its actions
+/// fail; a failed action beside a successful one is logged as a partial
+/// failure.
+async fn run_step(
+    index: usize,
+    step: &Step,
+    execution: &mut Execution,
+    http: &Http,
+    options: &Options,
+    lines: &LineIndex<'_>,
+    dry_run: &mut Vec<RenderedRequest>,
+) -> StepReport {
+    info!(step = %step.name, "started");
+    let started = Instant::now();
+    let mut attempts = Vec::new();
+    let mut failures: Vec<Diagnostic> = Vec::new();
+    let mut successes = 0;
+
+    for (action, request) in step.requests.iter().enumerate() {
+        let key = idempotency_key(
+            &execution.id,
+            index,
+            action,
+            request.method,
+            step.settings.idempotency_key,
+        );
+        let outgoing = match build(request, execution, key.as_deref(), lines) {
+            Ok(outgoing) => outgoing,
+            Err(diagnostic) => {
+                if options.dry_run {
+                    dry_run.push(RenderedRequest {
+                        step: step.name.clone(),
+                        method: request.method.as_str().to_string(),
+                        url: String::new(),
+                        headers: Vec::new(),
+                        body: None,
+                        error: Some(diagnostic.message.clone()),
+                    });
+                }
+                failures.push(diagnostic);
+                continue;
+            }
+        };
+        if options.dry_run {
+            dry_run.push(rendered(step, &outgoing, &execution.redactor));
+            save::apply_placeholders(request, execution);
+            successes += 1;
+            continue;
+        }
+
+        let redact = |text: &str| execution.redactor.redact(text);
+        let context = http::Context {
+            step: &step.name,
+            action,
+            sleeper: options.sleeper.as_ref(),
+            redact: &redact,
+        };
+        let exchange = match http::send(http, &outgoing, &step.settings, &context, &mut attempts).await {
+            Ok(exchange) => exchange,
+            Err(failure) => {
+                failures.push(failure_diagnostic(
+                    &failure,
+                    &outgoing,
+                    request,
+                    &execution.redactor,
+                ));
+                continue;
+            }
+        };
+        info!(
+            step = %step.name,
+            method = %outgoing.method,
+            url = %outgoing.display_url,
+            status = exchange.status.as_u16(),
+            "{} {} returned {}",
+            outgoing.method,
+            outgoing.display_url,
+            exchange.status
+        );
+        match save::apply_all(request, &exchange, execution) {
+            Ok(()) => successes += 1,
+            Err(diagnostic) => failures.push(diagnostic),
+        }
+    }
+
+    let duration = started.elapsed();
+    let duration_ms = duration.as_millis() as u64;
+    let retries = attempts.iter().filter(|attempt| attempt.number > 1).count();
+    let failed = successes == 0 && !failures.is_empty();
+    let mut partial_failures = Vec::new();
+    if failed {
+        let code = failures[0].code;
+        error!(
+            step = %step.name,
+            duration_ms,
+            retries,
+            code = %code,
+            "failed in {duration_ms} ms with {retries} retries: {code}"
+        );
+    } else {
+        for failure in &failures {
+            warn!(step = %step.name, code = %failure.code, "one action failed, another succeeded: {}", failure.message);
+            partial_failures.push(failure.message.clone());
+        }
+        info!(step = %step.name, duration_ms, retries, "succeeded in {duration_ms} ms with {retries} retries");
+    }
+
+    let error = if failed { failures.into_iter().next() } else { None };
+    StepReport {
+        index,
+        name: step.name.clone(),
+        outcome: if failed {
+            Outcome::Failed
+        } else {
+            Outcome::Succeeded
+        },
+        duration,
+        attempts,
+        error_message: error.as_ref().map(|diagnostic| diagnostic.message.clone()),
+        error,
+        partial_failures,
+    }
+}

@@ -1,0 +1,1473 @@
+//! The embedded [`Store`]: one SQLite file in write-ahead-log mode, one
+//! `BEGIN IMMEDIATE` transaction per write, so that several flowrun processes
+//! can share a file and a killed process leaves only whole writes behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{
+    AttemptRecord, ExecutionRecord, ExecutionStatus, ExecutionSummary, NewExecution, NotificationRecord,
+    StepEnd, StepRecord, StepStatus, Store, StoreError,
+};
+
+/// The schema this code reads and writes, kept in `PRAGMA user_version`. A
+/// file with a higher version was written by a newer flowrun and is rejected
+/// rather than misread.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another process's lock before failing with
+/// [`StoreError::Locked`]. A write holds the lock for well under a millisecond,
+/// so a wait this long means the other process holds a long transaction or is
+/// stuck, and failing reports that sooner than waiting longer.
+/// How long `open` keeps trying while another process initialises the store.
+const OPEN_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Room for every statement this file prepares (about 20), so that none is
+/// evicted and parsed again on each call.
+const STATEMENT_CACHE_CAPACITY: usize = 32;
+
+// JSON columns are TEXT in STRICT tables, because under NUMERIC affinity SQLite
+// would turn a value such as `12345678901234567890123` into a lossy REAL.
+const SCHEMA: &str = "
+CREATE TABLE executions (
+    id TEXT PRIMARY KEY NOT NULL,
+    workflow TEXT NOT NULL,
+    source_path TEXT NOT NULL,
+    workflow_hash TEXT NOT NULL,
+    step_hashes TEXT NOT NULL,
+    step_names TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'paused')),
+    entity_before TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    vars TEXT NOT NULL,
+    next_step INTEGER NOT NULL CHECK (next_step >= 0),
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT,
+    pid INTEGER NOT NULL
+) STRICT;
+CREATE INDEX executions_by_started_at ON executions (started_at, id);
+CREATE INDEX executions_by_status ON executions (status, started_at, id);
+
+CREATE TABLE steps (
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL CHECK (idx >= 0),
+    name TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (
+        status IN ('running', 'succeeded', 'failed_continued', 'failed', 'outcome_unknown')
+    ),
+    runs INTEGER NOT NULL CHECK (runs >= 1),
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    error TEXT,
+    code TEXT,
+    methods TEXT NOT NULL,
+    PRIMARY KEY (execution_id, idx)
+) STRICT;
+
+CREATE TABLE attempts (
+    execution_id TEXT NOT NULL,
+    step_idx INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    action INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    url TEXT NOT NULL,
+    status_code INTEGER,
+    duration_ms INTEGER NOT NULL,
+    waited_ms INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (execution_id, step_idx, run, action, number),
+    FOREIGN KEY (execution_id, step_idx) REFERENCES steps (execution_id, idx) ON DELETE CASCADE
+) STRICT;
+
+CREATE TABLE notifications (
+    seq INTEGER PRIMARY KEY,
+    execution_id TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    step TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    error TEXT NOT NULL,
+    channels TEXT NOT NULL,
+    delivery_error TEXT,
+    sent_at TEXT NOT NULL
+) STRICT;
+CREATE INDEX notifications_by_execution ON notifications (execution_id, seq);
+";
+
+const EXECUTION_COLUMNS: &str = "id, workflow, source_path, workflow_hash, step_hashes, step_names, status, \
+     entity_before, entity, vars, next_step, started_at, updated_at, finished_at, pid";
+
+/// An execution store in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    /// The file path as shown in error messages.
+    path: String,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file, its parent directories and
+    /// the schema when missing, and checks that the file is an intact store
+    /// of a schema version this code reads.
+    ///
+    /// `PRAGMA quick_check` reads the whole file, so opening takes time in
+    /// proportion to the store's size.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        // Switching a new file to WAL takes an exclusive lock that SQLite's
+        // busy handler does not wait for, so two processes that open a new
+        // store at once see SQLITE_BUSY; opening again succeeds once the
+        // other has finished.
+        let deadline = std::time::Instant::now() + OPEN_RETRY_WINDOW;
+        loop {
+            match SqliteStore::open_once(path) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<SqliteStore, StoreError> {
+        let display_path = path.display().to_string();
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| StoreError::Open {
+                path: display_path.clone(),
+                reason: format!("cannot create the directory `{}`: {err}", parent.display()),
+            })?;
+        }
+
+        let mut conn = Connection::open(path).map_err(|err| open_error(&display_path, err))?;
+        configure(&conn, &display_path)?;
+        quick_check(&conn, &display_path)?;
+
+        let mut version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|err| open_error(&display_path, err))?;
+        if version == 0 {
+            version = create_schema(&mut conn, &display_path)?;
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Open {
+                path: display_path,
+                reason: format!(
+                    "the store has schema version {version}, but this flowrun reads only version \
+                     {SCHEMA_VERSION}; use a newer flowrun"
+                ),
+            });
+        }
+        if version < 0 {
+            return Err(StoreError::Corrupt {
+                path: display_path,
+                reason: format!("invalid schema version {version}"),
+            });
+        }
+
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        Ok(SqliteStore {
+            conn,
+            path: display_path,
+        })
+    }
+}
+
+fn configure(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|err| open_error(path, err))?;
+
+    // This is the first statement that reads the file, so a file that is not a
+    // database fails here with SQLITE_NOTADB.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+        .map_err(|err| open_error(path, err))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open {
+            path: path.to_string(),
+            reason: format!("cannot switch to write-ahead logging, the journal mode stays `{mode}`"),
+        });
+    }
+
+    // In WAL mode with synchronous=NORMAL a commit appends to the WAL without
+    // an fsync, and the WAL is synced at checkpoints. A committed transaction
+    // is then in the OS page cache, so it survives a crash or kill -9 of this
+    // process. Only an OS crash or power loss can lose the last commits, and
+    // even then the file stays consistent. FULL would add an fsync per write.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|err| open_error(path, err))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|err| open_error(path, err))?;
+    Ok(())
+}
+
+fn quick_check(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    // `quick_check(1)` stops at the first problem, which is reason enough to
+    // reject the file.
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(|err| open_error(path, err))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            path: path.to_string(),
+            reason: verdict,
+        })
+    }
+}
+
+/// Creates the schema in a file that has none, and returns the schema
+/// version the file has afterwards.
+fn create_schema(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
+    // Two processes may open a new file at once: the immediate transaction
+    // lets one create the schema, and the other then finds the version set.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|err| open_error(path, err))?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|err| open_error(path, err))?;
+    if version != 0 {
+        return Ok(version);
+    }
+
+    let objects: i64 = tx
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(|err| open_error(path, err))?;
+    if objects != 0 {
+        return Err(StoreError::Corrupt {
+            path: path.to_string(),
+            reason: "it is a SQLite database that flowrun did not create".to_string(),
+        });
+    }
+    tx.execute_batch(SCHEMA).map_err(|err| open_error(path, err))?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(|err| open_error(path, err))?;
+    tx.commit().map_err(|err| open_error(path, err))?;
+    Ok(SCHEMA_VERSION)
+}
+
+/// Maps the SQLite errors that mean the same at any time: a lock held past
+/// the busy timeout, and a file that is not an intact database.
+fn lock_or_corruption(path: &str, err: &rusqlite::Error) -> Option<StoreError> {
+    match err.sqlite_error_code()? {
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Some(StoreError::Locked {
+            path: path.to_string(),
+        }),
+        ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => Some(StoreError::Corrupt {
+            path: path.to_string(),
+            reason: err.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+fn open_error(path: &str, err: rusqlite::Error) -> StoreError {
+    lock_or_corruption(path, &err).unwrap_or_else(|| StoreError::Open {
+        path: path.to_string(),
+        reason: err.to_string(),
+    })
+}
+
+fn store_error(path: &str, err: rusqlite::Error) -> StoreError {
+    lock_or_corruption(path, &err).unwrap_or_else(|| StoreError::Other(format!("`{path}`: {err}")))
+}
+
+/// `.at(path)` converts a rusqlite result into a store result once the
+/// store is open.
+trait At<T> {
+    fn at(self, path: &str) -> Result<T, StoreError>;
+}
+
+impl<T> At<T> for rusqlite::Result<T> {
+    fn at(self, path: &str) -> Result<T, StoreError> {
+        self.map_err(|err| store_error(path, err))
+    }
+}
+
+/// Starts a transaction that takes the write lock at once, waiting up to the
+/// busy timeout for it. A deferred transaction whose first statement reads
+/// would start as a reader. In WAL mode, a reader whose snapshot another
+/// process has since changed cannot become a writer, and SQLite fails it with
+/// SQLITE_BUSY at once, without calling the busy handler.
+fn begin_write<'c>(conn: &'c mut Connection, path: &str) -> Result<Transaction<'c>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .at(path)
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|err| StoreError::Other(format!("cannot encode JSON: {err}")))
+}
+
+fn from_json<T: DeserializeOwned>(path: &str, column: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|err| StoreError::Corrupt {
+        path: path.to_string(),
+        reason: format!("column `{column}` contains invalid JSON: {err}"),
+    })
+}
+
+fn execution_status(path: &str, text: &str) -> Result<ExecutionStatus, StoreError> {
+    ExecutionStatus::parse(text).ok_or_else(|| StoreError::Corrupt {
+        path: path.to_string(),
+        reason: format!("unknown execution status `{text}`"),
+    })
+}
+
+fn step_status(path: &str, text: &str) -> Result<StepStatus, StoreError> {
+    StepStatus::parse(text).ok_or_else(|| StoreError::Corrupt {
+        path: path.to_string(),
+        reason: format!("unknown step status `{text}`"),
+    })
+}
+
+fn not_found(id: &str) -> StoreError {
+    StoreError::NotFound { id: id.to_string() }
+}
+
+fn execution_exists(conn: &Connection, path: &str, id: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM executions WHERE id = ?1")
+        .at(path)?
+        .exists([id])
+        .at(path)
+}
+
+/// An `executions` row as SQLite returns it, before its JSON and status
+/// columns are decoded.
+struct RawExecution {
+    id: String,
+    workflow: String,
+    source_path: String,
+    workflow_hash: String,
+    step_hashes: String,
+    step_names: String,
+    status: String,
+    entity_before: String,
+    entity: String,
+    vars: String,
+    next_step: usize,
+    started_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
+    pid: u32,
+}
+
+impl RawExecution {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawExecution> {
+        Ok(RawExecution {
+            id: row.get(0)?,
+            workflow: row.get(1)?,
+            source_path: row.get(2)?,
+            workflow_hash: row.get(3)?,
+            step_hashes: row.get(4)?,
+            step_names: row.get(5)?,
+            status: row.get(6)?,
+            entity_before: row.get(7)?,
+            entity: row.get(8)?,
+            vars: row.get(9)?,
+            next_step: row.get(10)?,
+            started_at: row.get(11)?,
+            updated_at: row.get(12)?,
+            finished_at: row.get(13)?,
+            pid: row.get(14)?,
+        })
+    }
+
+    fn decode(self, path: &str) -> Result<ExecutionRecord, StoreError> {
+        Ok(ExecutionRecord {
+            status: execution_status(path, &self.status)?,
+            step_hashes: from_json(path, "executions.step_hashes", &self.step_hashes)?,
+            step_names: from_json(path, "executions.step_names", &self.step_names)?,
+            entity_before: from_json(path, "executions.entity_before", &self.entity_before)?,
+            entity: from_json(path, "executions.entity", &self.entity)?,
+            vars: from_json(path, "executions.vars", &self.vars)?,
+            id: self.id,
+            workflow: self.workflow,
+            source_path: self.source_path,
+            workflow_hash: self.workflow_hash,
+            next_step: self.next_step,
+            started_at: self.started_at,
+            updated_at: self.updated_at,
+            finished_at: self.finished_at,
+            pid: self.pid,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin_execution(&mut self, execution: &NewExecution<'_>) -> Result<(), StoreError> {
+        // Encoding before the transaction keeps the write lock short.
+        let step_hashes = to_json(execution.step_hashes)?;
+        let step_names = to_json(execution.step_names)?;
+        let entity = to_json(execution.entity)?;
+        let vars = to_json(execution.vars)?;
+
+        let path = &self.path;
+        let tx = begin_write(&mut self.conn, path)?;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO executions (id, workflow, source_path, workflow_hash, step_hashes, step_names, \
+                 status, entity_before, entity, vars, next_step, started_at, updated_at, finished_at, pid) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?7, ?8, 0, ?9, ?9, NULL, ?10) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .at(path)?
+            .execute(params![
+                execution.id,
+                execution.workflow,
+                execution.source_path,
+                execution.workflow_hash,
+                step_hashes,
+                step_names,
+                entity,
+                vars,
+                execution.started_at,
+                execution.pid,
+            ])
+            .at(path)?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                id: execution.id.to_string(),
+            });
+        }
+        tx.commit().at(path)
+    }
+
+    fn begin_step(
+        &mut self,
+        id: &str,
+        index: usize,
+        name: &str,
+        methods: &[String],
+        at: &str,
+        pid: u32,
+    ) -> Result<(), StoreError> {
+        let methods = to_json(methods)?;
+
+        let path = &self.path;
+        let tx = begin_write(&mut self.conn, path)?;
+        let updated = tx
+            .prepare_cached("UPDATE executions SET pid = ?2, updated_at = ?3 WHERE id = ?1")
+            .at(path)?
+            .execute(params![id, pid, at])
+            .at(path)?;
+        if updated == 0 {
+            return Err(not_found(id));
+        }
+
+        // A step that already has a row is being resumed: its attempts stay,
+        // tagged with the run they belong to, and the new run starts clean.
+        tx.prepare_cached(
+            "INSERT INTO steps (execution_id, idx, name, status, runs, started_at, finished_at, error, code, methods) \
+             VALUES (?1, ?2, ?3, 'running', 1, ?4, NULL, NULL, NULL, ?5) \
+             ON CONFLICT (execution_id, idx) DO UPDATE SET \
+                 name = excluded.name, status = 'running', runs = runs + 1, started_at = excluded.started_at, \
+                 finished_at = NULL, error = NULL, code = NULL, methods = excluded.methods",
+        )
+        .at(path)?
+        .execute(params![id, index, name, at, methods])
+        .at(path)?;
+        tx.commit().at(path)
+    }
+
+    fn end_step(&mut self, id: &str, end: &StepEnd<'_>) -> Result<(), StoreError> {
+        let entity = to_json(end.entity)?;
+        let vars = to_json(end.vars)?;
+
+        let path = &self.path;
+        let tx = begin_write(&mut self.conn, path)?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE executions SET entity = ?2, vars = ?3, next_step = ?4, updated_at = ?5 WHERE id = ?1",
+            )
+            .at(path)?
+            .execute(params![id, entity, vars, end.next_step, end.at])
+            .at(path)?;
+        if updated == 0 {
+            return Err(not_found(id));
+        }
+
+        let run: Option<u32> = tx
+            .prepare_cached(
+                "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5, code = ?6 \
+                 WHERE execution_id = ?1 AND idx = ?2 RETURNING runs",
+            )
+            .at(path)?
+            .query_row(
+                params![id, end.index, end.status.as_str(), end.at, end.error, end.code],
+                |row| row.get(0),
+            )
+            .optional()
+            .at(path)?;
+        let Some(run) = run else {
+            return Err(StoreError::Other(format!(
+                "cannot end step {} of execution `{id}`: the step was never begun",
+                end.index
+            )));
+        };
+
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO attempts (execution_id, step_idx, run, action, number, method, url, status_code, \
+                 duration_ms, waited_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .at(path)?;
+        for attempt in end.attempts {
+            insert
+                .execute(params![
+                    id,
+                    end.index,
+                    run,
+                    attempt.action,
+                    attempt.number,
+                    attempt.method,
+                    attempt.url,
+                    attempt.status_code,
+                    attempt.duration_ms,
+                    attempt.waited_ms,
+                    attempt.error,
+                ])
+                .at(path)?;
+        }
+        drop(insert);
+        tx.commit().at(path)
+    }
+
+    fn set_status(&mut self, id: &str, status: ExecutionStatus, at: &str) -> Result<(), StoreError> {
+        // A paused execution that resumes goes back to `running`, so only the
+        // final statuses keep a finish time.
+        let finished_at =
+            matches!(status, ExecutionStatus::Succeeded | ExecutionStatus::Failed).then_some(at);
+
+        let path = &self.path;
+        let tx = begin_write(&mut self.conn, path)?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE executions SET status = ?2, updated_at = ?3, finished_at = ?4 WHERE id = ?1",
+            )
+            .at(path)?
+            .execute(params![id, status.as_str(), at, finished_at])
+            .at(path)?;
+        if updated == 0 {
+            return Err(not_found(id));
+        }
+        tx.commit().at(path)
+    }
+
+    fn mark_outcome_unknown(&mut self, id: &str, index: usize, at: &str) -> Result<(), StoreError> {
+        let path = &self.path;
+        let tx = begin_write(&mut self.conn, path)?;
+        let status: Option<String> = tx
+            .prepare_cached("SELECT status FROM steps WHERE execution_id = ?1 AND idx = ?2")
+            .at(path)?
+            .query_row(params![id, index], |row| row.get(0))
+            .optional()
+            .at(path)?;
+        match status.as_deref() {
+            None if !execution_exists(&tx, path, id)? => return Err(not_found(id)),
+            None => {
+                return Err(StoreError::Other(format!(
+                    "cannot mark step {index} of execution `{id}`: the step was never begun"
+                )))
+            }
+            // Marking again, or marking a step that did finish, changes nothing.
+            Some(status) if status != StepStatus::Running.as_str() => return Ok(()),
+            Some(_) => {}
+        }
+
+        // `finished_at` stays NULL: whether and when the step's requests
+        // finished is exactly what is unknown.
+        tx.prepare_cached("UPDATE steps SET status = 'outcome_unknown' WHERE execution_id = ?1 AND idx = ?2")
+            .at(path)?
+            .execute(params![id, index])
+            .at(path)?;
+        tx.prepare_cached("UPDATE executions SET updated_at = ?2 WHERE id = ?1")
+            .at(path)?
+            .execute(params![id, at])
+            .at(path)?;
+        tx.commit().at(path)
+    }
+
+    fn record_notification(&mut self, id: &str, notification: &NotificationRecord) -> Result<(), StoreError> {
+        let channels = to_json(&notification.channels)?;
+
+        let path = &self.path;
+        let tx = begin_write(&mut self.conn, path)?;
+        if !execution_exists(&tx, path, id)? {
+            return Err(not_found(id));
+        }
+        tx.prepare_cached(
+            "INSERT INTO notifications (execution_id, step, severity, error, channels, delivery_error, sent_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .at(path)?
+        .execute(params![
+            id,
+            notification.step,
+            notification.severity,
+            notification.error,
+            channels,
+            notification.delivery_error,
+            notification.sent_at,
+        ])
+        .at(path)?;
+        tx.commit().at(path)
+    }
+
+    fn execution(&self, id: &str) -> Result<ExecutionRecord, StoreError> {
+        let path = &self.path;
+        let raw = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"
+            ))
+            .at(path)?
+            .query_row([id], RawExecution::read)
+            .optional()
+            .at(path)?;
+        raw.ok_or_else(|| not_found(id))?.decode(path)
+    }
+
+    fn executions(&self, status: Option<ExecutionStatus>) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let path = &self.path;
+        // Two statements rather than `?1 IS NULL OR status = ?1`, so that
+        // each can walk its own index in order.
+        let columns = "id, workflow, status, started_at, updated_at, next_step, step_names";
+        let mut statement = match status {
+            Some(_) => self.conn.prepare_cached(&format!(
+                "SELECT {columns} FROM executions WHERE status = ?1 ORDER BY started_at DESC, id DESC"
+            )),
+            None => self.conn.prepare_cached(&format!(
+                "SELECT {columns} FROM executions ORDER BY started_at DESC, id DESC"
+            )),
+        }
+        .at(path)?;
+        let read = |row: &rusqlite::Row<'_>| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, usize>(5)?,
+                row.get::<_, String>(6)?,
+            ))
+        };
+        let rows = match status {
+            Some(status) => statement.query_map([status.as_str()], read),
+            None => statement.query_map([], read),
+        }
+        .at(path)?;
+
+        let mut summaries = Vec::new();
+        for row in rows {
+            let (id, workflow, status, started_at, updated_at, next_step, step_names) = row.at(path)?;
+            let mut step_names: Vec<String> = from_json(path, "executions.step_names", &step_names)?;
+            let next_step_name = (next_step < step_names.len()).then(|| step_names.swap_remove(next_step));
+            summaries.push(ExecutionSummary {
+                id,
+                workflow,
+                status: execution_status(path, &status)?,
+                started_at,
+                updated_at,
+                next_step_name,
+            });
+        }
+        Ok(summaries)
+    }
+
+    fn steps(&self, id: &str) -> Result<Vec<StepRecord>, StoreError> {
+        let path = &self.path;
+        // One read transaction, so that a step and its attempts come from the
+        // same commit even while another process writes.
+        let tx = self.conn.unchecked_transaction().at(path)?;
+        if !execution_exists(&tx, path, id)? {
+            return Err(not_found(id));
+        }
+
+        let mut steps = Vec::new();
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT idx, name, status, runs, started_at, finished_at, error, code, methods \
+                     FROM steps WHERE execution_id = ?1 ORDER BY idx",
+                )
+                .at(path)?;
+            let mut rows = statement.query([id]).at(path)?;
+            while let Some(row) = rows.next().at(path)? {
+                let status: String = row.get(2).at(path)?;
+                let methods: String = row.get(8).at(path)?;
+                steps.push(StepRecord {
+                    index: row.get(0).at(path)?,
+                    name: row.get(1).at(path)?,
+                    status: step_status(path, &status)?,
+                    runs: row.get(3).at(path)?,
+                    started_at: row.get(4).at(path)?,
+                    finished_at: row.get(5).at(path)?,
+                    error: row.get(6).at(path)?,
+                    code: row.get(7).at(path)?,
+                    methods: from_json(path, "steps.methods", &methods)?,
+                    attempts: Vec::new(),
+                });
+            }
+        }
+
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT step_idx, action, number, method, url, status_code, duration_ms, waited_ms, error \
+                     FROM attempts WHERE execution_id = ?1 ORDER BY step_idx, run, action, number",
+                )
+                .at(path)?;
+            let mut rows = statement.query([id]).at(path)?;
+            // Both queries are ordered by step index, so one pass pairs them.
+            let mut step = 0;
+            while let Some(row) = rows.next().at(path)? {
+                let step_index: usize = row.get(0).at(path)?;
+                while step < steps.len() && steps[step].index < step_index {
+                    step += 1;
+                }
+                // The foreign key on attempts guarantees that the step exists.
+                let Some(owner) = steps.get_mut(step).filter(|owner| owner.index == step_index) else {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_string(),
+                        reason: format!("attempts of execution `{id}` refer to missing step {step_index}"),
+                    });
+                };
+                owner.attempts.push(AttemptRecord {
+                    action: row.get(1).at(path)?,
+                    number: row.get(2).at(path)?,
+                    method: row.get(3).at(path)?,
+                    url: row.get(4).at(path)?,
+                    status_code: row.get(5).at(path)?,
+                    duration_ms: row.get(6).at(path)?,
+                    waited_ms: row.get(7).at(path)?,
+                    error: row.get(8).at(path)?,
+                });
+            }
+        }
+
+        tx.commit().at(path)?;
+        Ok(steps)
+    }
+
+    fn notifications(&self, id: &str) -> Result<Vec<NotificationRecord>, StoreError> {
+        let path = &self.path;
+        let tx = self.conn.unchecked_transaction().at(path)?;
+        if !execution_exists(&tx, path, id)? {
+            return Err(not_found(id));
+        }
+
+        let mut notifications = Vec::new();
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT step, severity, error, channels, delivery_error, sent_at \
+                     FROM notifications WHERE execution_id = ?1 ORDER BY seq",
+                )
+                .at(path)?;
+            let mut rows = statement.query([id]).at(path)?;
+            while let Some(row) = rows.next().at(path)? {
+                let channels: String = row.get(3).at(path)?;
+                notifications.push(NotificationRecord {
+                    step: row.get(0).at(path)?,
+                    severity: row.get(1).at(path)?,
+                    error: row.get(2).at(path)?,
+                    channels: from_json(path, "notifications.channels", &channels)?,
+                    delivery_error: row.get(4).at(path)?,
+                    sent_at: row.get(5).at(path)?,
+                });
+            }
+        }
+
+        tx.commit().at(path)?;
+        Ok(notifications)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Instant;
+
+    use serde_json::{json, Map, Value};
+
+    /// The owned data behind a [`NewExecution`].
+    struct Fixture {
+        id: String,
+        started_at: String,
+        step_names: Vec<String>,
+        step_hashes: Vec<String>,
+        entity: Value,
+        vars: Map<String, Value>,
+    }
+
+    impl Fixture {
+        fn new(id: &str, started_at: &str) -> Fixture {
+            let mut vars = Map::new();
+            vars.insert("region".to_string(), json!("eu"));
+            Fixture {
+                id: id.to_string(),
+                started_at: started_at.to_string(),
+                step_names: vec!["fetch".to_string(), "notify".to_string()],
+                step_hashes: vec!["aa".repeat(32), "bb".repeat(32)],
+                entity: json!({"name": "Ada", "count": 1}),
+                vars,
+            }
+        }
+
+        fn new_execution(&self) -> NewExecution<'_> {
+            NewExecution {
+                id: &self.id,
+                workflow: "onboarding",
+                source_path: "flows/onboarding.flow",
+                workflow_hash: "cc",
+                step_hashes: &self.step_hashes,
+                step_names: &self.step_names,
+                entity: &self.entity,
+                vars: &self.vars,
+                started_at: &self.started_at,
+                pid: 4242,
+            }
+        }
+    }
+
+    fn attempt(action: usize, number: u32, status_code: Option<u16>) -> AttemptRecord {
+        AttemptRecord {
+            action,
+            number,
+            method: "POST".to_string(),
+            url: "https://api.example.com/users".to_string(),
+            status_code,
+            duration_ms: 12,
+            waited_ms: 500 * u64::from(number - 1),
+            error: status_code.is_none().then(|| "connection refused".to_string()),
+        }
+    }
+
+    fn methods() -> Vec<String> {
+        vec!["POST".to_string()]
+    }
+
+    fn store_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        dir.path().join("state").join("flowrun.db")
+    }
+
+    #[test]
+    fn life_cycle_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        store.begin_execution(&fixture.new_execution()).unwrap();
+
+        store
+            .begin_step("ex-1", 0, "fetch", &methods(), "2024-05-01T10:00:01Z", 4243)
+            .unwrap();
+        let attempts = vec![attempt(0, 1, None), attempt(0, 2, Some(201))];
+        let entity = json!({"name": "Ada", "count": 2, "user_id": 7});
+        let mut vars = fixture.vars.clone();
+        vars.insert("token_id".to_string(), json!("t-1"));
+        store
+            .end_step(
+                "ex-1",
+                &StepEnd {
+                    index: 0,
+                    status: StepStatus::Succeeded,
+                    error: None,
+                    code: None,
+                    attempts: &attempts,
+                    entity: &entity,
+                    vars: &vars,
+                    next_step: 1,
+                    at: "2024-05-01T10:00:02Z",
+                },
+            )
+            .unwrap();
+        let notification = NotificationRecord {
+            step: "fetch".to_string(),
+            severity: "warning".to_string(),
+            error: "slow answer".to_string(),
+            channels: vec!["stderr".to_string(), "webhook".to_string()],
+            delivery_error: Some("webhook answered 500".to_string()),
+            sent_at: "2024-05-01T10:00:03Z".to_string(),
+        };
+        store.record_notification("ex-1", &notification).unwrap();
+        store
+            .set_status("ex-1", ExecutionStatus::Paused, "2024-05-01T10:00:04Z")
+            .unwrap();
+
+        let expected = ExecutionRecord {
+            id: "ex-1".to_string(),
+            workflow: "onboarding".to_string(),
+            source_path: "flows/onboarding.flow".to_string(),
+            workflow_hash: "cc".to_string(),
+            step_hashes: fixture.step_hashes.clone(),
+            step_names: fixture.step_names.clone(),
+            status: ExecutionStatus::Paused,
+            entity_before: fixture.entity.clone(),
+            entity: entity.clone(),
+            vars: vars.clone(),
+            next_step: 1,
+            started_at: "2024-05-01T10:00:00Z".to_string(),
+            updated_at: "2024-05-01T10:00:04Z".to_string(),
+            finished_at: None,
+            pid: 4243,
+        };
+        assert_eq!(store.execution("ex-1").unwrap(), expected);
+
+        let expected_steps = vec![StepRecord {
+            index: 0,
+            name: "fetch".to_string(),
+            status: StepStatus::Succeeded,
+            runs: 1,
+            started_at: "2024-05-01T10:00:01Z".to_string(),
+            finished_at: Some("2024-05-01T10:00:02Z".to_string()),
+            error: None,
+            code: None,
+            methods: methods(),
+            attempts: attempts.clone(),
+        }];
+        assert_eq!(store.steps("ex-1").unwrap(), expected_steps);
+
+        let expected_summary = ExecutionSummary {
+            id: "ex-1".to_string(),
+            workflow: "onboarding".to_string(),
+            status: ExecutionStatus::Paused,
+            started_at: "2024-05-01T10:00:00Z".to_string(),
+            updated_at: "2024-05-01T10:00:04Z".to_string(),
+            next_step_name: Some("notify".to_string()),
+        };
+        assert_eq!(store.executions(None).unwrap(), vec![expected_summary]);
+        assert_eq!(store.notifications("ex-1").unwrap(), vec![notification]);
+
+        store
+            .set_status("ex-1", ExecutionStatus::Succeeded, "2024-05-01T10:00:05Z")
+            .unwrap();
+        let finished = store.execution("ex-1").unwrap();
+        assert_eq!(finished.status, ExecutionStatus::Succeeded);
+        assert_eq!(finished.finished_at.as_deref(), Some("2024-05-01T10:00:05Z"));
+        assert_eq!(finished.updated_at, "2024-05-01T10:00:05Z");
+    }
+
+    #[test]
+    fn failed_step_keeps_error_and_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        store.begin_execution(&fixture.new_execution()).unwrap();
+        store.begin_step("ex-1", 0, "fetch", &methods(), "t1", 1).unwrap();
+        store
+            .end_step(
+                "ex-1",
+                &StepEnd {
+                    index: 0,
+                    status: StepStatus::Failed,
+                    error: Some("the server answered 503"),
+                    code: Some("flow::run::http_status"),
+                    attempts: &[attempt(0, 1, Some(503))],
+                    entity: &fixture.entity,
+                    vars: &fixture.vars,
+                    next_step: 0,
+                    at: "t2",
+                },
+            )
+            .unwrap();
+
+        let steps = store.steps("ex-1").unwrap();
+        assert_eq!(steps[0].status, StepStatus::Failed);
+        assert_eq!(steps[0].error.as_deref(), Some("the server answered 503"));
+        assert_eq!(steps[0].code.as_deref(), Some("flow::run::http_status"));
+        assert_eq!(
+            store.executions(None).unwrap()[0].next_step_name.as_deref(),
+            Some("fetch")
+        );
+    }
+
+    #[test]
+    fn resumed_step_counts_runs_and_keeps_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        store.begin_execution(&fixture.new_execution()).unwrap();
+
+        store.begin_step("ex-1", 0, "fetch", &methods(), "t1", 1).unwrap();
+        let first_run = vec![attempt(0, 1, Some(500)), attempt(0, 2, Some(503))];
+        store
+            .end_step(
+                "ex-1",
+                &StepEnd {
+                    index: 0,
+                    status: StepStatus::Failed,
+                    error: Some("server error"),
+                    code: Some("flow::run::http_status"),
+                    attempts: &first_run,
+                    entity: &fixture.entity,
+                    vars: &fixture.vars,
+                    next_step: 0,
+                    at: "t2",
+                },
+            )
+            .unwrap();
+
+        store.begin_step("ex-1", 0, "fetch", &methods(), "t3", 2).unwrap();
+        let resumed = &store.steps("ex-1").unwrap()[0];
+        assert_eq!(resumed.runs, 2);
+        assert_eq!(resumed.status, StepStatus::Running);
+        assert_eq!(resumed.started_at, "t3");
+        assert_eq!(resumed.finished_at, None);
+        assert_eq!(resumed.error, None);
+        assert_eq!(resumed.code, None);
+        assert_eq!(resumed.attempts, first_run);
+
+        // The second run numbers its attempts from 1 again: the run keeps
+        // them apart from the first run's.
+        let second_run = vec![attempt(0, 1, Some(200))];
+        store
+            .end_step(
+                "ex-1",
+                &StepEnd {
+                    index: 0,
+                    status: StepStatus::Succeeded,
+                    error: None,
+                    code: None,
+                    attempts: &second_run,
+                    entity: &fixture.entity,
+                    vars: &fixture.vars,
+                    next_step: 1,
+                    at: "t4",
+                },
+            )
+            .unwrap();
+        let step = &store.steps("ex-1").unwrap()[0];
+        let all_attempts: Vec<AttemptRecord> = first_run.iter().chain(&second_run).cloned().collect();
+        assert_eq!(step.runs, 2);
+        assert_eq!(step.status, StepStatus::Succeeded);
+        assert_eq!(step.attempts, all_attempts);
+        assert_eq!(store.execution("ex-1").unwrap().pid, 2);
+    }
+
+    #[test]
+    fn attempts_stay_with_their_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        store.begin_execution(&fixture.new_execution()).unwrap();
+        for (index, name) in ["fetch", "notify"].into_iter().enumerate() {
+            store.begin_step("ex-1", index, name, &methods(), "t", 1).unwrap();
+            let attempts = vec![attempt(0, 1, Some(200)), attempt(1, 1, Some(200 + index as u16))];
+            store
+                .end_step(
+                    "ex-1",
+                    &StepEnd {
+                        index,
+                        status: StepStatus::Succeeded,
+                        error: None,
+                        code: None,
+                        attempts: &attempts,
+                        entity: &fixture.entity,
+                        vars: &fixture.vars,
+                        next_step: index + 1,
+                        at: "t",
+                    },
+                )
+                .unwrap();
+        }
+        // A step without attempts between steps with attempts.
+        store.begin_step("ex-1", 2, "log", &[], "t", 1).unwrap();
+
+        let steps = store.steps("ex-1").unwrap();
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[0].attempts[1].status_code, Some(200));
+        assert_eq!(steps[1].attempts[1].status_code, Some(201));
+        assert!(steps[2].attempts.is_empty());
+        assert_eq!(store.executions(None).unwrap()[0].next_step_name, None);
+    }
+
+    #[test]
+    fn outcome_unknown_marks_only_running_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        store.begin_execution(&fixture.new_execution()).unwrap();
+        store.begin_step("ex-1", 0, "fetch", &methods(), "t1", 1).unwrap();
+
+        store.mark_outcome_unknown("ex-1", 0, "t2").unwrap();
+        let step = &store.steps("ex-1").unwrap()[0];
+        assert_eq!(step.status, StepStatus::OutcomeUnknown);
+        assert_eq!(step.finished_at, None);
+        assert_eq!(store.execution("ex-1").unwrap().updated_at, "t2");
+
+        // A second mark leaves the step and the execution as they are.
+        store.mark_outcome_unknown("ex-1", 0, "t3").unwrap();
+        assert_eq!(store.steps("ex-1").unwrap()[0].status, StepStatus::OutcomeUnknown);
+        assert_eq!(store.execution("ex-1").unwrap().updated_at, "t2");
+
+        let missing_step = store.mark_outcome_unknown("ex-1", 5, "t4").unwrap_err();
+        assert!(matches!(missing_step, StoreError::Other(_)), "{missing_step:?}");
+    }
+
+    #[test]
+    fn entity_json_round_trips_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let text = r#"{"zeta":123456789012345678901234567890,"alpha":-98765432109876543210.000000000000000000001,"mid":{"b":1e400,"a":[18446744073709551617,0.1]},"small":3}"#;
+        let mut fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        fixture.entity = serde_json::from_str(text).unwrap();
+        fixture.vars = serde_json::from_str(r#"{"z":99999999999999999999999,"a":1}"#).unwrap();
+        store.begin_execution(&fixture.new_execution()).unwrap();
+
+        // serde_json itself normalizes a few spellings, such as `1e400` to
+        // `1e+400`, so the store must reproduce its output, not the input text.
+        let entity_text = serde_json::to_string(&fixture.entity).unwrap();
+        let vars_text = serde_json::to_string(&fixture.vars).unwrap();
+        assert!(entity_text.starts_with(r#"{"zeta":123456789012345678901234567890,"alpha":"#));
+
+        let record = store.execution("ex-1").unwrap();
+        assert_eq!(serde_json::to_string(&record.entity_before).unwrap(), entity_text);
+        assert_eq!(serde_json::to_string(&record.entity).unwrap(), entity_text);
+        assert_eq!(serde_json::to_string(&record.vars).unwrap(), vars_text);
+    }
+
+    #[test]
+    fn executions_filter_by_status_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let cases = [
+            ("a", "2024-05-01T10:00:00Z", ExecutionStatus::Succeeded),
+            ("b", "2024-05-03T10:00:00Z", ExecutionStatus::Failed),
+            ("c", "2024-05-02T10:00:00Z", ExecutionStatus::Succeeded),
+            ("d", "2024-05-02T10:00:00Z", ExecutionStatus::Paused),
+            ("e", "2024-05-04T10:00:00Z", ExecutionStatus::Running),
+        ];
+        for (id, started_at, status) in cases {
+            let fixture = Fixture::new(id, started_at);
+            store.begin_execution(&fixture.new_execution()).unwrap();
+            if status != ExecutionStatus::Running {
+                store.set_status(id, status, started_at).unwrap();
+            }
+        }
+
+        let ids = |summaries: Vec<ExecutionSummary>| summaries.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        // `c` and `d` started at the same time: the larger id comes first.
+        assert_eq!(ids(store.executions(None).unwrap()), ["e", "b", "d", "c", "a"]);
+        assert_eq!(
+            ids(store.executions(Some(ExecutionStatus::Succeeded)).unwrap()),
+            ["c", "a"]
+        );
+        assert_eq!(
+            ids(store.executions(Some(ExecutionStatus::Failed)).unwrap()),
+            ["b"]
+        );
+        assert_eq!(
+            ids(store.executions(Some(ExecutionStatus::Paused)).unwrap()),
+            ["d"]
+        );
+        assert_eq!(
+            ids(store.executions(Some(ExecutionStatus::Running)).unwrap()),
+            ["e"]
+        );
+        for summary in store.executions(Some(ExecutionStatus::Succeeded)).unwrap() {
+            assert_eq!(summary.status, ExecutionStatus::Succeeded);
+        }
+    }
+
+    #[test]
+    fn writes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        let (execution, steps) = {
+            let mut store = SqliteStore::open(&path).unwrap();
+            store.begin_execution(&fixture.new_execution()).unwrap();
+            store.begin_step("ex-1", 0, "fetch", &methods(), "t1", 1).unwrap();
+            store
+                .end_step(
+                    "ex-1",
+                    &StepEnd {
+                        index: 0,
+                        status: StepStatus::Succeeded,
+                        error: None,
+                        code: None,
+                        attempts: &[attempt(0, 1, Some(200))],
+                        entity: &json!({"done": true}),
+                        vars: &fixture.vars,
+                        next_step: 1,
+                        at: "t2",
+                    },
+                )
+                .unwrap();
+            store
+                .begin_step("ex-1", 1, "notify", &methods(), "t3", 1)
+                .unwrap();
+            (store.execution("ex-1").unwrap(), store.steps("ex-1").unwrap())
+        };
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.execution("ex-1").unwrap(), execution);
+        assert_eq!(store.steps("ex-1").unwrap(), steps);
+        assert_eq!(store.execution("ex-1").unwrap().entity, json!({"done": true}));
+        assert_eq!(store.steps("ex-1").unwrap()[1].status, StepStatus::Running);
+    }
+
+    #[test]
+    fn garbage_file_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flowrun.db");
+        let garbage: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&path, garbage).unwrap();
+
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn foreign_database_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE executions (x INTEGER);")
+            .unwrap();
+
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn locked_store_fails_within_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let earlier = Fixture::new("ex-0", "2024-05-01T09:00:00Z");
+        store.begin_execution(&earlier.new_execution()).unwrap();
+
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+        let started = Instant::now();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        let err = store.begin_execution(&fixture.new_execution()).unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(elapsed < Duration::from_secs(5), "waited {elapsed:?}");
+
+        // In WAL mode the lock blocks writers only: opening and reading go on.
+        let reader = SqliteStore::open(&path).unwrap();
+        assert_eq!(reader.executions(None).unwrap().len(), 1);
+
+        holder.execute_batch("ROLLBACK").unwrap();
+        store.begin_execution(&fixture.new_execution()).unwrap();
+        assert_eq!(reader.executions(None).unwrap().len(), 2);
+    }
+
+    fn run_one_execution(store: &mut SqliteStore, id: &str, started_at: &str) {
+        let fixture = Fixture::new(id, started_at);
+        store.begin_execution(&fixture.new_execution()).unwrap();
+        store
+            .begin_step(id, 0, "fetch", &methods(), started_at, 1)
+            .unwrap();
+        store
+            .end_step(
+                id,
+                &StepEnd {
+                    index: 0,
+                    status: StepStatus::Succeeded,
+                    error: None,
+                    code: None,
+                    attempts: &[attempt(0, 1, Some(200))],
+                    entity: &fixture.entity,
+                    vars: &fixture.vars,
+                    next_step: 1,
+                    at: started_at,
+                },
+            )
+            .unwrap();
+        store
+            .set_status(id, ExecutionStatus::Succeeded, started_at)
+            .unwrap();
+    }
+
+    #[test]
+    fn two_handles_interleave_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let mut first = SqliteStore::open(&path).unwrap();
+        let mut second = SqliteStore::open(&path).unwrap();
+
+        for i in 0..20 {
+            let store = if i % 2 == 0 { &mut first } else { &mut second };
+            run_one_execution(store, &format!("ex-{i:02}"), &format!("2024-05-01T10:00:{i:02}Z"));
+        }
+
+        for store in [&first, &second] {
+            let summaries = store.executions(Some(ExecutionStatus::Succeeded)).unwrap();
+            assert_eq!(summaries.len(), 20);
+            for i in 0..20 {
+                let steps = store.steps(&format!("ex-{i:02}")).unwrap();
+                assert_eq!(steps.len(), 1);
+                assert_eq!(steps[0].attempts.len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_serialize() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        SqliteStore::open(&path).unwrap();
+
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|writer| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut store = SqliteStore::open(&path).unwrap();
+                    for i in 0..50 {
+                        run_one_execution(&mut store, &format!("{writer}-{i:02}"), "2024-05-01T10:00:00Z");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.executions(None).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn unknown_ids_are_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        store.begin_execution(&fixture.new_execution()).unwrap();
+
+        let is_not_found = |result: Result<(), StoreError>| matches!(result, Err(StoreError::NotFound { ref id }) if id == "nope");
+        assert!(is_not_found(store.execution("nope").map(drop)));
+        assert!(is_not_found(store.steps("nope").map(drop)));
+        assert!(is_not_found(store.notifications("nope").map(drop)));
+        assert!(is_not_found(store.begin_step(
+            "nope",
+            0,
+            "fetch",
+            &methods(),
+            "t",
+            1
+        )));
+        assert!(is_not_found(store.set_status(
+            "nope",
+            ExecutionStatus::Failed,
+            "t"
+        )));
+        assert!(is_not_found(store.mark_outcome_unknown("nope", 0, "t")));
+        let end = StepEnd {
+            index: 0,
+            status: StepStatus::Succeeded,
+            error: None,
+            code: None,
+            attempts: &[],
+            entity: &fixture.entity,
+            vars: &fixture.vars,
+            next_step: 1,
+            at: "t",
+        };
+        assert!(is_not_found(store.end_step("nope", &end)));
+        let notification = NotificationRecord {
+            step: "fetch".to_string(),
+            severity: "error".to_string(),
+            error: "failed".to_string(),
+            channels: vec![],
+            delivery_error: None,
+            sent_at: "t".to_string(),
+        };
+        assert!(is_not_found(store.record_notification("nope", &notification)));
+
+        assert_eq!(store.steps("ex-1").unwrap(), vec![]);
+        assert_eq!(store.notifications("ex-1").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn misuse_fails_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&store_path(&dir)).unwrap();
+        let fixture = Fixture::new("ex-1", "2024-05-01T10:00:00Z");
+        store.begin_execution(&fixture.new_execution()).unwrap();
+
+        let duplicate = store.begin_execution(&fixture.new_execution()).unwrap_err();
+        assert!(
+            matches!(duplicate, StoreError::AlreadyExists { ref id } if id == "ex-1"),
+            "{duplicate:?}"
+        );
+
+        // Ending a step that never began rolls back the execution update too.
+        let end = StepEnd {
+            index: 0,
+            status: StepStatus::Succeeded,
+            error: None,
+            code: None,
+            attempts: &[attempt(0, 1, Some(200))],
+            entity: &json!({"changed": true}),
+            vars: &fixture.vars,
+            next_step: 1,
+            at: "t",
+        };
+        let never_begun = store.end_step("ex-1", &end).unwrap_err();
+        assert!(matches!(never_begun, StoreError::Other(_)), "{never_begun:?}");
+        let record = store.execution("ex-1").unwrap();
+        assert_eq!(record.entity, fixture.entity);
+        assert_eq!(record.next_step, 0);
+    }
+
+    #[test]
+    fn newer_schema_version_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 2)
+            .unwrap();
+
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("version 2"), "{message}");
+        assert!(message.contains("version 1"), "{message}");
+    }
+
+    #[test]
+    fn open_sets_wal_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let store = SqliteStore::open(&path).unwrap();
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        let foreign_keys: i64 = store
+            .conn
+            .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(foreign_keys, 1);
+
+        // Opening an existing store again must not recreate the schema.
+        drop(store);
+        SqliteStore::open(&path).unwrap();
+    }
+}

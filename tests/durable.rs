@@ -1,0 +1,691 @@
+//! Failure behaviours, notifications and durable executions: the `flowrun`
+//! binary against a recording server on 127.0.0.1 and a real SQLite store.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowrun::store::sqlite::SqliteStore;
+use flowrun::store::{ExecutionStatus, StepStatus, Store};
+use serde_json::{json, Value};
+use support::cli::{flowrun, output, path_str, Workspace};
+use support::server::{Recorded, Reply, TestServer};
+
+fn store_path(workspace: &Workspace) -> PathBuf {
+    workspace.dir.path().join("store.db")
+}
+
+fn targets(server: &TestServer) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .map(|request| format!("{} {}", request.method, request.target))
+        .collect()
+}
+
+fn notification_lines(path: &Path) -> Vec<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A server whose `/fail` answers 500 and everything else 200 with `{"ok": true}`.
+fn flaky_server() -> TestServer {
+    TestServer::start(|request| match request.target.as_str() {
+        "/fail" => Reply::status(500).body("broken"),
+        _ => Reply::json(200, json!({"ok": true})),
+    })
+}
+
+#[test]
+fn continue_notify_goes_on_and_notifies_once() {
+    let server = flaky_server();
+    let hooks = TestServer::scripted(vec![Reply::status(204)]);
+    let workspace = Workspace::new();
+    let source = format!(
+        "workflow \"Claim intake\"\nnotify webhook \"{hooks}/hook\"\n\n\
+         step \"Send claim\" {{\n  http POST \"{base}/fail\" json {{}}\n  on error continue notify severity low\n}}\n\n\
+         step \"After\" {{\n  http GET \"{base}/after\"\n}}\n",
+        hooks = hooks.url(),
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let entity = workspace.file("claim.json", r#"{"id": "C-1"}"#);
+    let notify_file = workspace.dir.path().join("notifications.jsonl");
+    let store = store_path(&workspace);
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&entity),
+        "--execution-id",
+        "exec-1",
+        "--notify-file",
+        path_str(&notify_file),
+        "--store",
+        path_str(&store),
+    ]));
+
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"id": "C-1"})
+    );
+    assert_eq!(targets(&server), vec!["POST /fail", "GET /after"]);
+    assert!(
+        stderr.contains("warning: step \"Send claim\": notification (low): step \"Send claim\" failed: POST"),
+        "{stderr}"
+    );
+
+    let lines = notification_lines(&notify_file);
+    assert_eq!(lines.len(), 1);
+    let hook = &hooks.requests()[0];
+    assert_eq!(hooks.request_count(), 1);
+    assert_eq!(hook.method, "POST");
+    assert_eq!(hook.target, "/hook");
+    assert_eq!(hook.header_all("content-type"), vec!["application/json"]);
+    let body: Value = serde_json::from_str(hook.body_text()).unwrap();
+    assert_eq!(body, lines[0]);
+    let object = body.as_object().unwrap();
+    let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "workflow",
+            "execution_id",
+            "step",
+            "severity",
+            "action",
+            "error",
+            "entity_id",
+            "execution_started_at",
+            "failed_at"
+        ]
+    );
+    assert_eq!(body["workflow"], "Claim intake");
+    assert_eq!(body["execution_id"], "exec-1");
+    assert_eq!(body["step"], "Send claim");
+    assert_eq!(body["severity"], "low");
+    assert_eq!(body["action"], "continue_notify");
+    assert_eq!(body["entity_id"], "C-1");
+    assert_eq!(body["error"]["code"], "flow::run::http_status");
+    assert_eq!(
+        body["error"]["message"],
+        format!(
+            "POST {}/fail returned 500 Internal Server Error\nresponse body: broken",
+            server.url()
+        )
+    );
+    for field in ["execution_started_at", "failed_at"] {
+        let text = body[field].as_str().unwrap();
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+    }
+
+    let store = SqliteStore::open(&store).unwrap();
+    let record = store.execution("exec-1").unwrap();
+    assert_eq!(record.status, ExecutionStatus::Failed);
+    let steps = store.steps("exec-1").unwrap();
+    let statuses: Vec<StepStatus> = steps.iter().map(|step| step.status).collect();
+    assert_eq!(statuses, vec![StepStatus::FailedContinued, StepStatus::Succeeded]);
+    assert_eq!(store.notifications("exec-1").unwrap().len(), 1);
+}
+
+#[test]
+fn continue_silently_goes_on_without_notifying() {
+    let server = flaky_server();
+    let hooks = TestServer::scripted(vec![Reply::status(204)]);
+    let workspace = Workspace::new();
+    let source = format!(
+        "notify webhook \"{hooks}/hook\"\n\
+         step \"Optional enrichment\" {{\n  http GET \"{base}/fail\"\n  on error continue silently\n}}\n\
+         step \"After\" {{\n  http GET \"{base}/after\"\n}}\n",
+        hooks = hooks.url(),
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let notify_file = workspace.dir.path().join("notifications.jsonl");
+    let store = store_path(&workspace);
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--notify-file",
+        path_str(&notify_file),
+        "--store",
+        path_str(&store),
+        "--execution-id",
+        "exec-2",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(targets(&server), vec!["GET /fail", "GET /after"]);
+    assert!(!stderr.contains("notification"), "{stderr}");
+    assert_eq!(notification_lines(&notify_file).len(), 0);
+    assert_eq!(hooks.request_count(), 0);
+    let store = SqliteStore::open(&store).unwrap();
+    assert_eq!(
+        store.execution("exec-2").unwrap().status,
+        ExecutionStatus::Succeeded
+    );
+    assert_eq!(store.notifications("exec-2").unwrap().len(), 0);
+}
+
+#[test]
+fn pause_stops_and_resume_sends_only_the_rest() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let server = {
+        let broken = broken.clone();
+        TestServer::start(move |request| match request.target.as_str() {
+            "/claims" => Reply::json(201, json!({"claim_id": "CS-1"})),
+            "/status" if broken.load(Ordering::SeqCst) => Reply::status(503),
+            "/status" => Reply::status(204),
+            _ => Reply::json(200, json!({"score": 712})),
+        })
+    };
+    let workspace = Workspace::new();
+    let source = format!(
+        "workflow \"Claim intake\"\non error pause notify severity high\n\n\
+         step \"Create\" {{\n  http POST \"{base}/claims\" json {{ \"id\": \"<<entity.id>>\" }}\n  save response.json.claim_id -> entity.claim_id\n}}\n\n\
+         step \"Status\" {{\n  http POST \"{base}/status\" json {{ \"claim\": \"<<entity.claim_id>>\" }}\n}}\n\n\
+         step \"Score\" {{\n  http GET \"{base}/score\"\n  save response.json.score -> entity.score\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let entity = workspace.file("claim.json", r#"{"id": "C-9"}"#);
+    let notify_file = workspace.dir.path().join("notifications.jsonl");
+    let store_file = store_path(&workspace);
+    let store_arg = path_str(&store_file);
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&entity),
+        "--execution-id",
+        "exec-3",
+        "--store",
+        store_arg,
+        "--notify-file",
+        path_str(&notify_file),
+    ]));
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"id": "C-9", "claim_id": "CS-1"})
+    );
+    assert_eq!(targets(&server), vec!["POST /claims", "POST /status"]);
+    let lines = notification_lines(&notify_file);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["severity"], "high");
+    assert_eq!(lines[0]["action"], "pause_notify");
+
+    {
+        let store = SqliteStore::open(&store_file).unwrap();
+        let record = store.execution("exec-3").unwrap();
+        assert_eq!(record.status, ExecutionStatus::Paused);
+        assert_eq!(record.next_step, 1);
+        assert_eq!(record.entity_before, json!({"id": "C-9"}));
+        assert_eq!(record.entity, json!({"id": "C-9", "claim_id": "CS-1"}));
+    }
+    let (code, listed, _) = output(&mut flowrun(&[
+        "runs", "--status", "paused", "--store", store_arg,
+    ]));
+    assert_eq!(code, 0);
+    assert!(listed.lines().nth(1).unwrap().starts_with("exec-3"), "{listed}");
+    assert!(listed.contains("paused"), "{listed}");
+    assert!(listed.contains("Status"), "{listed}");
+
+    broken.store(false, Ordering::SeqCst);
+    let (code, stdout, stderr) = output(&mut flowrun(&["resume", "exec-3", "--store", store_arg]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"id": "C-9", "claim_id": "CS-1", "score": 712})
+    );
+    assert_eq!(
+        targets(&server),
+        vec!["POST /claims", "POST /status", "POST /status", "GET /score"]
+    );
+    let requests = server.requests();
+    assert_eq!(requests[1].body_text(), r#"{ "claim": "CS-1" }"#);
+    assert_eq!(
+        requests[1].header("idempotency-key"),
+        requests[2].header("idempotency-key")
+    );
+    assert!(requests[1].header("idempotency-key").is_some());
+    assert_ne!(
+        requests[0].header("idempotency-key"),
+        requests[1].header("idempotency-key")
+    );
+
+    let store = SqliteStore::open(&store_file).unwrap();
+    assert_eq!(
+        store.execution("exec-3").unwrap().status,
+        ExecutionStatus::Succeeded
+    );
+    let steps = store.steps("exec-3").unwrap();
+    let runs: Vec<(StepStatus, u32)> = steps.iter().map(|step| (step.status, step.runs)).collect();
+    assert_eq!(
+        runs,
+        vec![
+            (StepStatus::Succeeded, 1),
+            (StepStatus::Succeeded, 2),
+            (StepStatus::Succeeded, 1)
+        ]
+    );
+
+    let (code, history, _) = output(&mut flowrun(&["runs", "show", "exec-3", "--store", store_arg]));
+    assert_eq!(code, 0);
+    assert!(
+        history.contains("step 2 \"Status\": succeeded (run 2)"),
+        "{history}"
+    );
+    assert!(history.contains("-> 503 in "), "{history}");
+
+    let (code, _, stderr) = output(&mut flowrun(&["resume", "exec-3", "--store", store_arg]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("flow::input::resume_refused"), "{stderr}");
+    assert!(stderr.contains("has already succeeded"), "{stderr}");
+}
+
+#[test]
+fn resume_refuses_changed_earlier_steps_unless_forced() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let server = {
+        let broken = broken.clone();
+        TestServer::start(move |request| match request.target.as_str() {
+            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
+            _ => Reply::status(200),
+        })
+    };
+    let workspace = Workspace::new();
+    let write = |first: &str| {
+        let source = format!(
+            "step \"One\" {{\n  http GET \"{base}/{first}\"\n}}\nstep \"Two\" {{\n  http GET \"{base}/two\"\n}}\n",
+            base = server.url()
+        );
+        workspace.file("claims.flow", source)
+    };
+    let flow = write("one");
+    let store_file = store_path(&workspace);
+    let store_arg = path_str(&store_file);
+    let (code, _, _) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        store_arg,
+        "--execution-id",
+        "e",
+    ]));
+    assert_eq!(code, 3);
+
+    write("changed");
+    broken.store(false, Ordering::SeqCst);
+    let (code, _, stderr) = output(&mut flowrun(&["resume", "e", "--store", store_arg]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("step 1 (\"One\")"), "{stderr}");
+    assert!(stderr.contains("changed since execution e stopped"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+
+    let (code, _, stderr) = output(&mut flowrun(&["resume", "e", "--store", store_arg, "--force"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(targets(&server), vec!["GET /one", "GET /two", "GET /two"]);
+}
+
+#[test]
+fn step_with_several_actions_fails_only_when_all_fail() {
+    let server = flaky_server();
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"Partial\" {{\n  http GET \"{base}/fail\"\n  http GET \"{base}/ok\"\n}}\n\
+         step \"Total\" {{\n  http GET \"{base}/fail\"\n  http POST \"{base}/fail\" json {{}}\n}}\n\
+         step \"Never\" {{\n  http GET \"{base}/never\"\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let notify_file = workspace.dir.path().join("notifications.jsonl");
+    let store_file = store_path(&workspace);
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--notify-file",
+        path_str(&notify_file),
+        "--store",
+        path_str(&store_file),
+        "--execution-id",
+        "e",
+    ]));
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(
+        targets(&server),
+        vec!["GET /fail", "GET /ok", "GET /fail", "POST /fail"]
+    );
+    assert!(
+        stderr.contains("warning: step \"Partial\": one action failed, another succeeded"),
+        "{stderr}"
+    );
+    let lines = notification_lines(&notify_file);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["step"], "Total");
+    let store = SqliteStore::open(&store_file).unwrap();
+    let statuses: Vec<StepStatus> = store.steps("e").unwrap().iter().map(|step| step.status).collect();
+    assert_eq!(statuses, vec![StepStatus::Succeeded, StepStatus::Failed]);
+}
+
+#[test]
+fn failed_webhook_delivery_does_not_change_the_outcome() {
+    let server = flaky_server();
+    let hooks = TestServer::scripted(vec![Reply::status(500)]);
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"A\" {{\n  http GET \"{base}/fail\"\n  on error continue notify\n}}\nstep \"B\" {{\n  http GET \"{base}/b\"\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let store_file = store_path(&workspace);
+    let webhook = format!("{}/hook", hooks.url());
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--notify-webhook",
+        &webhook,
+        "--store",
+        path_str(&store_file),
+        "--execution-id",
+        "e",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(hooks.request_count(), 1);
+    assert!(stderr.contains("webhook delivery failed: POST"), "{stderr}");
+    assert_eq!(targets(&server), vec!["GET /fail", "GET /b"]);
+    let store = SqliteStore::open(&store_file).unwrap();
+    let notifications = store.notifications("e").unwrap();
+    assert_eq!(notifications.len(), 1);
+    assert!(notifications[0]
+        .delivery_error
+        .as_deref()
+        .unwrap()
+        .contains("500"));
+}
+
+#[test]
+fn webhook_delivery_retries_after_429() {
+    let server = flaky_server();
+    let hooks = TestServer::scripted(vec![
+        Reply::status(429).header("Retry-After", "0"),
+        Reply::status(204),
+    ]);
+    let workspace = Workspace::new();
+    let source = format!("step \"A\" {{\n  http GET \"{}/fail\"\n}}\n", server.url());
+    let flow = workspace.file("claims.flow", source);
+    let webhook = format!("{}/hook", hooks.url());
+    let (code, _, _) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--notify-webhook",
+        &webhook,
+        "--no-store",
+    ]));
+    assert_eq!(code, 3);
+    assert_eq!(hooks.request_count(), 2);
+    assert_eq!(hooks.requests()[0].body, hooks.requests()[1].body);
+}
+
+/// Starts `flowrun run` as a child and waits until the server has received
+/// `count` requests.
+fn run_until_requests(flow: &Path, store: &Path, server: &TestServer, count: usize) -> std::process::Child {
+    let child = flowrun(&[
+        "run",
+        path_str(flow),
+        "--store",
+        path_str(store),
+        "--execution-id",
+        "crash",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.request_count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "the server saw only {:?}",
+            targets(server)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+fn hanging_server(path: &'static str, hang_first: usize) -> TestServer {
+    let seen = AtomicUsize::new(0);
+    TestServer::start(move |request: &Recorded| {
+        if request.target == path && seen.fetch_add(1, Ordering::SeqCst) < hang_first {
+            return Reply::hang();
+        }
+        Reply::json(200, json!({"ok": request.target}))
+    })
+}
+
+#[test]
+fn kill_during_a_get_then_resume_sends_no_completed_step_twice() {
+    let server = hanging_server("/two", 1);
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"One\" {{\n  http POST \"{base}/one\" json {{}}\n  save response.json.ok -> entity.one\n}}\n\
+         step \"Two\" {{\n  http GET \"{base}/two\"\n}}\n\
+         step \"Three\" {{\n  http GET \"{base}/three\"\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let store_file = store_path(&workspace);
+    let mut child = run_until_requests(&flow, &store_file, &server, 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    {
+        let store = SqliteStore::open(&store_file).unwrap();
+        let record = store.execution("crash").unwrap();
+        assert_eq!(record.status, ExecutionStatus::Running);
+        assert_eq!(record.next_step, 1);
+        assert_eq!(record.entity, json!({"one": "/one"}));
+        let statuses: Vec<StepStatus> = store
+            .steps("crash")
+            .unwrap()
+            .iter()
+            .map(|step| step.status)
+            .collect();
+        assert_eq!(statuses, vec![StepStatus::Succeeded, StepStatus::Running]);
+    }
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "resume",
+        "crash",
+        "--store",
+        path_str(&store_file),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"one": "/one"})
+    );
+    assert_eq!(
+        targets(&server),
+        vec!["POST /one", "GET /two", "GET /two", "GET /three"]
+    );
+    let store = SqliteStore::open(&store_file).unwrap();
+    let steps = store.steps("crash").unwrap();
+    assert_eq!(steps[1].runs, 2);
+    assert_eq!(steps[1].status, StepStatus::Succeeded);
+}
+
+#[test]
+fn kill_during_a_post_requires_resend_in_flight() {
+    let server = hanging_server("/two", 1);
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"One\" {{\n  http GET \"{base}/one\"\n}}\nstep \"Two\" {{\n  http POST \"{base}/two\" json {{}}\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let store_file = store_path(&workspace);
+    let mut child = run_until_requests(&flow, &store_file, &server, 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "resume",
+        "crash",
+        "--store",
+        path_str(&store_file),
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("step \"Two\" of execution crash was in flight"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--resend-in-flight"), "{stderr}");
+    assert_eq!(server.request_count(), 2);
+    {
+        let store = SqliteStore::open(&store_file).unwrap();
+        assert_eq!(
+            store.steps("crash").unwrap()[1].status,
+            StepStatus::OutcomeUnknown
+        );
+    }
+
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "resume",
+        "crash",
+        "--store",
+        path_str(&store_file),
+        "--resend-in-flight",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let requests = server.requests();
+    assert_eq!(targets(&server), vec!["GET /one", "POST /two", "POST /two"]);
+    assert!(requests[1].header("idempotency-key").is_some());
+    assert_eq!(
+        requests[1].header("idempotency-key"),
+        requests[2].header("idempotency-key")
+    );
+}
+
+#[test]
+fn idempotency_key_can_be_turned_off() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"One\" {{\n  http POST \"{}/one\" json {{}}\n  idempotency_key off\n}}\n",
+        server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let (code, _, _) = output(&mut flowrun(&["run", path_str(&flow), "--no-store"]));
+    assert_eq!(code, 0);
+    assert_eq!(server.requests()[0].header("idempotency-key"), None);
+}
+
+#[test]
+fn corrupt_store_gives_a_clear_error() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claims.flow", format!("http GET \"{}/x\"\n", server.url()));
+    let store_file = workspace.file("store.db", vec![0x5a_u8; 8192]);
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        path_str(&store_file),
+    ]));
+    assert_eq!(code, 2);
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("flow::input::store_unavailable"), "{stderr}");
+    assert!(stderr.contains(&format!(
+        "the store `{}` is not a flowrun store or is damaged",
+        path_str(&store_file)
+    )));
+    assert_eq!(server.request_count(), 0);
+    assert_eq!(std::fs::read(&store_file).unwrap(), vec![0x5a_u8; 8192]);
+}
+
+#[test]
+fn locked_store_gives_a_clear_error_without_hanging() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claims.flow", format!("http GET \"{}/x\"\n", server.url()));
+    let store_file = store_path(&workspace);
+    drop(SqliteStore::open(&store_file).unwrap());
+    let holder = rusqlite::Connection::open(&store_file).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let started = Instant::now();
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        path_str(&store_file),
+    ]));
+    // A bound against hanging, well above the store's lock wait.
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("is locked by another flowrun process"),
+        "{stderr}"
+    );
+    assert_eq!(server.request_count(), 0);
+    holder.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn two_processes_share_one_store() {
+    let server = TestServer::start(|_| Reply::status(200).delay(Duration::from_millis(20)));
+    let workspace = Workspace::new();
+    let source = (1..=5)
+        .map(|index| {
+            format!(
+                "step \"S{index}\" {{\n  http GET \"{}/s{index}\"\n}}\n",
+                server.url()
+            )
+        })
+        .collect::<String>();
+    let flow = workspace.file("claims.flow", source);
+    let store_file = store_path(&workspace);
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            flowrun(&[
+                "run",
+                path_str(&flow),
+                "--store",
+                path_str(&store_file),
+                "--execution-id",
+                id,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for child in children {
+        let result = child.wait_with_output().unwrap();
+        assert_eq!(
+            result.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    let store = SqliteStore::open(&store_file).unwrap();
+    for id in ["a", "b"] {
+        assert_eq!(store.execution(id).unwrap().status, ExecutionStatus::Succeeded);
+        assert_eq!(store.steps(id).unwrap().len(), 5);
+    }
+}

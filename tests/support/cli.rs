@@ -1,0 +1,60 @@
+//! Runs the `flowrun` binary in tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+/// A temporary folder for the files of one test.
+pub struct Workspace {
+    pub dir: TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+/// The `flowrun` binary with a wide terminal and no secrets from the
+/// environment of the test run.
+pub fn flowrun(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowrun"));
+    command
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env("COLUMNS", "400")
+        .stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FLOWRUN_SECRET_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Runs the command and returns its exit code, stdout and stderr.
+pub fn output(command: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().unwrap();
+    (
+        status.code().expect("exited with a code"),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
