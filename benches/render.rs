@@ -60,7 +60,10 @@ const ENTITY: &str = r#"{
 fn bench_render(c: &mut Criterion) {
     let checked = flowrun::cli::check_source(WORKFLOW, Path::new("render.flow"));
     assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
-    let template = checked.program.steps[0].requests[0]
+    let flowrun::program::Action::Http(request) = &checked.program.steps[0].actions[0] else {
+        panic!("the first action is an HTTP request");
+    };
+    let template = request
         .body
         .as_ref()
         .expect("the step has a JSON body")

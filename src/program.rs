@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use crate::diagnostic::Span;
+use crate::llm::schema::Field;
+use crate::llm::ProviderKind;
 use crate::syntax::ast::{Expr, PathKey};
 
 #[derive(Debug, Clone)]
@@ -17,6 +19,86 @@ pub struct Program {
     pub secrets: Vec<(String, Span)>,
     /// Webhook URLs that receive notifications, from `notify webhook`.
     pub webhooks: Vec<Compiled>,
+    /// Model providers declared in the workflow and in `flowrun.toml`.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// A configured model provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: Option<Compiled>,
+    pub api_key: Option<Compiled>,
+    pub model: Option<String>,
+}
+
+/// One action of a step.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Http(Request),
+    Llm(LlmCall),
+}
+
+impl Action {
+    /// The HTTP method the action sends with, for deciding whether an
+    /// action that may have been sent can be sent again. A model call is a
+    /// POST that changes nothing, so it counts as idempotent.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            Action::Http(request) => request.method.as_str(),
+            Action::Llm(_) => "LLM",
+        }
+    }
+
+    pub fn span(&self) -> Span {
+        match self {
+            Action::Http(request) => request.span,
+            Action::Llm(call) => call.span,
+        }
+    }
+}
+
+/// A call to a model: `llm prompt "..." ... -> entity.field`.
+#[derive(Debug, Clone)]
+pub struct LlmCall {
+    /// The provider the step names, or `None` for the default one.
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// Models tried in order when the call fails after its retries, each
+    /// `MODEL` on the same provider or `PROVIDER/MODEL`.
+    pub fallback: Vec<String>,
+    pub prompt: Compiled,
+    pub system: Option<Compiled>,
+    pub output: LlmOutput,
+    pub target: Option<LlmTarget>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmOutput {
+    Text,
+    Choices(Vec<String>),
+    Schema(Vec<Field>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmTarget {
+    Entity(Vec<PathKey>),
+    /// `-> entity`: each member of a schema answer becomes a field.
+    EntityMembers,
+    Variable(String),
+}
+
+/// Model parameters of a step, from its option lines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmParams {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<i64>,
+    /// Send one repair request when an answer does not validate.
+    pub repair: bool,
 }
 
 /// What a failed step does to the execution.
@@ -93,7 +175,7 @@ pub enum VariableValue {
 pub struct Step {
     pub name: String,
     pub span: Span,
-    pub requests: Vec<Request>,
+    pub actions: Vec<Action>,
     pub settings: Settings,
     pub policy: ErrorPolicy,
 }
@@ -166,6 +248,7 @@ pub struct Settings {
     pub follow_redirects: bool,
     /// Send an `Idempotency-Key` header with POST and PATCH requests.
     pub idempotency_key: bool,
+    pub llm: LlmParams,
 }
 
 impl Default for Settings {
@@ -178,6 +261,10 @@ impl Default for Settings {
             retry_connection_errors: false,
             follow_redirects: true,
             idempotency_key: true,
+            llm: LlmParams {
+                repair: true,
+                ..LlmParams::default()
+            },
         }
     }
 }

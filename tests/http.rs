@@ -40,6 +40,7 @@ async fn run_with_secrets(source: &str, server: &TestServer, entity: Value, secr
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect::<HashMap<_, _>>(),
         execution_id: Some("exec-1".to_string()),
+        env: HashMap::new(),
     };
     let execution = prepare(&checked.program, &source, inputs, false).expect("inputs are valid");
     let sleeper = Arc::new(RecordingSleeper::default());

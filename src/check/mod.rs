@@ -6,6 +6,7 @@
 
 mod fields;
 mod json;
+mod llm;
 pub mod names;
 mod options;
 mod policy;
@@ -14,13 +15,18 @@ use std::collections::HashMap;
 
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::program::{
-    Body, Compiled, Encoding, ErrorPolicy, HeaderTemplate, Method, NotifySeverity, OnError, Piece, Program,
-    Request, Step, Variable, VariableValue,
+    Action, Body, Compiled, Encoding, ErrorPolicy, HeaderTemplate, Method, NotifySeverity, OnError, Piece,
+    Program, ProviderConfig, Request, Step, Variable, VariableValue,
 };
 use crate::syntax::ast::{self, Item, LetValue, PayloadKind, StepItem};
 use names::did_you_mean;
 
 pub use fields::{EXECUTION_FIELDS, HELPERS, ROOTS};
+pub use llm::BUILT_IN_PROVIDERS;
+
+/// The default timeout of a step with an `llm` action: models answer more
+/// slowly than most APIs.
+pub const LLM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A program and the problems found in it.
 #[derive(Debug)]
@@ -40,7 +46,13 @@ pub const PAYLOAD_KINDS: [(&str, &str); 5] = [
 
 /// Checks `file`. `default_name` names the workflow when it has no header.
 pub fn check(file: &ast::File, default_name: &str) -> Checked {
+    check_with_providers(file, default_name, Vec::new())
+}
+
+/// Checks `file` with providers configured outside it, in `flowrun.toml`.
+pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec<ProviderConfig>) -> Checked {
     let mut checker = Checker {
+        provider_names: Vec::new(),
         diagnostics: Vec::new(),
         variables: HashMap::new(),
         variable_order: Vec::new(),
@@ -64,7 +76,7 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
         .iter()
         .filter_map(|item| match item {
             Item::Let(decl) => Some(decl),
-            Item::Step(_) | Item::Setting(_) => None,
+            Item::Step(_) | Item::Setting(_) | Item::Provider(_) => None,
         })
         .collect();
     let settings: Vec<&ast::StepOption> = file
@@ -72,7 +84,7 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
         .iter()
         .filter_map(|item| match item {
             Item::Setting(setting) => Some(setting),
-            Item::Let(_) | Item::Step(_) => None,
+            Item::Let(_) | Item::Step(_) | Item::Provider(_) => None,
         })
         .collect();
     for decl in &lets {
@@ -83,6 +95,24 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
     }
     let variables = lets.iter().filter_map(|decl| checker.variable(decl)).collect();
     let workflow = checker.workflow_settings(&settings);
+    let blocks: Vec<&ast::ProviderBlock> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Provider(block) => Some(block),
+            _ => None,
+        })
+        .collect();
+    let mut providers = checker.providers(&blocks);
+    // A block in the workflow wins over flowrun.toml's entry of that name.
+    extra.retain(|external| !providers.iter().any(|provider| provider.name == external.name));
+    providers.append(&mut extra);
+    checker.provider_names = BUILT_IN_PROVIDERS.iter().map(|name| name.to_string()).collect();
+    for provider in &providers {
+        if !checker.provider_names.contains(&provider.name) {
+            checker.provider_names.push(provider.name.clone());
+        }
+    }
     let default_policy = ErrorPolicy {
         on_error: workflow
             .on_error
@@ -136,6 +166,7 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
         steps,
         secrets: checker.program_secrets,
         webhooks: workflow.webhooks,
+        providers,
     };
     Checked {
         program,
@@ -145,6 +176,8 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
 
 pub(crate) struct Checker {
     pub diagnostics: Vec<Diagnostic>,
+    /// Provider names an `llm` action may use.
+    pub provider_names: Vec<String>,
     /// Variables declared so far, with the span of their name.
     pub variables: HashMap<String, Span>,
     pub variable_order: Vec<String>,
@@ -185,22 +218,35 @@ impl Checker {
     }
 
     fn step(&mut self, step: &ast::Step, default_policy: ErrorPolicy) -> Step {
-        let mut requests: Vec<Request> = Vec::new();
+        let mut actions: Vec<Action> = Vec::new();
         let mut option_items = Vec::new();
         for item in &step.items {
             match item {
-                StepItem::Http(action) => requests.push(self.request(action)),
-                StepItem::Option(option) => option_items.push((requests.len(), option)),
+                StepItem::Http(action) => actions.push(Action::Http(self.request(action))),
+                StepItem::Llm(action) => {
+                    let known = self.provider_names.clone();
+                    if let Some(call) = self.llm_call(action, &known) {
+                        actions.push(Action::Llm(call));
+                    }
+                }
+                StepItem::Option(option) => option_items.push((actions.len(), option)),
             }
         }
-        if requests.is_empty() {
+        let has_llm = step.items.iter().any(|item| matches!(item, StepItem::Llm(_)));
+        if actions.is_empty() && !has_llm {
             self.diagnostics.push(
                 Diagnostic::error(Code::EmptyStep, format!("step \"{}\" has no action", step.name))
                     .with_label(step.name_span, "this step does nothing")
                     .with_help("add an action such as `http GET \"https://...\"`, or remove the step"),
             );
         }
-        let (settings, on_error) = self.options(&option_items, &mut requests);
+        let (mut settings, on_error) = self.options(&option_items, &mut actions);
+        let timeout_given = option_items
+            .iter()
+            .any(|(_, option)| option.name.text == "timeout");
+        if has_llm && !timeout_given {
+            settings.timeout = LLM_TIMEOUT;
+        }
         // A step's own `on error` line replaces the workflow's behaviour; a
         // severity it does not name comes from the workflow.
         let policy = match on_error {
@@ -213,7 +259,7 @@ impl Checker {
         Step {
             name: step.name.clone(),
             span: step.span,
-            requests,
+            actions,
             settings,
             policy,
         }

@@ -8,11 +8,11 @@ use crate::check::names::did_you_mean;
 use crate::check::policy::OnErrorLine;
 use crate::check::Checker;
 use crate::diagnostic::{Code, Diagnostic, Span};
-use crate::program::{Encoding, Piece, Request, Save, SaveSource, SaveTarget, Settings};
+use crate::program::{Action, Encoding, Piece, Request, Save, SaveSource, SaveTarget, Settings};
 use crate::syntax::ast::{Expr, OptionArg, PathKey, StepOption};
 use crate::syntax::template;
 
-pub const OPTIONS: [&str; 9] = [
+pub const OPTIONS: [&str; 14] = [
     "timeout",
     "retries",
     "max_wait",
@@ -22,6 +22,11 @@ pub const OPTIONS: [&str; 9] = [
     "idempotency_key",
     "on",
     "save",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "repair",
 ];
 
 /// The longest timeout or wait a step accepts.
@@ -35,14 +40,14 @@ impl Checker {
     pub(crate) fn options(
         &mut self,
         options: &[(usize, &StepOption)],
-        requests: &mut [Request],
+        actions: &mut [Action],
     ) -> (Settings, Option<OnErrorLine>) {
         let mut settings = Settings::default();
         let mut on_error = None;
         let mut seen: HashMap<&str, Span> = HashMap::new();
         let mut encode = true;
 
-        for (requests_before, option) in options {
+        for (actions_before, option) in options {
             let name = option.name.text.as_str();
             if !OPTIONS.contains(&name) {
                 self.diagnostics.push(
@@ -86,12 +91,27 @@ impl Checker {
                 "redirects" => settings.follow_redirects = self.switch_arg(option).unwrap_or(true),
                 "idempotency_key" => settings.idempotency_key = self.switch_arg(option).unwrap_or(true),
                 "on" => on_error = self.on_error(option),
+                "max_tokens" => {
+                    settings.llm.max_tokens =
+                        self.number_arg(option, 1.0, 1_000_000.0, true).map(|n| n as u32)
+                }
+                "temperature" => settings.llm.temperature = self.number_arg(option, 0.0, 2.0, false),
+                "top_p" => settings.llm.top_p = self.number_arg(option, 0.0, 1.0, false),
+                "seed" => {
+                    settings.llm.seed = self
+                        .number_arg(option, i64::MIN as f64, i64::MAX as f64, true)
+                        .map(|n| n as i64)
+                }
+                "repair" => settings.llm.repair = self.switch_arg(option).unwrap_or(true),
                 "save" => {
                     let Some(save) = self.save(option) else { continue };
-                    match requests_before
+                    match actions_before
                         .checked_sub(1)
-                        .and_then(|index| requests.get_mut(index))
-                    {
+                        .and_then(|index| actions.get_mut(index))
+                        .and_then(|action| match action {
+                            Action::Http(request) => Some(request),
+                            Action::Llm(_) => None,
+                        }) {
                         Some(request) => request.saves.push(save),
                         None => self.diagnostics.push(
                             Diagnostic::error(Code::InvalidSave, "`save` must follow the request it reads")
@@ -105,7 +125,10 @@ impl Checker {
         }
 
         if !encode {
-            for request in requests.iter_mut() {
+            for request in actions.iter_mut().filter_map(|action| match action {
+                Action::Http(request) => Some(request),
+                Action::Llm(_) => None,
+            }) {
                 turn_off_encoding(request);
             }
         }
@@ -178,6 +201,35 @@ impl Checker {
             .with_label(arg.span, reason.to_string())
             .with_help(format!("write {example}")),
         );
+    }
+
+    /// Reads a number between `min` and `max`, a whole one when `whole`.
+    fn number_arg(&mut self, option: &StepOption, min: f64, max: f64, whole: bool) -> Option<f64> {
+        let kind = if whole { "a whole number" } else { "a number" };
+        let example = format!("`{} VALUE`: {kind} from {min} to {max}", option.name.text);
+        let arg = self.single_arg(option, Code::InvalidOption, &example)?;
+        let value = arg.text.parse::<f64>().ok().filter(|value| value.is_finite());
+        match value {
+            Some(value) if whole && value.fract() != 0.0 => {
+                self.push_invalid(
+                    Code::InvalidOption,
+                    option,
+                    arg,
+                    "is not a whole number",
+                    &example,
+                );
+                None
+            }
+            Some(value) if value < min || value > max => {
+                self.push_invalid(Code::InvalidOption, option, arg, "is out of range", &example);
+                None
+            }
+            Some(value) => Some(value),
+            None => {
+                self.push_invalid(Code::InvalidOption, option, arg, "is not a number", &example);
+                None
+            }
+        }
     }
 
     fn retries_arg(&mut self, option: &StepOption) -> Option<u32> {

@@ -145,7 +145,8 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
         Ok(secrets) => secrets,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };
-    let execution = match run::prepare_resume(&checked.program, &record, secrets) {
+    let env = run::llm::provider_env(std::env::vars());
+    let execution = match run::prepare_resume(&checked.program, &record, secrets, env) {
         Ok(execution) => execution,
         Err(diagnostics) => return fail_invalid(&diagnostics, Some(&source)),
     };
@@ -227,7 +228,7 @@ fn settle_in_flight(
     let idempotent = in_flight
         .methods
         .iter()
-        .all(|method| matches!(method.as_str(), "GET" | "PUT" | "DELETE"));
+        .all(|method| matches!(method.as_str(), "GET" | "PUT" | "DELETE" | "LLM"));
     if idempotent || resend {
         tracing::warn!(
             "step \"{}\" was in flight when flowrun stopped; sending it again",

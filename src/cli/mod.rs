@@ -48,7 +48,16 @@ pub fn check_source(text: &str, path: &Path) -> Checked {
     let default_name = path
         .file_stem()
         .map_or_else(|| "workflow".into(), |stem| stem.to_string_lossy());
-    let mut checked = check::check(&parsed.file, &default_name);
+    let folder = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (providers, project_error) = match crate::project::load_providers(folder) {
+        Ok(providers) => (providers, None),
+        Err(diagnostic) => (Vec::new(), Some(diagnostic)),
+    };
+    let mut checked = check::check_with_providers(&parsed.file, &default_name, providers);
+    checked.diagnostics.extend(project_error);
     let mut diagnostics = parsed.diagnostics;
     if !diagnostics.is_empty() {
         // Steps that failed to parse are missing from the tree, so "no
@@ -276,6 +285,7 @@ fn read_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
             vars,
             secrets,
             execution_id: args.execution_id.clone(),
+            env: run::llm::provider_env(std::env::vars()),
         }),
         _ => Err(diagnostics),
     }

@@ -1,6 +1,6 @@
 //! Diagnostics for failures during a run.
 
-use crate::diagnostic::{Code, Diagnostic, LineIndex};
+use crate::diagnostic::{Code, Diagnostic, LineIndex, Span};
 use crate::program::Request;
 use crate::render::RenderError;
 use crate::run::http::{self, describe, format_duration, Exchange, Failure, Outgoing};
@@ -42,6 +42,16 @@ pub(crate) fn failure_diagnostic(
     failure: &Failure,
     outgoing: &Outgoing,
     request: &Request,
+    redactor: &Redactor,
+) -> Diagnostic {
+    failure_diagnostic_for(failure, outgoing, request.span, redactor)
+}
+
+/// The diagnostic of a failed exchange, labelled at `span`.
+pub(crate) fn failure_diagnostic_for(
+    failure: &Failure,
+    outgoing: &Outgoing,
+    span: Span,
     redactor: &Redactor,
 ) -> Diagnostic {
     let target = format!("{} {}", outgoing.method, outgoing.display_url);
@@ -87,7 +97,7 @@ pub(crate) fn failure_diagnostic(
         ),
     };
     Diagnostic::error(code, message)
-        .with_label(request.span, "this request")
+        .with_label(span, "this request")
         .with_help(help)
 }
 

@@ -8,14 +8,14 @@ use serde_json::Value;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::diagnostic::{Code, Diagnostic, LineIndex};
-use crate::program::{OnError, Program, Step};
+use crate::program::{Action, OnError, Program, Step};
 use crate::render;
 use crate::run::errors::failure_diagnostic;
 use crate::run::http::{self, Http};
 use crate::run::notify::{self, Notification, NotificationError};
 use crate::run::report::{Outcome, RenderedRequest, Report, StepReport};
 use crate::run::request::{build, idempotency_key, rendered};
-use crate::run::{now, save, Execution, Options};
+use crate::run::{llm, now, save, Execution, Options};
 use crate::store::{AttemptRecord, ExecutionStatus, StepEnd, StepStatus, Store};
 
 /// Runs the steps of `program` from `options.first_step` on and returns the
@@ -48,7 +48,7 @@ pub async fn execute(
         for (index, step) in program.steps.iter().enumerate().skip(options.first_step) {
             if let Some(store) = store.as_deref_mut() {
                 let methods: Vec<String> =
-                    step.requests.iter().map(|request| request.method.as_str().to_string()).collect();
+                    step.actions.iter().map(|action| action.method_name().to_string()).collect();
                 let begun = store.begin_step(&execution.id, index, &step.name, &methods, &now(), std::process::id());
                 if let Err(error) = begun {
                     report.store_error = Some(store_failed(&error.to_string()));
@@ -56,7 +56,13 @@ pub async fn execute(
                 }
             }
 
-            let step_report = run_step(index, step, &mut execution, http, options, &lines, &mut report.dry_run)
+            let context = StepContext {
+                program,
+                http,
+                options,
+                lines: &lines,
+            };
+            let step_report = run_step(&context, index, step, &mut execution, &mut report.dry_run)
                 .instrument(info_span!("step", step = %step.name))
                 .await;
             let failed = step_report.outcome == Outcome::Failed;
@@ -205,22 +211,54 @@ fn attempt_records(report: &StepReport) -> Vec<AttemptRecord> {
 /// Runs every action of a step. The step fails only when all its actions
 /// fail; a failed action beside a successful one is logged as a partial
 /// failure.
+/// What every step of an execution shares.
+struct StepContext<'a> {
+    program: &'a Program,
+    http: &'a Http,
+    options: &'a Options,
+    lines: &'a LineIndex<'a>,
+}
+
 async fn run_step(
+    context: &StepContext<'_>,
     index: usize,
     step: &Step,
     execution: &mut Execution,
-    http: &Http,
-    options: &Options,
-    lines: &LineIndex<'_>,
     dry_run: &mut Vec<RenderedRequest>,
 ) -> StepReport {
+    let StepContext {
+        program,
+        http,
+        options,
+        lines,
+    } = *context;
     info!(step = %step.name, "started");
     let started = Instant::now();
     let mut attempts = Vec::new();
     let mut failures: Vec<Diagnostic> = Vec::new();
     let mut successes = 0;
+    let mut llm_usage = Vec::new();
 
-    for (action, request) in step.requests.iter().enumerate() {
+    for (action, step_action) in step.actions.iter().enumerate() {
+        let request = match step_action {
+            Action::Http(request) => request,
+            Action::Llm(call) => {
+                let context = llm::CallContext {
+                    program,
+                    step,
+                    action,
+                    http,
+                    sleeper: options.sleeper.as_ref(),
+                    lines,
+                    dry_run: options.dry_run,
+                };
+                match llm::run(call, &context, execution, &mut attempts, &mut llm_usage, dry_run).await {
+                    Ok(()) => successes += 1,
+                    Err(diagnostic) => failures.push(diagnostic),
+                }
+                continue;
+            }
+        };
         let key = idempotency_key(
             &execution.id,
             index,
@@ -323,5 +361,6 @@ async fn run_step(
         error_message: error.as_ref().map(|diagnostic| diagnostic.message.clone()),
         error,
         partial_failures,
+        llm_usage,
     }
 }

@@ -9,6 +9,7 @@
 mod errors;
 mod execute;
 pub mod http;
+pub mod llm;
 pub mod notify;
 pub mod redact;
 pub mod report;
@@ -40,6 +41,9 @@ pub struct Inputs {
     pub vars: Vec<(String, String)>,
     pub secrets: HashMap<String, String>,
     pub execution_id: Option<String>,
+    /// Environment variables that configure model providers, see
+    /// [`llm::PROVIDER_ENV`].
+    pub env: HashMap<String, String>,
 }
 
 /// The state of one execution.
@@ -51,6 +55,8 @@ pub struct Execution {
     pub vars: Map<String, Value>,
     pub secrets: HashMap<String, String>,
     pub redactor: Redactor,
+    /// Environment variables that configure model providers.
+    pub env: HashMap<String, String>,
     execution_value: Value,
     mask_secrets: bool,
 }
@@ -134,11 +140,12 @@ pub fn prepare(
         .execution_id
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     // A dry run writes `***` for every secret itself, and redacting the
-    // values too would also hide text that merely looks like a secret.
+    // values too would also hide text that merely looks like a secret; the
+    // API keys of providers still need hiding.
     let redactor = if dry_run {
-        Redactor::default()
+        Redactor::new(secret_values(&HashMap::new(), &inputs.env).collect::<Vec<_>>())
     } else {
-        Redactor::new(inputs.secrets.values().map(String::as_str))
+        Redactor::new(secret_values(&inputs.secrets, &inputs.env))
     };
     let mut execution = Execution {
         execution_value: json!({"id": id, "started_at": started_at, "workflow": program.name}),
@@ -149,6 +156,7 @@ pub fn prepare(
         vars: Map::new(),
         secrets: inputs.secrets,
         redactor,
+        env: inputs.env,
         mask_secrets: dry_run,
     };
     if !diagnostics.is_empty() {
@@ -211,12 +219,13 @@ pub fn prepare_resume(
     program: &Program,
     record: &ExecutionRecord,
     secrets: HashMap<String, String>,
+    env: HashMap<String, String>,
 ) -> Result<Execution, Vec<Diagnostic>> {
     let diagnostics = missing_secrets(&program.secrets, &secrets);
     if !diagnostics.is_empty() {
         return Err(diagnostics);
     }
-    let redactor = Redactor::new(secrets.values().map(String::as_str));
+    let redactor = Redactor::new(secret_values(&secrets, &env));
     Ok(Execution {
         execution_value: json!({"id": record.id, "started_at": record.started_at, "workflow": program.name}),
         id: record.id.clone(),
@@ -226,6 +235,7 @@ pub fn prepare_resume(
         vars: record.vars.clone(),
         secrets,
         redactor,
+        env,
         mask_secrets: false,
     })
 }
@@ -245,4 +255,17 @@ pub fn step_hashes(program: &Program, source: &str) -> Vec<String> {
         .iter()
         .map(|step| sha256_hex(source.get(step.span.start..step.span.end).unwrap_or_default()))
         .collect()
+}
+
+/// Every value flowrun must hide: the secrets, and the API keys of model
+/// providers.
+fn secret_values<'a>(
+    secrets: &'a HashMap<String, String>,
+    env: &'a HashMap<String, String>,
+) -> impl Iterator<Item = &'a str> {
+    let keys = env
+        .iter()
+        .filter(|(name, _)| name.ends_with("_API_KEY"))
+        .map(|(_, value)| value.as_str());
+    secrets.values().map(String::as_str).chain(keys)
 }

@@ -65,6 +65,18 @@ pub struct StepReport {
     /// Messages of actions that failed while another action of the step
     /// succeeded.
     pub partial_failures: Vec<String>,
+    /// Token usage and latency of each model call.
+    pub llm_usage: Vec<LlmUsage>,
+}
+
+/// What one model call cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlmUsage {
+    pub provider: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub latency_ms: u64,
 }
 
 /// One request sent, or tried, for a step.

@@ -23,6 +23,84 @@ pub enum Item {
     Step(Step),
     /// A workflow-level line such as `on error pause notify`.
     Setting(StepOption),
+    Provider(ProviderBlock),
+}
+
+/// `provider NAME { kind openai  base_url "..."  api_key "..."  model "..." }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderBlock {
+    pub name: Ident,
+    pub entries: Vec<ProviderEntry>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderEntry {
+    pub key: Ident,
+    pub value: ProviderValue,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderValue {
+    Word(Ident),
+    String(StringLit),
+}
+
+/// `llm ...`: a call to a model, with its clauses in the order written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmAction {
+    pub clauses: Vec<LlmClause>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmClause {
+    /// `model`, `prompt`, `system` or `provider` with a string.
+    Text { keyword: Ident, value: StringLit },
+    /// `choices [...]` or `fallback [...]`.
+    List {
+        keyword: Ident,
+        items: Vec<StringLit>,
+        span: Span,
+    },
+    /// `schema { ... }`.
+    Schema { fields: Vec<SchemaField>, span: Span },
+    /// `-> entity.path`, `-> entity` or `-> vars.NAME`.
+    Output { target: String, span: Span },
+}
+
+impl LlmClause {
+    pub fn span(&self) -> Span {
+        match self {
+            LlmClause::Text { keyword, value } => Span::new(keyword.span.start, value.span.end),
+            LlmClause::List { span, .. }
+            | LlmClause::Schema { span, .. }
+            | LlmClause::Output { span, .. } => *span,
+        }
+    }
+}
+
+/// `name: type "description"` in a schema, with `name?` for an optional field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaField {
+    pub name: Ident,
+    pub optional: bool,
+    pub ty: SchemaType,
+    pub description: Option<StringLit>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaType {
+    /// `text`, `number`, `integer`, `boolean` or `date`, as written.
+    Named(Ident),
+    /// `"a" | "b" | "c"`.
+    Enum(Vec<StringLit>, Span),
+    /// `[type]`.
+    List(Box<SchemaType>, Span),
+    /// `{ field: type, ... }`.
+    Object(Vec<SchemaField>, Span),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +141,7 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepItem {
     Http(HttpAction),
+    Llm(LlmAction),
     Option(StepOption),
 }
 

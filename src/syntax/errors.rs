@@ -19,6 +19,18 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::header_pair => "a header (`\"Name\": \"value\"`)",
         Rule::option => "a step option",
         Rule::setting => "a workflow setting",
+        Rule::llm_action | Rule::kw_llm => "an `llm` action",
+        Rule::llm_text
+        | Rule::llm_keyword
+        | Rule::llm_list
+        | Rule::llm_list_keyword
+        | Rule::llm_schema
+        | Rule::llm_output => "an `llm` clause",
+        Rule::target_path => "a target such as `entity.field`",
+        Rule::provider | Rule::kw_provider => "a `provider` block",
+        Rule::provider_entry => "a provider setting",
+        Rule::schema_object | Rule::schema_field => "a schema field (`name: type`)",
+        Rule::schema_enum | Rule::schema_list => "a field type",
         Rule::option_arg | Rule::bare_arg => "an option value",
         Rule::json_object => "a JSON object",
         Rule::json_array => "a JSON array",
@@ -54,12 +66,12 @@ pub(crate) fn syntax_error(error: &Error<Rule>, source: &str, base: usize) -> Di
                     phrases.push(text);
                 }
             }
-            // Inside a step, the name pest expects is that of a step option.
-            if phrases.contains(&"an `http` action") {
-                for text in phrases.iter_mut().filter(|text| **text == "a name") {
-                    *text = "a step option";
-                }
+            // Inside a step body pest lists every rule that may come next;
+            // a reader thinks of them as actions, options and the closing brace.
+            if phrases.contains(&"an `http` action") && phrases.contains(&"`headers`") {
+                phrases = vec!["an action", "a step option", "`}`"];
             }
+            phrases.retain(|text| *text != "valid syntax");
             join_alternatives(&phrases)
         }
         ErrorVariant::CustomError { message } => {

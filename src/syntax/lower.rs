@@ -7,8 +7,9 @@ use pest::iterators::Pair;
 
 use crate::diagnostic::{Code, Diagnostic, LineIndex, Span};
 use crate::syntax::ast::{
-    File, Header, HeaderPair, HttpAction, Ident, Item, Let, LetValue, OptionArg, Payload, PayloadBody,
-    PayloadKind, Step, StepItem, StepOption, StringLit,
+    File, Header, HeaderPair, HttpAction, Ident, Item, Let, LetValue, LlmAction, LlmClause, OptionArg,
+    Payload, PayloadBody, PayloadKind, ProviderBlock, ProviderEntry, ProviderValue, SchemaField, SchemaType,
+    Step, StepItem, StepOption, StringLit,
 };
 use crate::syntax::template::{self, Mode};
 use crate::syntax::Rule;
@@ -50,6 +51,7 @@ impl Lowerer<'_> {
                 Rule::let_decl => file.items.push(Item::Let(self.let_decl(child))),
                 Rule::step => file.items.push(Item::Step(self.step(child))),
                 Rule::setting => file.items.push(Item::Setting(self.option(child))),
+                Rule::provider => file.items.push(Item::Provider(self.provider(child))),
                 Rule::http_action => {
                     let action = self.http_action(child);
                     file.items.push(Item::Step(self.bare_step(action)));
@@ -101,6 +103,30 @@ impl Lowerer<'_> {
                 Rule::kw_step => {}
                 Rule::string if name.is_none() => name = Some(self.string(child)),
                 Rule::http_action => items.push(StepItem::Http(self.http_action(child))),
+                Rule::llm_action => items.push(StepItem::Llm(self.llm_action(child))),
+                Rule::llm_text | Rule::llm_list | Rule::llm_schema | Rule::llm_output => {
+                    let clause = self.llm_clause(child);
+                    // A clause on its own line, after option lines, belongs to
+                    // the `llm` action above it.
+                    match items
+                        .iter_mut()
+                        .rev()
+                        .find(|item| !matches!(item, StepItem::Option(_)))
+                    {
+                        Some(StepItem::Llm(action)) => {
+                            action.span =
+                                Span::new(action.span.start, action.span.end.max(clause.span().end));
+                            action.clauses.push(clause);
+                        }
+                        _ => self.diagnostics.push(
+                            Diagnostic::error(Code::SyntaxError, "this line belongs to an `llm` action")
+                                .with_label(clause.span(), "no `llm` action above it")
+                                .with_help(
+                                    "start the action with `llm prompt \"...\"`, and put this line after it",
+                                ),
+                        ),
+                    }
+                }
                 Rule::option => items.push(StepItem::Option(self.option(child))),
                 rule => unreachable!("Lowerer::step: unexpected rule {rule:?}"),
             }
@@ -290,6 +316,155 @@ impl Lowerer<'_> {
             })
             .collect();
         StepOption { name, args, span }
+    }
+
+    fn provider(&mut self, pair: Pair<'_, Rule>) -> ProviderBlock {
+        let span = self.span(&pair);
+        let mut name = None;
+        let mut entries = Vec::new();
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::kw_provider => {}
+                Rule::ident => name = Some(self.ident(child)),
+                Rule::provider_entry => {
+                    let entry_span = self.span(&child);
+                    let mut inner = child.into_inner();
+                    let key = self.ident(
+                        inner
+                            .next()
+                            .expect("Lowerer::provider: the grammar requires a key"),
+                    );
+                    let value_pair = inner
+                        .next()
+                        .expect("Lowerer::provider: the grammar requires a value");
+                    let value = match value_pair.as_rule() {
+                        Rule::string => ProviderValue::String(self.string(value_pair)),
+                        Rule::ident => ProviderValue::Word(self.ident(value_pair)),
+                        rule => unreachable!("Lowerer::provider: unexpected value rule {rule:?}"),
+                    };
+                    entries.push(ProviderEntry {
+                        key,
+                        value,
+                        span: entry_span,
+                    });
+                }
+                rule => unreachable!("Lowerer::provider: unexpected rule {rule:?}"),
+            }
+        }
+        ProviderBlock {
+            name: name.expect("Lowerer::provider: the grammar requires a name"),
+            entries,
+            span,
+        }
+    }
+
+    fn llm_action(&mut self, pair: Pair<'_, Rule>) -> LlmAction {
+        let span = self.span_to_last_child(&pair);
+        let clauses = pair
+            .into_inner()
+            .filter(|child| child.as_rule() != Rule::kw_llm)
+            .map(|child| self.llm_clause(child))
+            .collect();
+        LlmAction { clauses, span }
+    }
+
+    fn llm_clause(&mut self, pair: Pair<'_, Rule>) -> LlmClause {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::llm_text => {
+                let mut inner = pair.into_inner();
+                let keyword = self.ident(
+                    inner
+                        .next()
+                        .expect("Lowerer::llm_clause: the grammar requires a keyword"),
+                );
+                let value_pair = inner
+                    .next()
+                    .expect("Lowerer::llm_clause: the grammar requires a string");
+                let value = match value_pair.as_rule() {
+                    Rule::triple_string => self.triple_string(value_pair),
+                    _ => self.string(value_pair),
+                };
+                LlmClause::Text { keyword, value }
+            }
+            Rule::llm_list => {
+                let mut inner = pair.into_inner();
+                let keyword = self.ident(
+                    inner
+                        .next()
+                        .expect("Lowerer::llm_clause: the grammar requires a keyword"),
+                );
+                let items = inner.map(|item| self.string(item)).collect();
+                LlmClause::List { keyword, items, span }
+            }
+            Rule::llm_schema => {
+                let object = pair
+                    .into_inner()
+                    .find(|child| child.as_rule() == Rule::schema_object)
+                    .expect("Lowerer::llm_clause: the grammar requires fields");
+                LlmClause::Schema {
+                    fields: self.schema_object(object),
+                    span,
+                }
+            }
+            Rule::llm_output => {
+                let target = pair
+                    .into_inner()
+                    .next()
+                    .expect("Lowerer::llm_clause: the grammar requires a target");
+                LlmClause::Output {
+                    target: target.as_str().to_string(),
+                    span: self.span(&target),
+                }
+            }
+            rule => unreachable!("Lowerer::llm_clause: unexpected rule {rule:?}"),
+        }
+    }
+
+    fn schema_object(&mut self, pair: Pair<'_, Rule>) -> Vec<SchemaField> {
+        pair.into_inner().map(|field| self.schema_field(field)).collect()
+    }
+
+    fn schema_field(&mut self, pair: Pair<'_, Rule>) -> SchemaField {
+        let span = self.span(&pair);
+        let mut name = None;
+        let mut optional = false;
+        let mut ty = None;
+        let mut description = None;
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::ident if name.is_none() => name = Some(self.ident(child)),
+                Rule::optional_mark => optional = true,
+                Rule::string => description = Some(self.string(child)),
+                _ => ty = Some(self.schema_type(child)),
+            }
+        }
+        SchemaField {
+            name: name.expect("Lowerer::schema_field: the grammar requires a name"),
+            optional,
+            ty: ty.expect("Lowerer::schema_field: the grammar requires a type"),
+            description,
+            span,
+        }
+    }
+
+    fn schema_type(&mut self, pair: Pair<'_, Rule>) -> SchemaType {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::ident => SchemaType::Named(self.ident(pair)),
+            Rule::schema_enum => {
+                SchemaType::Enum(pair.into_inner().map(|item| self.string(item)).collect(), span)
+            }
+            Rule::schema_list => {
+                let inner = pair
+                    .into_inner()
+                    .next()
+                    .expect("Lowerer::schema_type: the grammar requires an item type");
+                SchemaType::List(Box::new(self.schema_type(inner)), span)
+            }
+            Rule::schema_object => SchemaType::Object(self.schema_object(pair), span),
+            rule => unreachable!("Lowerer::schema_type: unexpected rule {rule:?}"),
+        }
     }
 
     fn ident(&mut self, pair: Pair<'_, Rule>) -> Ident {

@@ -70,7 +70,7 @@ pub fn parse(source: &str) -> Parsed {
 /// Splits the source before every line that starts, at column 1, with a
 /// top-level keyword. Each piece keeps its offset in the source.
 fn top_level_chunks(source: &str) -> Vec<(usize, &str)> {
-    const STARTS: [&str; 6] = ["workflow", "let", "step", "http", "on", "notify"];
+    const STARTS: [&str; 7] = ["workflow", "let", "step", "http", "on", "notify", "provider"];
     let mut starts = vec![0];
     let mut offset = 0;
     for line in source.split_inclusive('\n') {

@@ -4,4 +4,6 @@
 #[allow(dead_code)]
 pub mod cli;
 #[allow(dead_code)]
+pub mod model;
+#[allow(dead_code)]
 pub mod server;

@@ -1,0 +1,107 @@
+//! The model provider layer: requests to OpenAI-compatible chat completions
+//! and to Anthropic's Messages API, structured output, and validation of
+//! answers. The Call LLM step, and later steps that use a model, build on it.
+//!
+//! Protocol modules turn a [`ChatRequest`] into an HTTP body and an HTTP
+//! response into a [`Completion`]; `schema` builds JSON Schemas from
+//! declared fields and validates answers against them.
+
+pub mod anthropic;
+pub mod openai;
+pub mod schema;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI chat completions, also spoken by Azure OpenAI, Ollama, vLLM,
+    /// llama.cpp servers, LM Studio, Groq and OpenRouter.
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// One request to a model, independent of the protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub system: Option<String>,
+    /// The conversation after the system prompt, in order.
+    pub messages: Vec<Message>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<i64>,
+    /// A JSON Schema the answer must follow, with a name for it.
+    pub structured: Option<StructuredOutput>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StructuredOutput {
+    /// A name of letters, digits, `_` and `-`, such as `claim_type`.
+    pub name: String,
+    /// A JSON Schema of type `object`.
+    pub schema: Value,
+}
+
+/// Why a model stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The answer is complete.
+    Stop,
+    /// The token limit cut the answer.
+    Length,
+    /// The model refused to answer.
+    Refusal,
+    /// The provider's content filter stopped the answer.
+    ContentFilter,
+    /// A reason this layer does not know, kept as the provider wrote it.
+    Other,
+}
+
+/// A model's answer, independent of the protocol.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Completion {
+    /// The answer text. For structured output through Anthropic's tool use,
+    /// the tool input written as JSON text.
+    pub text: String,
+    pub finish: FinishReason,
+    /// The provider's own word for why it stopped, such as `stop` or
+    /// `end_turn`, for messages.
+    pub finish_raw: String,
+    /// The refusal message, when the provider gives one.
+    pub refusal: Option<String>,
+    pub usage: Usage,
+    /// The model that answered, as the provider names it.
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// A response body that does not follow the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the provider's response is not a valid {protocol} response: {reason}")]
+pub struct ProtocolError {
+    pub protocol: &'static str,
+    pub reason: String,
+}

@@ -1,0 +1,128 @@
+//! `flowrun.toml`: settings shared by the workflows of a folder.
+//!
+//! ```toml
+//! [providers.local]
+//! kind = "openai"
+//! base_url = "http://127.0.0.1:8080/v1"
+//! api_key = "<<secret.LOCAL_LLM_KEY>>"
+//! model = "gemma-3-270m"
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::llm::ProviderKind;
+use crate::program::{Compiled, Encoding, Piece, ProviderConfig};
+use crate::syntax::ast::{Expr, Segment};
+use crate::syntax::template::{self, Mode};
+
+pub const FILE_NAME: &str = "flowrun.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectFile {
+    #[serde(default)]
+    providers: std::collections::BTreeMap<String, ProviderEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderEntry {
+    kind: Option<String>,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    model: Option<String>,
+}
+
+/// Reads the providers of `flowrun.toml` in `folder`; none when the file
+/// does not exist.
+pub fn load_providers(folder: &Path) -> Result<Vec<ProviderConfig>, Diagnostic> {
+    let path = folder.join(FILE_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(invalid(&path, &format!("cannot be read: {error}"))),
+    };
+    let file: ProjectFile = toml::from_str(&text).map_err(|error| invalid(&path, error.message()))?;
+
+    let mut providers = Vec::new();
+    for (name, entry) in file.providers {
+        let kind = match entry.kind.as_deref() {
+            None if name == "anthropic" => ProviderKind::Anthropic,
+            None | Some("openai") => ProviderKind::OpenAi,
+            Some("anthropic") => ProviderKind::Anthropic,
+            Some(other) => {
+                return Err(invalid(
+                    &path,
+                    &format!("provider `{name}` has the unknown kind `{other}`; use `openai` or `anthropic`"),
+                ))
+            }
+        };
+        if entry
+            .api_key
+            .as_deref()
+            .is_some_and(|key| !key.is_empty() && !key.contains("<<"))
+        {
+            return Err(invalid(
+                &path,
+                &format!(
+                    "provider `{name}` has an API key in plain text; write `api_key = \"<<secret.NAME>>\"`"
+                ),
+            ));
+        }
+        let template = |value: Option<String>, what: &str| -> Result<Option<Compiled>, Diagnostic> {
+            value
+                .map(|text| {
+                    compile(&text)
+                        .map_err(|reason| invalid(&path, &format!("provider `{name}`, {what}: {reason}")))
+                })
+                .transpose()
+        };
+        providers.push(ProviderConfig {
+            base_url: template(entry.base_url, "base_url")?,
+            api_key: template(entry.api_key, "api_key")?,
+            model: entry.model,
+            kind,
+            name,
+        });
+    }
+    Ok(providers)
+}
+
+/// Compiles a setting that may use `<<vars.NAME>>` and `<<secret.NAME>>`.
+fn compile(text: &str) -> Result<Compiled, String> {
+    let mut diagnostics = Vec::new();
+    let parsed = template::parse(text, 0, Mode::Raw, &mut diagnostics);
+    if let Some(diagnostic) = diagnostics.first() {
+        return Err(diagnostic.message.clone());
+    }
+    let mut pieces = Vec::new();
+    for segment in parsed.segments {
+        match segment {
+            Segment::Text(part) => pieces.push(Piece::Text(part.text)),
+            Segment::Field(field) => {
+                let allowed = matches!(&field.expr, Expr::Path(path)
+                    if (path.root.text == "vars" || path.root.text == "secret") && path.segments.len() == 1);
+                if !allowed {
+                    return Err("merge fields may only be `<<vars.NAME>>` or `<<secret.NAME>>`".to_string());
+                }
+                pieces.push(Piece::Field {
+                    expr: field.expr,
+                    encoding: Encoding::Raw,
+                    span: field.span,
+                });
+            }
+        }
+    }
+    Ok(Compiled { pieces })
+}
+
+fn invalid(path: &Path, reason: &str) -> Diagnostic {
+    Diagnostic::error(
+        Code::InvalidProvider,
+        format!("`{}` is invalid: {reason}", path.display()),
+    )
+    .with_help("see docs/llm.md for the format of flowrun.toml")
+}
