@@ -130,6 +130,7 @@ codes! {
     LlmInvalidOutput => "flow::run::llm_invalid_output",
     StoreUnavailable => "flow::input::store_unavailable",
     ResumeRefused => "flow::input::resume_refused",
+    InvalidExecutionId => "flow::input::invalid_execution_id",
 }
 
 impl fmt::Display for Code {

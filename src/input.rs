@@ -174,6 +174,24 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, (usize, &'stati
     Ok(pairs)
 }
 
+/// Checks an `--execution-id`: 1 to 128 letters, digits and `. _ : -`, so
+/// that it reads the same in logs, listings and headers.
+pub fn check_execution_id(id: &str) -> Result<(), Diagnostic> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if valid {
+        return Ok(());
+    }
+    Err(Diagnostic::error(
+        Code::InvalidExecutionId,
+        format!("invalid --execution-id `{}`", id.escape_debug()),
+    )
+    .with_help("use 1 to 128 letters, digits and . _ : -, such as claim-2026-0417"))
+}
+
 /// Parses one `--var NAME=VALUE`.
 pub fn parse_var(text: &str) -> Result<(String, String), Diagnostic> {
     match text.split_once('=') {

@@ -271,7 +271,7 @@ fn dry_run_sends_nothing_and_masks_secrets() {
         format!(
             "# step \"Send claim\"\nPOST {}/claims/C%201\ncontent-type: application/json\nauthorization: Bearer ***\nidempotency-key: {}\n\n{{ \"n\": \"CN-7\" }}\n\n",
             server.url(),
-            flowrun::run::idempotency_key("e-1", 0, 0, flowrun::program::Method::Post, true).unwrap()
+            flowrun::run::idempotency_key("e-1", "Send claim", 0, flowrun::program::Method::Post, true).unwrap()
         )
     );
     assert_eq!(server.request_count(), 0);

@@ -635,10 +635,7 @@ fn locked_store_gives_a_clear_error_without_hanging() {
     // A bound against hanging, well above the store's lock wait.
     assert!(started.elapsed() < Duration::from_secs(15));
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("is locked by another flowrun process"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("is locked by another process"), "{stderr}");
     assert_eq!(server.request_count(), 0);
     holder.execute_batch("ROLLBACK").unwrap();
 }
@@ -687,5 +684,159 @@ fn two_processes_share_one_store() {
     for id in ["a", "b"] {
         assert_eq!(store.execution(id).unwrap().status, ExecutionStatus::Succeeded);
         assert_eq!(store.steps(id).unwrap().len(), 5);
+    }
+}
+
+#[test]
+fn variables_holding_secrets_are_stored_masked_and_rendered_again_on_resume() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let server = {
+        let broken = broken.clone();
+        TestServer::start(move |request| match request.target.as_str() {
+            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
+            _ => Reply::status(200),
+        })
+    };
+    let workspace = Workspace::new();
+    let source = format!(
+        "let auth = \"Bearer <<secret.TOK>>\"\nstep \"One\" {{\n  http GET \"{base}/one\"\n}}\n\
+         step \"Two\" {{\n  http POST \"{base}/two\" json {{ \"a\": \"<<vars.auth>>\" }}\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let store_file = store_path(&workspace);
+    let store_arg = path_str(&store_file);
+    let (code, _, _) = output(
+        flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "v"])
+            .env("FLOWRUN_SECRET_TOK", "first-secret-1"),
+    );
+    assert_eq!(code, 3);
+    let raw = std::fs::read(&store_file).unwrap();
+    let wal = std::fs::read(store_file.with_extension("db-wal")).unwrap_or_default();
+    for bytes in [&raw, &wal] {
+        assert!(!String::from_utf8_lossy(bytes).contains("first-secret-1"));
+    }
+    assert_eq!(
+        SqliteStore::open(&store_file).unwrap().execution("v").unwrap().vars,
+        json!({"auth": "Bearer ***"}).as_object().unwrap().clone()
+    );
+
+    broken.store(false, Ordering::SeqCst);
+    let (code, _, stderr) = output(
+        flowrun(&["resume", "v", "--store", store_arg]).env("FLOWRUN_SECRET_TOK", "rotated-secret-2"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let requests = server.requests();
+    assert_eq!(requests.last().unwrap().body_text(), r#"{ "a": "Bearer rotated-secret-2" }"#);
+}
+
+#[test]
+fn concurrent_resumes_send_the_failed_step_once() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let server = {
+        let broken = broken.clone();
+        TestServer::start(move |request| match request.target.as_str() {
+            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
+            "/two" => Reply::status(200).delay(Duration::from_millis(300)),
+            _ => Reply::status(200),
+        })
+    };
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"One\" {{\n  http GET \"{base}/one\"\n}}\nstep \"Two\" {{\n  http PATCH \"{base}/two\" json {{}}\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let store_file = store_path(&workspace);
+    let store_arg = path_str(&store_file);
+    let (code, _, _) = output(&mut flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "c"]));
+    assert_eq!(code, 3);
+
+    broken.store(false, Ordering::SeqCst);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            flowrun(&["resume", "c", "--store", store_arg])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = children.into_iter().map(|child| child.wait_with_output().unwrap().status.code()).collect();
+    assert_eq!(codes.iter().filter(|code| **code == Some(0)).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|code| **code == Some(2)).count(), 2, "{codes:?}");
+    assert_eq!(targets(&server), vec!["GET /one", "PATCH /two", "PATCH /two"]);
+}
+
+#[test]
+fn resume_follows_the_failed_step_by_name() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let server = {
+        let broken = broken.clone();
+        TestServer::start(move |request| match request.target.as_str() {
+            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
+            _ => Reply::status(200),
+        })
+    };
+    let workspace = Workspace::new();
+    let step = |name: &str, path: &str| format!("step \"{name}\" {{\n  http GET \"{}/{path}\"\n}}\n", server.url());
+    let flow = workspace.file("claims.flow", step("One", "one") + &step("Two", "two"));
+    let store_file = store_path(&workspace);
+    let store_arg = path_str(&store_file);
+    let (code, _, _) = output(&mut flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "n"]));
+    assert_eq!(code, 3);
+    broken.store(false, Ordering::SeqCst);
+
+    workspace.file("claims.flow", step("One", "one"));
+    let (code, _, stderr) = output(&mut flowrun(&["resume", "n", "--store", store_arg, "--force"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("step \"Two\", where execution n stopped, is no longer in"), "{stderr}");
+
+    workspace.file("claims.flow", step("Zero", "zero") + &step("One", "one") + &step("Two", "two"));
+    let (code, _, stderr) = output(&mut flowrun(&["resume", "n", "--store", store_arg]));
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = output(&mut flowrun(&["resume", "n", "--store", store_arg, "--force"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(targets(&server), vec!["GET /one", "GET /two", "GET /two"]);
+}
+
+#[test]
+fn resumed_execution_keeps_earlier_continued_failures() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let server = {
+        let broken = broken.clone();
+        TestServer::start(move |request| match request.target.as_str() {
+            "/soft" => Reply::status(500),
+            "/hard" if broken.load(Ordering::SeqCst) => Reply::status(500),
+            _ => Reply::status(200),
+        })
+    };
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"Soft\" {{\n  http GET \"{base}/soft\"\n  on error continue notify\n}}\nstep \"Hard\" {{\n  http GET \"{base}/hard\"\n}}\n",
+        base = server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let store_file = store_path(&workspace);
+    let store_arg = path_str(&store_file);
+    let (code, _, stderr) =
+        output(&mut flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "k"]));
+    assert_eq!(code, 3);
+    assert!(stderr.contains(&format!("flowrun resume k --store {store_arg}")), "{stderr}");
+    broken.store(false, Ordering::SeqCst);
+    let (code, _, _) = output(&mut flowrun(&["resume", "k", "--store", store_arg]));
+    assert_eq!(code, 1);
+    let store = SqliteStore::open(&store_file).unwrap();
+    assert_eq!(store.execution("k").unwrap().status, ExecutionStatus::Failed);
+}
+
+#[test]
+fn execution_ids_are_checked() {
+    let workspace = Workspace::new();
+    let flow = workspace.file("claims.flow", "http GET \"http://127.0.0.1:9/x\"\n");
+    for id in ["", "claim 17", "a\nb"] {
+        let (code, _, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--no-store", "--execution-id", id]));
+        assert_eq!(code, 2, "{id:?}");
+        assert!(stderr.contains("flow::input::invalid_execution_id"), "{stderr}");
     }
 }

@@ -135,7 +135,8 @@ step "Send claim" {
          content-length: {}\r\n\
          \r\n\
          {body}",
-        flowrun::run::idempotency_key("exec-1", 0, 0, flowrun::program::Method::Post, true).unwrap(),
+        flowrun::run::idempotency_key("exec-1", "Send claim", 0, flowrun::program::Method::Post, true)
+            .unwrap(),
         env!("CARGO_PKG_VERSION"),
         server.addr(),
         body.len()

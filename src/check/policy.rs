@@ -4,7 +4,7 @@
 use crate::check::names::did_you_mean;
 use crate::check::Checker;
 use crate::diagnostic::{Code, Diagnostic, Span};
-use crate::program::{Compiled, Encoding, NotifySeverity, OnError};
+use crate::program::{Compiled, NotifySeverity, OnError};
 use crate::syntax::ast::StepOption;
 
 /// Workflow settings, the lines outside steps that are not `let`.
@@ -199,18 +199,12 @@ impl Checker {
                 }
             }
         }
-        let lower = url.text.to_ascii_lowercase();
-        if !(lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("<<")) {
-            self.diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidNotify,
-                    "the webhook URL must start with http:// or https://",
-                )
-                .with_label(url.span, "not an http(s) URL")
-                .with_help(help),
-            );
-            return None;
-        }
-        Some(self.compile(parsed, |_| Encoding::Raw))
+        // Encoded like the URL of an HTTP step: values in the path and query
+        // are percent-encoded.
+        let literal = crate::syntax::ast::StringLit {
+            template: parsed.clone(),
+            span: url.span,
+        };
+        Some(self.url(&literal))
     }
 }

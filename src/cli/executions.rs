@@ -15,7 +15,7 @@ use crate::run::notify::Channels;
 use crate::run::report::Report;
 use crate::run::{self, Execution, Options};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ExecutionRecord, ExecutionStatus, StepStatus, Store, StoreError};
+use crate::store::{ExecutionRecord, ExecutionStatus, StepRecord, StepStatus, Store, StoreError};
 
 /// The store's file: `--store` or FLOWRUN_STORE, else `.flowrun/flowrun.db`
 /// beside the workflow, or in the current folder without one.
@@ -95,6 +95,9 @@ fn refuse(message: String, help: &str) -> u8 {
 /// its first unfinished step.
 pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     let path = store_path(&args.store, None);
+    if !path.exists() {
+        return fail_invalid(&[no_store(&path)], None);
+    }
     let mut store = match open_store(&path) {
         Ok(store) => store,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
@@ -134,11 +137,26 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     if checked.diagnostics.iter().any(Diagnostic::is_error) {
         return fail_invalid(&checked.diagnostics, Some(&source));
     }
-    if let Some(code) = refuse_changed_steps(&record, &checked.program, &text, args.force) {
-        return code;
-    }
-    if let Some(code) = settle_in_flight(&mut store, &record, &path, args.resend_in_flight) {
-        return code;
+    let first_step = match first_step_to_run(&record, &checked.program, &text, args.force) {
+        Ok(first_step) => first_step,
+        Err(code) => return code,
+    };
+    let steps = match store.steps(&record.id) {
+        Ok(steps) => steps,
+        Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
+    };
+    let in_flight = in_flight_step(&steps, &record);
+    if let Some(step) = in_flight {
+        if let Some(code) = refuse_in_flight(step, &record, args.resend_in_flight) {
+            // The refusal still records what is known of the step: its
+            // outcome is unknown.
+            if step.status == StepStatus::Running {
+                if let Err(error) = store.mark_outcome_unknown(&record.id, step.index, &run::now()) {
+                    return fail_invalid(&[store_diagnostic(&error, &path)], None);
+                }
+            }
+            return code;
+        }
     }
 
     let secrets = match input::read_secrets(std::env::vars(), args.secrets.as_deref()) {
@@ -150,8 +168,29 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
         Ok(execution) => execution,
         Err(diagnostics) => return fail_invalid(&diagnostics, Some(&source)),
     };
-    if let Err(error) = store.set_status(&record.id, ExecutionStatus::Running, &run::now()) {
-        return fail_invalid(&[store_diagnostic(&error, &path)], None);
+
+    // Only one process may take the execution over; the claim fails when
+    // another resume changed it since it was read.
+    match store.claim(
+        &record.id,
+        record.status,
+        record.pid,
+        std::process::id(),
+        &run::now(),
+    ) {
+        Ok(true) => {}
+        Ok(false) => {
+            return refuse(
+                format!("execution {} was resumed by another process", record.id),
+                "check its progress with `flowrun runs show ID`",
+            )
+        }
+        Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
+    }
+    if let Some(step) = in_flight.filter(|step| step.status == StepStatus::Running) {
+        if let Err(error) = store.mark_outcome_unknown(&record.id, step.index, &run::now()) {
+            return fail_invalid(&[store_diagnostic(&error, &path)], None);
+        }
     }
 
     output::init_logging(args.log_format, args.verbose);
@@ -159,43 +198,74 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
         dry_run: false,
         sleeper: Arc::new(run::retry::TokioSleeper),
         channels: channels(&args.notify),
-        first_step: record.next_step,
+        first_step,
+        earlier_failures: steps
+            .iter()
+            .any(|step| step.status == StepStatus::FailedContinued),
+        store_path: Some(path.clone()),
     };
     match execute_blocking(&checked.program, &text, execution, &options, Some(&mut store)) {
-        Ok(report) => finish_run(&report, &source),
+        Ok(report) => finish_run(&report, &source, Some(&path)),
         Err(code) => code,
     }
 }
 
-/// Refuses a resume when a step before the one to run again changed, was
-/// added or was removed since the execution stopped, unless forced.
-fn refuse_changed_steps(record: &ExecutionRecord, program: &Program, text: &str, force: bool) -> Option<u8> {
+fn no_store(path: &Path) -> Diagnostic {
+    Diagnostic::error(
+        Code::StoreUnavailable,
+        format!("no execution store at `{}`", path.display()),
+    )
+    .with_help("run a workflow first, or point to its store with --store PATH or FLOWRUN_STORE")
+}
+
+/// Finds where a resume continues: the step that stopped the execution,
+/// looked up by name in the workflow as it is now. Refuses when that step
+/// is gone, or when a step before it changed, unless forced.
+fn first_step_to_run(
+    record: &ExecutionRecord,
+    program: &Program,
+    text: &str,
+    force: bool,
+) -> Result<usize, u8> {
     let hashes = run::step_hashes(program, text);
-    if record.next_step > hashes.len() {
-        return Some(refuse(
+    let Some(stopped_at) = record.step_names.get(record.next_step) else {
+        // Every recorded step finished; the process stopped before it could
+        // record the end of the execution.
+        return Ok(program.steps.len());
+    };
+    let Some(index) = program.steps.iter().position(|step| &step.name == stopped_at) else {
+        return Err(refuse(
             format!(
-                "the workflow now has {} steps, but execution {} stopped at step {}",
-                hashes.len(),
-                record.id,
-                record.next_step + 1
+                "step \"{stopped_at}\", where execution {} stopped, is no longer in `{}`",
+                record.id, record.source_path
             ),
-            "restore the workflow as it was when the execution stopped",
+            "restore the step; resume needs the step that stopped the execution",
         ));
+    };
+    let unchanged = index == record.next_step
+        && (0..index).all(|position| record.step_hashes.get(position) == hashes.get(position));
+    if unchanged {
+        return Ok(index);
     }
-    let changed = (0..record.next_step).find(|&index| record.step_hashes.get(index) != hashes.get(index));
-    let index = changed?;
     if force {
         tracing::warn!(
-            "resuming although step {} changed since the execution stopped",
-            index + 1
+            "resuming although the steps before \"{stopped_at}\" changed since the execution stopped"
         );
-        return None;
+        return Ok(index);
     }
-    let name = record.step_names.get(index).cloned().unwrap_or_default();
-    Some(refuse(
+    let changed = (0..index.max(record.next_step))
+        .find(|&position| record.step_hashes.get(position) != hashes.get(position))
+        .unwrap_or(0);
+    let name = program
+        .steps
+        .get(changed)
+        .map(|step| step.name.clone())
+        .or_else(|| record.step_names.get(changed).cloned())
+        .unwrap_or_default();
+    Err(refuse(
         format!(
             "step {} (\"{name}\") of `{}` changed since execution {} stopped, so its recorded results may not fit the workflow",
-            index + 1,
+            changed + 1,
             record.source_path,
             record.id
         ),
@@ -203,51 +273,53 @@ fn refuse_changed_steps(record: &ExecutionRecord, program: &Program, text: &str,
     ))
 }
 
-/// A step left `running` by a process that stopped may have sent its
-/// requests. It is marked `outcome_unknown`, and sent again only when all its
-/// methods are idempotent or `--resend-in-flight` allows it.
-fn settle_in_flight(
-    store: &mut SqliteStore,
-    record: &ExecutionRecord,
-    path: &Path,
-    resend: bool,
-) -> Option<u8> {
-    let steps = match store.steps(&record.id) {
-        Ok(steps) => steps,
-        Err(error) => return Some(fail_invalid(&[store_diagnostic(&error, path)], None)),
-    };
-    let in_flight = steps.iter().find(|step| {
+/// The step that was running when the execution's process stopped, if any.
+fn in_flight_step<'a>(steps: &'a [StepRecord], record: &ExecutionRecord) -> Option<&'a StepRecord> {
+    steps.iter().find(|step| {
         step.index == record.next_step
             && matches!(step.status, StepStatus::Running | StepStatus::OutcomeUnknown)
-    })?;
-    if in_flight.status == StepStatus::Running {
-        if let Err(error) = store.mark_outcome_unknown(&record.id, in_flight.index, &run::now()) {
-            return Some(fail_invalid(&[store_diagnostic(&error, path)], None));
-        }
-    }
-    let idempotent = in_flight
+    })
+}
+
+/// A step left running by a process that stopped may have sent its
+/// requests. It is sent again only when all its methods are idempotent or
+/// `--resend-in-flight` allows it.
+fn refuse_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -> Option<u8> {
+    let idempotent = step
         .methods
         .iter()
         .all(|method| matches!(method.as_str(), "GET" | "PUT" | "DELETE" | "LLM"));
     if idempotent || resend {
         tracing::warn!(
             "step \"{}\" was in flight when flowrun stopped; sending it again",
-            in_flight.name
+            step.name
         );
         return None;
     }
     Some(refuse(
         format!(
             "step \"{}\" of execution {} was in flight when flowrun stopped, and its outcome is unknown",
-            in_flight.name, record.id
+            step.name, record.id
         ),
         "its method is not idempotent: check whether the receiver acted on it, then resume with --resend-in-flight to send it again with the same Idempotency-Key",
     ))
 }
 
-/// Whether a process with this id exists (Linux: `/proc/PID`).
+/// Whether a flowrun process with this id runs (Linux: `/proc/PID`). A
+/// zombie, or another program that reused the id, does not count.
 fn process_is_alive(pid: u32) -> bool {
-    pid != 0 && pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+    if pid == 0 || pid == std::process::id() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, None | Some('Z') | Some('X')) {
+        return false;
+    }
+    let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let program = command_line.split(|byte| *byte == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(program).contains("flowrun")
 }
 
 /// `flowrun runs` and `flowrun runs show ID`.
@@ -261,14 +333,7 @@ pub(crate) fn runs_command(args: RunsArgs) -> u8 {
     };
     let path = store_path(store_args, None);
     if !path.exists() {
-        return fail_invalid(
-            &[Diagnostic::error(
-                Code::StoreUnavailable,
-                format!("no execution store at `{}`", path.display()),
-            )
-            .with_help("run a workflow first, or point to its store with --store PATH or FLOWRUN_STORE")],
-            None,
-        );
+        return fail_invalid(&[no_store(&path)], None);
     }
     let store = match open_store(&path) {
         Ok(store) => store,

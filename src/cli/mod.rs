@@ -160,8 +160,10 @@ fn run_command(args: RunArgs) -> u8 {
 
     // A dry run sends nothing, so it has nothing to record.
     let mut store = None;
+    let mut store_file = None;
     if !args.dry_run && !args.no_store {
         let path = executions::store_path(&args.store, Some(&args.file));
+        store_file = Some(path.clone());
         let mut opened = match executions::open_store(&path) {
             Ok(opened) => opened,
             Err(diagnostic) => return fail_invalid(&[diagnostic], None),
@@ -181,7 +183,7 @@ fn run_command(args: RunArgs) -> u8 {
             step_hashes: &run::step_hashes(&checked.program, &text),
             step_names: &step_names,
             entity: &entity_before,
-            vars: &execution.vars,
+            vars: &execution.stored_vars(),
             started_at: &execution.started_at,
             pid: std::process::id(),
         };
@@ -199,6 +201,8 @@ fn run_command(args: RunArgs) -> u8 {
         sleeper: Arc::new(run::retry::TokioSleeper),
         channels: executions::channels(&args.notify),
         first_step: 0,
+        earlier_failures: false,
+        store_path: store_file.clone(),
     };
     let store_ref = store.as_mut().map(|store| store as &mut dyn Store);
     let report = match executions::execute_blocking(&checked.program, &text, execution, &options, store_ref) {
@@ -221,21 +225,31 @@ fn run_command(args: RunArgs) -> u8 {
             EXIT_SUCCESS
         };
     }
-    finish_run(&report, &source)
+    finish_run(&report, &source, store_file.as_deref())
 }
 
-/// Prints what a run ended with and returns its exit code.
-pub(crate) fn finish_run(report: &Report, source: &Source<'_>) -> u8 {
+/// Prints what a run ended with and returns its exit code. `store` is the
+/// store the execution is recorded in, if any.
+pub(crate) fn finish_run(report: &Report, source: &Source<'_>, store: Option<&Path>) -> u8 {
     let failures: Vec<Diagnostic> = report.failures().cloned().collect();
     output::eprint_diagnostics(&failures, Some(source));
     if let Some(error) = &report.store_error {
         output::eprint_diagnostics(std::slice::from_ref(error), None);
     }
     if report.outcome == Outcome::Paused {
-        output::eprint_line(&format!(
-            "execution {} paused; after fixing the cause, continue it with: flowrun resume {}",
-            report.execution_id, report.execution_id
-        ));
+        let line = match store {
+            Some(store) => format!(
+                "execution {} paused; after fixing the cause, continue it with: flowrun resume {} --store {}",
+                report.execution_id,
+                report.execution_id,
+                store.display()
+            ),
+            None => format!(
+                "execution {} paused; it was run with --no-store, so it cannot be resumed",
+                report.execution_id
+            ),
+        };
+        output::eprint_line(&line);
     }
     if !output::print_json(&report.entity) {
         return EXIT_OUTPUT_FAILED;
@@ -272,6 +286,11 @@ fn read_inputs(args: &RunArgs) -> Result<Inputs, Vec<Diagnostic>> {
     let secrets = input::read_secrets(std::env::vars(), args.secrets.as_deref())
         .map_err(|diagnostic| diagnostics.push(diagnostic))
         .ok();
+    if let Some(id) = &args.execution_id {
+        if let Err(diagnostic) = input::check_execution_id(id) {
+            diagnostics.push(diagnostic);
+        }
+    }
     let mut vars = Vec::new();
     for text in &args.vars {
         match input::parse_var(text) {

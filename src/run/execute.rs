@@ -34,7 +34,11 @@ pub async fn execute(
         execution_id: execution.id.clone(),
         workflow: execution.workflow.clone(),
         started_at: execution.started_at.clone(),
-        outcome: Outcome::Succeeded,
+        outcome: if options.earlier_failures {
+            Outcome::Failed
+        } else {
+            Outcome::Succeeded
+        },
         steps: Vec::new(),
         entity: Value::Null,
         dry_run: Vec::new(),
@@ -47,9 +51,19 @@ pub async fn execute(
     async {
         for (index, step) in program.steps.iter().enumerate().skip(options.first_step) {
             if let Some(store) = store.as_deref_mut() {
-                let methods: Vec<String> =
-                    step.actions.iter().map(|action| action.method_name().to_string()).collect();
-                let begun = store.begin_step(&execution.id, index, &step.name, &methods, &now(), std::process::id());
+                let methods: Vec<String> = step
+                    .actions
+                    .iter()
+                    .map(|action| action.method_name().to_string())
+                    .collect();
+                let begun = store.begin_step(
+                    &execution.id,
+                    index,
+                    &step.name,
+                    &methods,
+                    &now(),
+                    std::process::id(),
+                );
                 if let Err(error) = begun {
                     report.store_error = Some(store_failed(&error.to_string()));
                     break;
@@ -68,17 +82,6 @@ pub async fn execute(
             let failed = step_report.outcome == Outcome::Failed;
             let pause = failed && step.policy.on_error == OnError::PauseNotify;
 
-            if failed && step.policy.on_error != OnError::ContinueSilently && !options.dry_run {
-                let notification = notification(step, &step_report, &execution);
-                let record =
-                    notify::send(&notification, &channels, http, options.sleeper.as_ref(), &execution.redactor).await;
-                if let Some(store) = store.as_deref_mut() {
-                    if let Err(error) = store.record_notification(&execution.id, &record) {
-                        warn!(step = %step.name, "cannot record the notification: {error}");
-                    }
-                }
-            }
-
             if let Some(store) = store.as_deref_mut() {
                 let status = match (failed, pause) {
                     (false, _) => StepStatus::Succeeded,
@@ -86,14 +89,18 @@ pub async fn execute(
                     (true, false) => StepStatus::FailedContinued,
                 };
                 let attempts = attempt_records(&step_report);
+                let stored_vars = execution.stored_vars();
                 let end = StepEnd {
                     index,
                     status,
                     error: step_report.error_message.as_deref(),
-                    code: step_report.error.as_ref().map(|diagnostic| diagnostic.code.as_str()),
+                    code: step_report
+                        .error
+                        .as_ref()
+                        .map(|diagnostic| diagnostic.code.as_str()),
                     attempts: &attempts,
                     entity: &execution.entity,
-                    vars: &execution.vars,
+                    vars: &stored_vars,
                     next_step: if pause { index } else { index + 1 },
                     at: &now(),
                 };
@@ -101,6 +108,25 @@ pub async fn execute(
                     report.steps.push(step_report);
                     report.store_error = Some(store_failed(&error.to_string()));
                     break;
+                }
+            }
+
+            // The step's end is recorded before notifications go out, which
+            // may take long, so that a crash meanwhile loses no known outcome.
+            if failed && step.policy.on_error != OnError::ContinueSilently && !options.dry_run {
+                let notification = notification(step, &step_report, &execution);
+                let record = notify::send(
+                    &notification,
+                    &channels,
+                    http,
+                    options.sleeper.as_ref(),
+                    &execution.redactor,
+                )
+                .await;
+                if let Some(store) = store.as_deref_mut() {
+                    if let Err(error) = store.record_notification(&execution.id, &record) {
+                        warn!(step = %step.name, "cannot record the notification: {error}");
+                    }
                 }
             }
 
@@ -113,7 +139,7 @@ pub async fn execute(
             }
             report.steps.push(step_report);
             if pause {
-                warn!(step = %step.name, "execution paused; resume it with `flowrun resume {}`", execution.id);
+                warn!(step = %step.name, "execution paused at this step");
                 break;
             }
         }
@@ -261,7 +287,7 @@ async fn run_step(
         };
         let key = idempotency_key(
             &execution.id,
-            index,
+            &step.name,
             action,
             request.method,
             step.settings.idempotency_key,

@@ -62,6 +62,29 @@ pub struct Execution {
 }
 
 impl Execution {
+    /// The variables as the store may keep them: every secret value in them
+    /// replaced by `***`. A resume renders such variables again.
+    pub fn stored_vars(&self) -> Map<String, Value> {
+        self.vars
+            .iter()
+            .map(|(name, value)| {
+                let redacted = match value {
+                    Value::String(text) => Value::String(self.redactor.redact(text)),
+                    other => {
+                        let text = other.to_string();
+                        let hidden = self.redactor.redact(&text);
+                        if hidden == text {
+                            other.clone()
+                        } else {
+                            serde_json::from_str(&hidden).unwrap_or(Value::String(hidden))
+                        }
+                    }
+                };
+                (name.clone(), redacted)
+            })
+            .collect()
+    }
+
     fn scope(&self) -> Scope<'_> {
         Scope {
             entity: &self.entity,
@@ -83,6 +106,11 @@ pub struct Options {
     /// The index of the first step to run: 0, or where a resumed execution
     /// continues.
     pub first_step: usize,
+    /// Whether steps that ran before a resume failed with `continue notify`,
+    /// which makes the execution fail even when the rest succeeds.
+    pub earlier_failures: bool,
+    /// The store the execution is recorded in, for the resume hint.
+    pub store_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -92,6 +120,8 @@ impl Default for Options {
             sleeper: Arc::new(retry::TokioSleeper),
             channels: notify::Channels::default(),
             first_step: 0,
+            earlier_failures: false,
+            store_path: None,
         }
     }
 }
@@ -226,18 +256,53 @@ pub fn prepare_resume(
         return Err(diagnostics);
     }
     let redactor = Redactor::new(secret_values(&secrets, &env));
-    Ok(Execution {
+    let mut execution = Execution {
         execution_value: json!({"id": record.id, "started_at": record.started_at, "workflow": program.name}),
         id: record.id.clone(),
         started_at: record.started_at.clone(),
         workflow: program.name.clone(),
-        entity: record.entity.clone(),
-        vars: record.vars.clone(),
+        entity: record.entity_before.clone(),
+        vars: Map::new(),
         secrets,
         redactor,
         env,
         mask_secrets: false,
-    })
+    };
+    // Variables that held a secret were stored with `***` in its place;
+    // they are rendered again, from the entity as the execution started and
+    // with the secrets given now.
+    let mut diagnostics = Vec::new();
+    for (name, stored) in &record.vars {
+        let masked = stored.as_str().is_some_and(|text| text.contains(redact::MASK));
+        let template = program
+            .variables
+            .iter()
+            .find(|variable| &variable.name == name)
+            .and_then(|variable| match &variable.value {
+                Some(VariableValue::Template(template)) => Some(template),
+                _ => None,
+            });
+        let value = match (masked, template) {
+            (true, Some(template)) => match render::render(template, &execution.scope()) {
+                Ok(text) => Value::String(text),
+                Err(error) => {
+                    diagnostics.push(render_diagnostic(
+                        &error,
+                        &LineIndex::new(""),
+                        &execution.redactor,
+                    ));
+                    continue;
+                }
+            },
+            _ => stored.clone(),
+        };
+        execution.vars.insert(name.clone(), value);
+    }
+    if !diagnostics.is_empty() {
+        return Err(diagnostics);
+    }
+    execution.entity = record.entity.clone();
+    Ok(execution)
 }
 
 /// SHA-256 of `text`, hex.

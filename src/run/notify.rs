@@ -118,6 +118,11 @@ async fn post(
     redactor: &Redactor,
 ) -> Result<(), String> {
     let display_url = redactor.redact(url);
+    if url.chars().any(char::is_control) || crate::run::request::has_dot_segment(url) {
+        return Err(format!(
+            "invalid webhook URL `{display_url}`: it has a control character or a `.` or `..` path segment"
+        ));
+    }
     let parsed =
         reqwest::Url::parse(url).map_err(|error| format!("invalid webhook URL `{display_url}`: {error}"))?;
     let mut headers = HeaderMap::new();

@@ -15,13 +15,14 @@ use crate::run::Execution;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The `Idempotency-Key` of one action of one step of an execution: a
-/// name-based UUID (version 5) of the execution id, the step's position and
-/// the action's position, so that every retry and every resend of the
-/// action carries the same key. `None` where no key is sent: methods other
-/// than POST and PATCH, and steps with `idempotency_key off`.
+/// name-based UUID (version 5) of the execution id, the step's name and the
+/// action's position, so that every retry and every resend of the action
+/// carries the same key, also when steps are added before it. `None` where
+/// no key is sent: methods other than POST and PATCH, and steps with
+/// `idempotency_key off`.
 pub fn idempotency_key(
     execution_id: &str,
-    step: usize,
+    step: &str,
     action: usize,
     method: Method,
     enabled: bool,
@@ -29,7 +30,9 @@ pub fn idempotency_key(
     if !enabled || !matches!(method, Method::Post | Method::Patch) {
         return None;
     }
-    let name = format!("{execution_id}/{step}/{action}");
+    // Written as a JSON array, so that no step name or id can make two
+    // different triples read the same.
+    let name = serde_json::json!([execution_id, step, action]).to_string();
     Some(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string())
 }
 
@@ -187,7 +190,7 @@ pub(crate) fn build(
 
 /// Whether the path of a URL has a `.` or `..` segment, written plainly or
 /// percent-encoded, which URL parsers resolve by removing path segments.
-fn has_dot_segment(url: &str) -> bool {
+pub(crate) fn has_dot_segment(url: &str) -> bool {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path_start = after_scheme.find('/').unwrap_or(after_scheme.len());
     let path = &after_scheme[path_start..];

@@ -16,11 +16,24 @@ pub(crate) fn apply_all(
     execution: &mut Execution,
 ) -> Result<(), Diagnostic> {
     let mut parsed_body: Option<Value> = None;
+    // The saves of a request apply together or not at all: they go to a
+    // copy of the entity and variables, which replaces them at the end.
+    let mut entity = execution.entity.clone();
+    let mut vars = execution.vars.clone();
     for save in &request.saves {
         let value = read(save, exchange, &mut parsed_body).map_err(|message| failed(save, message))?;
-        write(&save.target, value, execution).map_err(|message| failed(save, message))?;
+        match &save.target {
+            SaveTarget::Variable(name) => {
+                vars.insert(name.clone(), value);
+            }
+            SaveTarget::Entity(path) => {
+                set_path(&mut entity, path, value).map_err(|message| failed(save, message))?
+            }
+        }
         debug!(source = %save.source_text, "saved `{}`", save.source_text);
     }
+    execution.entity = entity;
+    execution.vars = vars;
     Ok(())
 }
 

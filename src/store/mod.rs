@@ -205,7 +205,7 @@ pub struct StepEnd<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the store `{path}` is locked by another flowrun process")]
+    #[error("the store `{path}` is locked by another process")]
     Locked { path: String },
     #[error("the store `{path}` is not a flowrun store or is damaged: {reason}")]
     Corrupt { path: String, reason: String },
@@ -244,6 +244,19 @@ pub trait Store {
     /// Sets the execution's status; `finished_at` is set for `succeeded`
     /// and `failed`.
     fn set_status(&mut self, id: &str, status: ExecutionStatus, at: &str) -> Result<(), StoreError>;
+
+    /// Takes over an execution for a resume: sets it `running` in process
+    /// `pid`, but only while it still has the status and process it was
+    /// read with. Returns false when another process changed it first, so
+    /// that two resumes cannot both run it.
+    fn claim(
+        &mut self,
+        id: &str,
+        expected: ExecutionStatus,
+        expected_pid: u32,
+        pid: u32,
+        at: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Marks a step that was `running` as `outcome_unknown`.
     fn mark_outcome_unknown(&mut self, id: &str, index: usize, at: &str) -> Result<(), StoreError>;

@@ -558,6 +558,28 @@ impl Store for SqliteStore {
         tx.commit().at(path)
     }
 
+    fn claim(
+        &mut self,
+        id: &str,
+        expected: ExecutionStatus,
+        expected_pid: u32,
+        pid: u32,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let path = &self.path;
+        let tx = begin_write(&mut self.conn, path)?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE executions SET status = 'running', pid = ?4, updated_at = ?5, finished_at = NULL \
+                 WHERE id = ?1 AND status = ?2 AND pid = ?3",
+            )
+            .at(path)?
+            .execute(params![id, expected.as_str(), expected_pid, pid, at])
+            .at(path)?;
+        tx.commit().at(path)?;
+        Ok(updated == 1)
+    }
+
     fn mark_outcome_unknown(&mut self, id: &str, index: usize, at: &str) -> Result<(), StoreError> {
         let path = &self.path;
         let tx = begin_write(&mut self.conn, path)?;

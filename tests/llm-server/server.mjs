@@ -485,9 +485,10 @@ async function main() {
       );
     }
 
-    // NOTE: with a grammar, each token took 60 to 125 ms on two cores in our
-    // runs, against about 25 ms without. The likely cause is that each step
-    // checks all 262,144 tokens of the vocabulary against the grammar.
+    // NOTE: with a grammar, a token took 25 to 125 ms on two busy cores in our
+    // runs, and the most inside free-text strings. Without one it took about
+    // 25 ms. The likely cause is that each step checks the 262,144-token
+    // vocabulary against the grammar.
     let grammar;
     if (request.format.type === "json_schema") {
       grammar = await schemaGrammar(request.format.schema);

@@ -21,7 +21,8 @@
 # tests/llm-server/stop.sh stops it.
 #
 # Settings, all optional:
-#   FLOWRUN_TEST_LLM_THREADS       inference threads (default 2, at most the
+#   FLOWRUN_TEST_LLM_THREADS       inference threads (default 1, because tests run in
+#                                  parallel; at most the
 #                                  number of cores)
 #   FLOWRUN_TEST_LLM_START_TIMEOUT seconds to wait for the server (default 180)
 #   PYTHON                         the Python 3 to use (default python3)
@@ -121,7 +122,7 @@ if [[ ! -f "$stamp" || "$here/package-lock.json" -nt "$stamp" ]]; then
 fi
 
 cores="$(nproc 2>/dev/null || echo 1)"
-threads="${FLOWRUN_TEST_LLM_THREADS:-2}"
+threads="${FLOWRUN_TEST_LLM_THREADS:-1}"
 if ((threads > cores)); then threads="$cores"; fi
 
 say "starting the server ($threads threads)"
