@@ -54,6 +54,7 @@ fn step_cycle(criterion: &mut Criterion) {
     let step_hashes = vec!["0".repeat(64)];
     let methods = vec!["POST".to_string()];
     let attempts = attempts();
+    let usage = json!([]);
     let mut execution_number = 0u64;
 
     criterion.bench_function("store: begin_step + end_step", |bench| {
@@ -81,6 +82,7 @@ fn step_cycle(criterion: &mut Criterion) {
                     .begin_step(&id, index, "Send claim", &methods, "2026-12-04T10:30:01Z", 1)
                     .expect("the step begins");
                 let end = StepEnd {
+                    llm_usage: &usage,
                     index,
                     status: StepStatus::Succeeded,
                     error: None,

@@ -376,3 +376,45 @@ fn unknown_provider_is_a_check_diagnostic() {
     assert!(stderr.contains("flow::check::unknown_provider"), "{stderr}");
     assert!(stderr.contains("did you mean `openai`?"), "{stderr}");
 }
+
+#[test]
+fn usage_reaches_the_report_and_the_store() {
+    let server = TestServer::scripted(vec![completion("A short summary.", "stop")]);
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "llm.flow",
+        "step \"Summarise\" {\n  llm prompt \"Summarise\"\n  -> entity.summary\n}\n",
+    );
+    let report = workspace.dir.path().join("report.json");
+    let store = workspace.dir.path().join("store.db");
+    let base = format!("{}/v1", server.url());
+    let (code, _, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--report",
+            path_str(&report),
+            "--store",
+            path_str(&store),
+            "--execution-id",
+            "u",
+        ])
+        .env("OPENAI_BASE_URL", &base)
+        .env("FLOWRUN_OPENAI_MODEL", "fake-model"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let usage = &report["steps"][0]["llm_usage"][0];
+    assert_eq!(usage["provider"], "openai");
+    assert_eq!(usage["model"], "fake-model");
+    assert_eq!(usage["prompt_tokens"], 11);
+    assert_eq!(usage["completion_tokens"], 7);
+    assert!(usage["latency_ms"].is_u64());
+
+    let (code, history, _) = output(&mut flowrun(&["runs", "show", "u", "--store", path_str(&store)]));
+    assert_eq!(code, 0);
+    assert!(
+        history.contains("model fake-model via openai: 11 prompt and 7 completion tokens in "),
+        "{history}"
+    );
+}

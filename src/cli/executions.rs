@@ -422,6 +422,16 @@ fn history_text(store: &SqliteStore, id: &str) -> Result<String, StoreError> {
             }
             text.push('\n');
         }
+        for call in step.llm_usage.as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "  model {} via {}: {} prompt and {} completion tokens in {} ms\n",
+                call["model"].as_str().unwrap_or_default(),
+                call["provider"].as_str().unwrap_or_default(),
+                call["prompt_tokens"],
+                call["completion_tokens"],
+                call["latency_ms"]
+            ));
+        }
         if let Some(error) = &step.error {
             text.push_str(&format!("  error: {error}\n"));
         }

@@ -90,6 +90,7 @@ pub async fn execute(
                 };
                 let attempts = attempt_records(&step_report);
                 let stored_vars = execution.stored_vars();
+                let llm_usage = serde_json::to_value(&step_report.llm_usage).unwrap_or_default();
                 let end = StepEnd {
                     index,
                     status,
@@ -99,6 +100,7 @@ pub async fn execute(
                         .as_ref()
                         .map(|diagnostic| diagnostic.code.as_str()),
                     attempts: &attempts,
+                    llm_usage: &llm_usage,
                     entity: &execution.entity,
                     vars: &stored_vars,
                     next_step: if pause { index } else { index + 1 },

@@ -172,6 +172,10 @@ pub struct StepRecord {
     /// The HTTP methods of the step's actions, for deciding whether a step
     /// left in flight may be sent again.
     pub methods: Vec<String>,
+    /// Token usage and latency of the step's model calls in its last run,
+    /// as a JSON array of `{provider, model, prompt_tokens,
+    /// completion_tokens, latency_ms}`.
+    pub llm_usage: Value,
     pub attempts: Vec<AttemptRecord>,
 }
 
@@ -196,6 +200,8 @@ pub struct StepEnd<'a> {
     pub error: Option<&'a str>,
     pub code: Option<&'a str>,
     pub attempts: &'a [AttemptRecord],
+    /// Token usage of the step's model calls, a JSON array.
+    pub llm_usage: &'a Value,
     pub entity: &'a Value,
     pub vars: &'a Map<String, Value>,
     /// The index of the step to run next.

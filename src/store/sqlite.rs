@@ -68,6 +68,7 @@ CREATE TABLE steps (
     error TEXT,
     code TEXT,
     methods TEXT NOT NULL,
+    llm_usage TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (execution_id, idx)
 ) STRICT;
 
@@ -493,12 +494,20 @@ impl Store for SqliteStore {
 
         let run: Option<u32> = tx
             .prepare_cached(
-                "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5, code = ?6 \
+                "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5, code = ?6, llm_usage = ?7 \
                  WHERE execution_id = ?1 AND idx = ?2 RETURNING runs",
             )
             .at(path)?
             .query_row(
-                params![id, end.index, end.status.as_str(), end.at, end.error, end.code],
+                params![
+                    id,
+                    end.index,
+                    end.status.as_str(),
+                    end.at,
+                    end.error,
+                    end.code,
+                    end.llm_usage.to_string()
+                ],
                 |row| row.get(0),
             )
             .optional()
@@ -715,7 +724,7 @@ impl Store for SqliteStore {
         {
             let mut statement = tx
                 .prepare_cached(
-                    "SELECT idx, name, status, runs, started_at, finished_at, error, code, methods \
+                    "SELECT idx, name, status, runs, started_at, finished_at, error, code, methods, llm_usage \
                      FROM steps WHERE execution_id = ?1 ORDER BY idx",
                 )
                 .at(path)?;
@@ -723,6 +732,7 @@ impl Store for SqliteStore {
             while let Some(row) = rows.next().at(path)? {
                 let status: String = row.get(2).at(path)?;
                 let methods: String = row.get(8).at(path)?;
+                let llm_usage: String = row.get(9).at(path)?;
                 steps.push(StepRecord {
                     index: row.get(0).at(path)?,
                     name: row.get(1).at(path)?,
@@ -733,6 +743,7 @@ impl Store for SqliteStore {
                     error: row.get(6).at(path)?,
                     code: row.get(7).at(path)?,
                     methods: from_json(path, "steps.methods", &methods)?,
+                    llm_usage: from_json(path, "steps.llm_usage", &llm_usage)?,
                     attempts: Vec::new(),
                 });
             }
@@ -813,6 +824,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    static EMPTY_USAGE: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| serde_json::json!([]));
     use super::*;
 
     use std::time::Instant;
@@ -898,6 +911,7 @@ mod tests {
             .end_step(
                 "ex-1",
                 &StepEnd {
+                    llm_usage: &EMPTY_USAGE,
                     index: 0,
                     status: StepStatus::Succeeded,
                     error: None,
@@ -943,6 +957,7 @@ mod tests {
         assert_eq!(store.execution("ex-1").unwrap(), expected);
 
         let expected_steps = vec![StepRecord {
+            llm_usage: serde_json::json!([]),
             index: 0,
             name: "fetch".to_string(),
             status: StepStatus::Succeeded,
@@ -987,6 +1002,7 @@ mod tests {
             .end_step(
                 "ex-1",
                 &StepEnd {
+                    llm_usage: &EMPTY_USAGE,
                     index: 0,
                     status: StepStatus::Failed,
                     error: Some("the server answered 503"),
@@ -1023,6 +1039,7 @@ mod tests {
             .end_step(
                 "ex-1",
                 &StepEnd {
+                    llm_usage: &EMPTY_USAGE,
                     index: 0,
                     status: StepStatus::Failed,
                     error: Some("server error"),
@@ -1053,6 +1070,7 @@ mod tests {
             .end_step(
                 "ex-1",
                 &StepEnd {
+                    llm_usage: &EMPTY_USAGE,
                     index: 0,
                     status: StepStatus::Succeeded,
                     error: None,
@@ -1086,6 +1104,7 @@ mod tests {
                 .end_step(
                     "ex-1",
                     &StepEnd {
+                        llm_usage: &EMPTY_USAGE,
                         index,
                         status: StepStatus::Succeeded,
                         error: None,
@@ -1211,6 +1230,7 @@ mod tests {
                 .end_step(
                     "ex-1",
                     &StepEnd {
+                        llm_usage: &EMPTY_USAGE,
                         index: 0,
                         status: StepStatus::Succeeded,
                         error: None,
@@ -1301,6 +1321,7 @@ mod tests {
             .end_step(
                 id,
                 &StepEnd {
+                    llm_usage: &EMPTY_USAGE,
                     index: 0,
                     status: StepStatus::Succeeded,
                     error: None,
@@ -1393,6 +1414,7 @@ mod tests {
         )));
         assert!(is_not_found(store.mark_outcome_unknown("nope", 0, "t")));
         let end = StepEnd {
+            llm_usage: &EMPTY_USAGE,
             index: 0,
             status: StepStatus::Succeeded,
             error: None,
@@ -1433,6 +1455,7 @@ mod tests {
 
         // Ending a step that never began rolls back the execution update too.
         let end = StepEnd {
+            llm_usage: &EMPTY_USAGE,
             index: 0,
             status: StepStatus::Succeeded,
             error: None,
