@@ -84,7 +84,7 @@ fn fail_start(message: &str) -> u8 {
     EXIT_INVALID
 }
 
-fn refuse(message: String, help: &str) -> u8 {
+fn reject(message: String, help: &str) -> u8 {
     fail_invalid(
         &[Diagnostic::error(Code::ResumeRefused, message).with_help(help)],
         None,
@@ -109,14 +109,14 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     match record.status {
         ExecutionStatus::Paused => {}
         ExecutionStatus::Running if process_is_alive(record.pid) => {
-            return refuse(
+            return reject(
                 format!("execution {} is still running in process {}", record.id, record.pid),
                 "wait for that process to end; resume only continues executions that paused or whose process stopped",
             );
         }
         ExecutionStatus::Running => {}
         ExecutionStatus::Succeeded | ExecutionStatus::Failed => {
-            return refuse(
+            return reject(
                 format!("execution {} has already {}", record.id, record.status.as_str()),
                 "only paused executions, and executions whose process stopped, can be resumed",
             );
@@ -147,7 +147,7 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     };
     let in_flight = in_flight_step(&steps, &record);
     if let Some(step) = in_flight {
-        if let Some(code) = refuse_in_flight(step, &record, args.resend_in_flight) {
+        if let Some(code) = reject_in_flight(step, &record, args.resend_in_flight) {
             // The refusal still records what is known of the step: its
             // outcome is unknown.
             if step.status == StepStatus::Running {
@@ -180,7 +180,7 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     ) {
         Ok(true) => {}
         Ok(false) => {
-            return refuse(
+            return reject(
                 format!("execution {} was resumed by another process", record.id),
                 "check its progress with `flowrun runs show ID`",
             )
@@ -234,7 +234,7 @@ fn first_step_to_run(
         return Ok(program.steps.len());
     };
     let Some(index) = program.steps.iter().position(|step| &step.name == stopped_at) else {
-        return Err(refuse(
+        return Err(reject(
             format!(
                 "step \"{stopped_at}\", where execution {} stopped, is no longer in `{}`",
                 record.id, record.source_path
@@ -262,7 +262,7 @@ fn first_step_to_run(
         .map(|step| step.name.clone())
         .or_else(|| record.step_names.get(changed).cloned())
         .unwrap_or_default();
-    Err(refuse(
+    Err(reject(
         format!(
             "step {} (\"{name}\") of `{}` changed since execution {} stopped, so its recorded results may not fit the workflow",
             changed + 1,
@@ -284,7 +284,7 @@ fn in_flight_step<'a>(steps: &'a [StepRecord], record: &ExecutionRecord) -> Opti
 /// A step left running by a process that stopped may have sent its
 /// requests. It is sent again only when all its methods are idempotent or
 /// `--resend-in-flight` allows it.
-fn refuse_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -> Option<u8> {
+fn reject_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -> Option<u8> {
     let idempotent = step
         .methods
         .iter()
@@ -296,7 +296,7 @@ fn refuse_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -
         );
         return None;
     }
-    Some(refuse(
+    Some(reject(
         format!(
             "step \"{}\" of execution {} was in flight when flowrun stopped, and its outcome is unknown",
             step.name, record.id

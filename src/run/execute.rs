@@ -236,10 +236,7 @@ fn attempt_records(report: &StepReport) -> Vec<AttemptRecord> {
         .collect()
 }
 
-/// Runs every action of a step. The step fails only when all its actions
-/// fail; a failed action beside a successful one is logged as a partial
-/// failure.
-/// What every step of an execution shares.
+/// The parts of an execution that every step uses.
 struct StepContext<'a> {
     program: &'a Program,
     http: &'a Http,
@@ -247,6 +244,9 @@ struct StepContext<'a> {
     lines: &'a LineIndex<'a>,
 }
 
+/// Runs every action of a step. The step fails only when all its actions
+/// fail, and a failed action beside a successful one is logged as a partial
+/// failure.
 async fn run_step(
     context: &StepContext<'_>,
     index: usize,
