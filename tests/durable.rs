@@ -707,8 +707,15 @@ fn variables_holding_secrets_are_stored_masked_and_rendered_again_on_resume() {
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
     let (code, _, _) = output(
-        flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "v"])
-            .env("FLOWRUN_SECRET_TOK", "first-secret-1"),
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--store",
+            store_arg,
+            "--execution-id",
+            "v",
+        ])
+        .env("FLOWRUN_SECRET_TOK", "first-secret-1"),
     );
     assert_eq!(code, 3);
     let raw = std::fs::read(&store_file).unwrap();
@@ -717,17 +724,23 @@ fn variables_holding_secrets_are_stored_masked_and_rendered_again_on_resume() {
         assert!(!String::from_utf8_lossy(bytes).contains("first-secret-1"));
     }
     assert_eq!(
-        SqliteStore::open(&store_file).unwrap().execution("v").unwrap().vars,
+        SqliteStore::open(&store_file)
+            .unwrap()
+            .execution("v")
+            .unwrap()
+            .vars,
         json!({"auth": "Bearer ***"}).as_object().unwrap().clone()
     );
 
     broken.store(false, Ordering::SeqCst);
-    let (code, _, stderr) = output(
-        flowrun(&["resume", "v", "--store", store_arg]).env("FLOWRUN_SECRET_TOK", "rotated-secret-2"),
-    );
+    let (code, _, stderr) =
+        output(flowrun(&["resume", "v", "--store", store_arg]).env("FLOWRUN_SECRET_TOK", "rotated-secret-2"));
     assert_eq!(code, 0, "{stderr}");
     let requests = server.requests();
-    assert_eq!(requests.last().unwrap().body_text(), r#"{ "a": "Bearer rotated-secret-2" }"#);
+    assert_eq!(
+        requests.last().unwrap().body_text(),
+        r#"{ "a": "Bearer rotated-secret-2" }"#
+    );
 }
 
 #[test]
@@ -749,7 +762,14 @@ fn concurrent_resumes_send_the_failed_step_once() {
     let flow = workspace.file("claims.flow", source);
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, _) = output(&mut flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "c"]));
+    let (code, _, _) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        store_arg,
+        "--execution-id",
+        "c",
+    ]));
     assert_eq!(code, 3);
 
     broken.store(false, Ordering::SeqCst);
@@ -762,9 +782,20 @@ fn concurrent_resumes_send_the_failed_step_once() {
                 .unwrap()
         })
         .collect();
-    let codes: Vec<Option<i32>> = children.into_iter().map(|child| child.wait_with_output().unwrap().status.code()).collect();
-    assert_eq!(codes.iter().filter(|code| **code == Some(0)).count(), 1, "{codes:?}");
-    assert_eq!(codes.iter().filter(|code| **code == Some(2)).count(), 2, "{codes:?}");
+    let codes: Vec<Option<i32>> = children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap().status.code())
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|code| **code == Some(0)).count(),
+        1,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|code| **code == Some(2)).count(),
+        2,
+        "{codes:?}"
+    );
     assert_eq!(targets(&server), vec!["GET /one", "PATCH /two", "PATCH /two"]);
 }
 
@@ -779,20 +810,34 @@ fn resume_follows_the_failed_step_by_name() {
         })
     };
     let workspace = Workspace::new();
-    let step = |name: &str, path: &str| format!("step \"{name}\" {{\n  http GET \"{}/{path}\"\n}}\n", server.url());
+    let step =
+        |name: &str, path: &str| format!("step \"{name}\" {{\n  http GET \"{}/{path}\"\n}}\n", server.url());
     let flow = workspace.file("claims.flow", step("One", "one") + &step("Two", "two"));
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, _) = output(&mut flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "n"]));
+    let (code, _, _) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        store_arg,
+        "--execution-id",
+        "n",
+    ]));
     assert_eq!(code, 3);
     broken.store(false, Ordering::SeqCst);
 
     workspace.file("claims.flow", step("One", "one"));
     let (code, _, stderr) = output(&mut flowrun(&["resume", "n", "--store", store_arg, "--force"]));
     assert_eq!(code, 2);
-    assert!(stderr.contains("step \"Two\", where execution n stopped, is no longer in"), "{stderr}");
+    assert!(
+        stderr.contains("step \"Two\", where execution n stopped, is no longer in"),
+        "{stderr}"
+    );
 
-    workspace.file("claims.flow", step("Zero", "zero") + &step("One", "one") + &step("Two", "two"));
+    workspace.file(
+        "claims.flow",
+        step("Zero", "zero") + &step("One", "one") + &step("Two", "two"),
+    );
     let (code, _, stderr) = output(&mut flowrun(&["resume", "n", "--store", store_arg]));
     assert_eq!(code, 2, "{stderr}");
     let (code, _, stderr) = output(&mut flowrun(&["resume", "n", "--store", store_arg, "--force"]));
@@ -819,10 +864,19 @@ fn resumed_execution_keeps_earlier_continued_failures() {
     let flow = workspace.file("claims.flow", source);
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, stderr) =
-        output(&mut flowrun(&["run", path_str(&flow), "--store", store_arg, "--execution-id", "k"]));
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        store_arg,
+        "--execution-id",
+        "k",
+    ]));
     assert_eq!(code, 3);
-    assert!(stderr.contains(&format!("flowrun resume k --store {store_arg}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("flowrun resume k --store {store_arg}")),
+        "{stderr}"
+    );
     broken.store(false, Ordering::SeqCst);
     let (code, _, _) = output(&mut flowrun(&["resume", "k", "--store", store_arg]));
     assert_eq!(code, 1);
@@ -835,7 +889,13 @@ fn execution_ids_are_checked() {
     let workspace = Workspace::new();
     let flow = workspace.file("claims.flow", "http GET \"http://127.0.0.1:9/x\"\n");
     for id in ["", "claim 17", "a\nb"] {
-        let (code, _, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--no-store", "--execution-id", id]));
+        let (code, _, stderr) = output(&mut flowrun(&[
+            "run",
+            path_str(&flow),
+            "--no-store",
+            "--execution-id",
+            id,
+        ]));
         assert_eq!(code, 2, "{id:?}");
         assert!(stderr.contains("flow::input::invalid_execution_id"), "{stderr}");
     }

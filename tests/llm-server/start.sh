@@ -12,8 +12,8 @@
 #   server.pid           the running server's process id
 #   server.env           FLOWRUN_TEST_LLM_URL=http://127.0.0.1:PORT/v1
 #   server.log           the server's log
-#
-# node_modules/ goes beside package.json, as npm wants it.
+#   node/                a copy of package.json, the lock file and server.mjs,
+#                        with node_modules/ that npm ci installs beside them
 #
 # When it is done it prints one line on stdout,
 # FLOWRUN_TEST_LLM_URL=http://127.0.0.1:PORT/v1; progress goes to stderr. It
@@ -115,10 +115,17 @@ fi
 # for other platforms and for GPUs (about 650 MB). The Linux x64 CPU binary
 # is a direct dependency, so it stays. It also skips install scripts, because
 # node-llama-cpp's only tests its binaries and could try to build llama.cpp.
-stamp="$here/node_modules/.package-lock.json"
-if [[ ! -f "$stamp" || "$here/package-lock.json" -nt "$stamp" ]]; then
+# The install goes to target/llm-cache/node, beside a copy of the server, so
+# that every download stays under target/ and out of the source tree.
+app="$cache/node"
+mkdir -p "$app"
+for file in package.json package-lock.json .npmrc server.mjs; do
+  cmp -s "$here/$file" "$app/$file" || cp "$here/$file" "$app/$file"
+done
+stamp="$app/node_modules/.package-lock.json"
+if [[ ! -f "$stamp" || "$app/package-lock.json" -nt "$stamp" ]]; then
   say "installing node-llama-cpp with npm ci"
-  (cd "$here" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund >&2)
+  (cd "$app" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund >&2)
 fi
 
 cores="$(nproc 2>/dev/null || echo 1)"
@@ -127,7 +134,7 @@ if ((threads > cores)); then threads="$cores"; fi
 
 say "starting the server ($threads threads)"
 : >"$outfile"
-cd "$here"
+cd "$app"
 # nohup and the background job keep the server running after this script
 # ends; fd 9 is closed so that it does not hold the lock.
 nohup node server.mjs --model "$model" --port 0 --threads "$threads" \
