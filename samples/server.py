@@ -8,6 +8,12 @@ Serves, on 127.0.0.1 only:
   GET  /auth-api/auth?member=...&code=...       returns a prior authorization decision
   POST /los/applications                        opens a loan application
   GET  /bureau/score?consent=...                returns a credit score
+  POST /v1/chat/completions                     returns a model reply (OpenAI chat completions)
+
+The chat completions route replaces a language model. It picks its reply by
+keyword rules on the prompt, so the same request always gets the same reply,
+in the shape that the request's response_format sets. The samples' `llm` steps
+thus run without a model.
 
 Every request is printed to standard error with its answer. The value of an
 Authorization header is masked, so the token given to flowrun stays out of
@@ -22,6 +28,7 @@ import json
 import re
 import sys
 import threading
+import time
 import traceback
 import uuid
 import xml.etree.ElementTree as ElementTree
@@ -45,6 +52,24 @@ claims = {}
 claim_ids = itertools.count(400101)
 authorization_numbers = itertools.count(88201)
 loan_numbers = itertools.count(5100234)
+
+# Choice -> words of the prompt that pick it. The first choice of the request
+# with one of its words in the prompt wins. When none has, the reply is
+# "other", or the request's last choice if "other" is not among them.
+CHOICE_KEYWORDS = {
+    "auto": ("car", "vehicle", "collision", "windshield", "rear-ended"),
+    "property": ("water", "leak", "fire", "roof", "storm", "flood", "burglary"),
+    "liability": ("injury", "injured", "slipped", "lawsuit", "third party"),
+}
+
+# Words of the prompt -> the compliance concern they raise. A review with no
+# concern is low risk, with one medium, with more high.
+COMPLIANCE_RULES = [
+    (("cash",), "Income paid in cash is undocumented; verify it before counting it."),
+    (("left out", "undisclosed"), "The application leaves out income or debts that the notes mention."),
+    (("co-owner", "co-signer"), "Another owner of the collateral has to consent to the lien."),
+    (("gift",), "Gift funds need a gift letter and proof of their source."),
+]
 
 
 class Reply:
@@ -199,6 +224,143 @@ def credit_score(request):
     return Reply(HTTPStatus.OK, body)
 
 
+def words(text):
+    return len(text.split())
+
+
+def prompt_text(messages):
+    """Returns the text of the user messages, one per line."""
+    texts = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        if isinstance(message.get("content"), str):
+            texts.append(message["content"])
+    return "\n".join(texts)
+
+
+def mentions(text, keywords):
+    """Returns whether `text` contains one of `keywords` as whole words, ignoring case."""
+    return any(re.search(rf"\b{re.escape(keyword)}\b", text, re.IGNORECASE) for keyword in keywords)
+
+
+def pick_choice(choices, prompt):
+    for choice in choices:
+        if mentions(prompt, CHOICE_KEYWORDS.get(choice, ())):
+            return choice
+    return "other" if "other" in choices else choices[-1]
+
+
+def compliance_review(prompt):
+    reasons = [reason for keywords, reason in COMPLIANCE_RULES if mentions(prompt, keywords)]
+    if not reasons:
+        risk = "low"
+    elif len(reasons) == 1:
+        risk = "medium"
+    else:
+        risk = "high"
+    return {"flagged": bool(reasons), "reasons": reasons, "risk": risk}
+
+
+def fill_schema(schema, name, known):
+    """Returns a value for `schema`: `known[name]` for a property of that name, else a plain default."""
+    if "anyOf" in schema:
+        return fill_schema(schema["anyOf"][0], name, known)
+    if name in known:
+        return known[name]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((each for each in kind if each != "null"), "null")
+    if kind == "object":
+        return {key: fill_schema(value, key, known) for key, value in schema.get("properties", {}).items()}
+    if kind == "array":
+        return []
+    if kind == "boolean":
+        return False
+    if kind in ("number", "integer"):
+        return 0
+    if kind == "string":
+        return date.today().isoformat() if schema.get("format") == "date" else ""
+    return None
+
+
+def summarise(prompt):
+    """Returns the first sentence of the text after the prompt's first colon, or of the whole prompt."""
+    _, colon, rest = prompt.partition(":")
+    text = " ".join((rest if colon and rest.strip() else prompt).split())
+    match = re.search(r"[.!?](\s|$)", text)
+    return text[: match.start() + 1] if match else text
+
+
+def reply_content(call, prompt):
+    """Returns the reply's message content, in the shape that the request's response_format sets."""
+    response_format = call.get("response_format") or {}
+    json_schema = {}
+    if response_format.get("type") == "json_schema":
+        json_schema = response_format.get("json_schema") or {}
+    schema = json_schema.get("schema") or {}
+
+    if json_schema.get("name") == "choice":
+        choices = schema.get("properties", {}).get("choice", {}).get("enum") or []
+        if not choices:
+            return error(HTTPStatus.BAD_REQUEST, "properties.choice.enum of the choice schema is missing")
+        return json.dumps({"choice": pick_choice(choices, prompt)})
+    if json_schema:
+        return json.dumps(fill_schema(schema, None, compliance_review(prompt)))
+    return summarise(prompt)
+
+
+def chat_completion(request):
+    call = json_object(request)
+    if isinstance(call, Reply):
+        return call
+    messages = call.get("messages")
+    if not isinstance(call.get("model"), str) or not call["model"]:
+        return error(HTTPStatus.BAD_REQUEST, "model is missing")
+    if not isinstance(messages, list) or not messages:
+        return error(HTTPStatus.BAD_REQUEST, "messages must be a non-empty list")
+
+    content = reply_content(call, prompt_text(messages))
+    if isinstance(content, Reply):
+        return content
+
+    # One token a word. A text reply longer than `max_tokens` is cut there,
+    # as a model stops at its limit.
+    finish_reason = "stop"
+    max_tokens = call.get("max_tokens")
+    if isinstance(max_tokens, int) and "response_format" not in call and words(content) > max_tokens:
+        content = " ".join(content.split()[:max_tokens])
+        finish_reason = "length"
+    prompt_tokens = sum(
+        words(message["content"])
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), str)
+    )
+    completion_tokens = words(content)
+
+    body = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": call["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return Reply(HTTPStatus.OK, body)
+
+
 # (method, path pattern, handler). Path groups are passed to the handler
 # percent-decoded.
 ROUTES = [
@@ -207,6 +369,7 @@ ROUTES = [
     ("GET", r"/auth-api/auth", check_authorization),
     ("POST", r"/los/applications", open_application),
     ("GET", r"/bureau/score", credit_score),
+    ("POST", r"/v1/chat/completions", chat_completion),
 ]
 
 

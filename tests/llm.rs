@@ -418,3 +418,38 @@ fn usage_reaches_the_report_and_the_store() {
         "{history}"
     );
 }
+
+#[test]
+fn flowrun_toml_providers_are_checked_where_used() {
+    let workspace = Workspace::new();
+    workspace.file(
+        "flowrun.toml",
+        "[providers.local]\nkind = \"openai\"\nbase_url = \"<<vars.llm_api>>\"\napi_key = \"<<secret.LOCAL_KEY>>\"\n",
+    );
+    let flow = workspace.file(
+        "llm.flow",
+        "step \"S\" {\n  llm prompt \"hi\"\n  -> entity.x\n}\n",
+    );
+    let (code, _, stderr) = output(&mut flowrun(&["check", path_str(&flow)]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("provider `local` reads `vars.llm_api`, which this workflow does not declare"),
+        "{stderr}"
+    );
+
+    let flow = workspace.file(
+        "llm.flow",
+        "let llm_api = \"http://127.0.0.1:9/v1\"\nstep \"S\" {\n  llm prompt \"hi\"\n  -> entity.x\n}\n",
+    );
+    let (code, _, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--no-store"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("secret `LOCAL_KEY` is not set"), "{stderr}");
+
+    workspace.file(
+        "flowrun.toml",
+        "[providers.local]\nkind = \"openai\"\napi_key = \"sk-plain\"\n",
+    );
+    let (code, _, stderr) = output(&mut flowrun(&["check", path_str(&flow)]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("has an API key in plain text"), "{stderr}");
+}

@@ -1,5 +1,5 @@
 //! Checks every workflow under `samples/` and runs each one with the `flowrun` binary against a
-//! test server that replies the way `samples/server.py` does.
+//! test server that replies the way `samples/server.py` does, model calls included.
 
 mod support;
 
@@ -10,7 +10,7 @@ use std::process::Command;
 use flowrun::check::plain_text;
 use flowrun::cli::check_source;
 use flowrun::cli::output::{render_human, Source};
-use flowrun::program::VariableValue;
+use flowrun::program::{Action, VariableValue};
 use serde_json::{json, Value};
 use support::server::{Recorded, Reply, TestServer};
 
@@ -22,7 +22,8 @@ const CLAIMS_TOKEN: &str = "claims-token-7Qx2vR";
 const EXECUTION_ID: &str = "fixed-id";
 
 /// A sample and the variables that contain its base URLs, each with the path prefix it adds to the
-/// server's address.
+/// server's address. `llm_api` is the base URL of the `local` model provider of
+/// `samples/flowrun.toml`.
 struct Sample {
     name: &'static str,
     bases: &'static [(&'static str, &'static str)],
@@ -31,15 +32,15 @@ struct Sample {
 const SAMPLES: [Sample; 3] = [
     Sample {
         name: "claim_intake",
-        bases: &[("claims_api", "/claims-api")],
+        bases: &[("claims_api", "/claims-api"), ("llm_api", "/v1")],
     },
     Sample {
         name: "loan_application",
-        bases: &[("los_api", "/los"), ("bureau_api", "/bureau")],
+        bases: &[("los_api", "/los"), ("bureau_api", "/bureau"), ("llm_api", "/v1")],
     },
     Sample {
         name: "prior_auth",
-        bases: &[("auth_api", "/auth-api")],
+        bases: &[("auth_api", "/auth-api"), ("llm_api", "/v1")],
     },
 ];
 
@@ -136,6 +137,46 @@ fn base_urls_default_to_the_sample_server() {
     }
 }
 
+/// The samples' `llm` steps name the `local` provider of `samples/flowrun.toml`, whose base URL
+/// is the `llm_api` variable, so that a test can point it at its server with `--var`.
+#[test]
+fn flowrun_toml_configures_the_local_provider() {
+    let path = samples_dir().join("flowrun.toml");
+    let text = std::fs::read_to_string(&path).expect("samples/flowrun.toml is readable");
+    let settings: toml::Table = toml::from_str(&text).expect("samples/flowrun.toml is TOML");
+    assert_eq!(
+        settings["providers"]["local"],
+        toml::Value::Table(toml::toml! {
+            kind = "openai"
+            base_url = "<<vars.llm_api>>"
+            model = "sample-model"
+        }),
+        "{text}"
+    );
+    for sample in &SAMPLES {
+        let path = samples_dir().join(format!("{}.flow", sample.name));
+        let text = std::fs::read_to_string(&path).expect("sample is readable");
+        let program = check_source(&text, &path).program;
+        let providers: Vec<(&str, Option<&str>)> = program
+            .providers
+            .iter()
+            .map(|provider| (provider.name.as_str(), provider.model.as_deref()))
+            .collect();
+        assert_eq!(providers, [("local", Some("sample-model"))], "{}", sample.name);
+        // Naming the provider keeps FLOWRUN_LLM_PROVIDER from sending the call elsewhere.
+        let llm_providers: Vec<Option<&str>> = program
+            .steps
+            .iter()
+            .flat_map(|step| &step.actions)
+            .filter_map(|action| match action {
+                Action::Llm(call) => Some(call.provider.as_deref()),
+                Action::Http(_) => None,
+            })
+            .collect();
+        assert_eq!(llm_providers, [Some("local")], "llm steps of {}", sample.name);
+    }
+}
+
 struct Run {
     code: Option<i32>,
     stdout: String,
@@ -208,6 +249,61 @@ fn not_found(request: &Recorded) -> Reply {
     )
 }
 
+/// The path of the chat completions endpoint under the `local` provider's base URL.
+const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+
+/// Builds an OpenAI chat completion with the message `content`, as `samples/server.py` does. It
+/// echoes the requested model, has one choice and counts one token a word.
+fn chat_completion(request: &Recorded, content: &str) -> Reply {
+    // The handler runs on the server's thread, so it does not panic on a bad request. The test
+    // checks the request body after the run.
+    let call: Value = serde_json::from_str(request.body_text()).unwrap_or_default();
+    let no_messages = Vec::new();
+    let prompt_tokens: usize = call["messages"]
+        .as_array()
+        .unwrap_or(&no_messages)
+        .iter()
+        .map(|message| {
+            message["content"]
+                .as_str()
+                .unwrap_or_default()
+                .split_whitespace()
+                .count()
+        })
+        .sum();
+    let completion_tokens = content.split_whitespace().count();
+    Reply::json(
+        200,
+        json!({
+            "id": "chatcmpl-5b1d0c7e9a2f4e63b8d41f07",
+            "object": "chat.completion",
+            "created": 1_796_400_000,
+            "model": call["model"],
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": null},
+                "finish_reason": "stop"
+            }],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens
+            }
+        }),
+    )
+}
+
+/// Asserts that `request` is a model call without credentials and returns its body.
+fn chat_body(request: &Recorded) -> Value {
+    assert_eq!(
+        (request.method.as_str(), request.target.as_str()),
+        ("POST", CHAT_COMPLETIONS)
+    );
+    // The `local` provider has no API key, so no Authorization header is sent.
+    assert_eq!(request.header("Authorization"), None, "{request:?}");
+    json_body(request)
+}
+
 fn methods_and_targets(requests: &[Recorded]) -> Vec<(&str, &str)> {
     requests
         .iter()
@@ -226,9 +322,10 @@ fn json_body(request: &Recorded) -> Value {
 }
 
 #[test]
-fn claim_intake_files_the_claim_and_updates_the_policy() {
+fn claim_intake_classifies_and_files_the_claim() {
     let server = TestServer::start(
         |request| match (request.method.as_str(), request.target.as_str()) {
+            ("POST", CHAT_COMPLETIONS) => chat_completion(request, r#"{"choice": "property"}"#),
             ("POST", "/claims-api/claims/CLM-2026-004817") => Reply::json(
                 201,
                 json!({
@@ -249,12 +346,48 @@ fn claim_intake_files_the_claim_and_updates_the_policy() {
     assert_eq!(
         methods_and_targets(&requests),
         [
+            ("POST", CHAT_COMPLETIONS),
             ("POST", "/claims-api/claims/CLM-2026-004817"),
             ("PUT", "/claims-api/policies/POL-HO-7731902/status"),
         ]
     );
+
+    // The notes reach the model as written: their quotes and ampersand are escaped only by the
+    // JSON encoding of the request.
+    assert_eq!(
+        chat_body(&requests[0]),
+        json!({
+            "model": "sample-model",
+            "messages": [
+                {"role": "system", "content": "You are a claims triage assistant."},
+                {
+                    "role": "user",
+                    "content": "Classify the insurance claim described by these notes.\n\
+                                Notes: Burst supply line under the kitchen sink; water reached the \
+                                basement. Insured says \"no earlier leaks\". Plumber's invoice & \
+                                photos attached."
+                }
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "choice",
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "choice": {"type": "string", "enum": ["auto", "property", "liability", "other"]}
+                        },
+                        "required": ["choice"],
+                        "additionalProperties": false
+                    },
+                    "strict": true
+                }
+            }
+        })
+    );
+
     let bearer = format!("Bearer {CLAIMS_TOKEN}");
-    for request in &requests {
+    for request in &requests[1..] {
         assert_eq!(
             request.header("Authorization"),
             Some(bearer.as_str()),
@@ -263,7 +396,7 @@ fn claim_intake_files_the_claim_and_updates_the_policy() {
         assert_eq!(request.header("X-Request-Id"), Some(EXECUTION_ID), "{request:?}");
     }
 
-    let claim = json_body(&requests[0]);
+    let claim = json_body(&requests[1]);
     assert_eq!(
         claim,
         json!({
@@ -277,33 +410,41 @@ fn claim_intake_files_the_claim_and_updates_the_policy() {
             "currency": "USD",
             "notes": "Burst supply line under the kitchen sink; water reached the basement. \
                       Insured says \"no earlier leaks\". Plumber's invoice & photos attached.",
+            "claimType": "property",
             "executionId": EXECUTION_ID
         })
     );
     // The amount keeps the digits of the entity rather than passing through a float.
     assert!(
-        requests[0].body_text().contains("\"amount\": 18450.75,"),
+        requests[1].body_text().contains("\"amount\": 18450.75,"),
         "{:?}",
-        requests[0]
+        requests[1]
     );
 
-    assert_eq!(requests[1].header("Content-Type"), Some("application/xml"));
+    assert_eq!(requests[2].header("Content-Type"), Some("application/xml"));
     assert_eq!(
-        requests[1].body_text(),
+        requests[2].body_text(),
         "<policyStatus>\n  <policyId>POL-HO-7731902</policyId>\n  <status>CLAIM_OPEN</status>\n  \
          <claimId>CS-400101</claimId>\n  <lossDate>2026-11-28</lossDate>\n</policyStatus>"
     );
 
     let mut expected = read_json(&entity_file("claim_intake"));
+    expected["claim_type"] = json!("property");
     expected["claims_system_id"] = json!("CS-400101");
     assert_eq!(entity, expected);
 }
 
+/// The summary that `samples/server.py` sends for the prior authorization sample's clinical notes,
+/// which is their first sentence.
+const PRIOR_AUTH_SUMMARY: &str =
+    "Six weeks of right knee pain after a twisting injury on a hike, with locking and swelling on stairs.";
+
 #[test]
-fn prior_auth_saves_the_decision_on_the_patient() {
+fn prior_auth_saves_decision_and_notes_summary() {
     let server = TestServer::start(|request| {
         let path = request.target.split('?').next().unwrap_or_default();
         match (request.method.as_str(), path) {
+            ("POST", CHAT_COMPLETIONS) => chat_completion(request, PRIOR_AUTH_SUMMARY),
             ("GET", "/auth-api/auth") => Reply::json(
                 200,
                 json!({
@@ -325,10 +466,13 @@ fn prior_auth_saves_the_decision_on_the_patient() {
     let requests = server.requests();
     assert_eq!(
         methods_and_targets(&requests),
-        [(
-            "GET",
-            "/auth-api/auth?member=XGH884213907&code=73721&npi=1487652093&date=2026-12-15"
-        )]
+        [
+            (
+                "GET",
+                "/auth-api/auth?member=XGH884213907&code=73721&npi=1487652093&date=2026-12-15"
+            ),
+            ("POST", CHAT_COMPLETIONS),
+        ]
     );
     assert_eq!(requests[0].header("Accept"), Some("application/json"));
     assert_eq!(requests[0].header("X-Payer-Id"), Some("60054"));
@@ -336,6 +480,20 @@ fn prior_auth_saves_the_decision_on_the_patient() {
     assert!(requests[0].body.is_empty(), "{:?}", requests[0]);
 
     let mut expected = read_json(&entity_file("prior_auth"));
+    let notes = expected["procedure"]["clinical_notes"]
+        .as_str()
+        .expect("the entity has clinical notes")
+        .to_string();
+    // A text request has no system prompt and no response_format, and it sends the step's `max_tokens`.
+    assert_eq!(
+        chat_body(&requests[1]),
+        json!({
+            "model": "sample-model",
+            "messages": [{"role": "user", "content": format!("Summarise for the care team: {notes}")}],
+            "max_tokens": 300
+        })
+    );
+
     expected["prior_auth"] = json!({
         "requested_at": "2026-12-02T15:40:00Z",
         "status": "approved",
@@ -343,14 +501,30 @@ fn prior_auth_saves_the_decision_on_the_patient() {
         "valid_through": "2027-03-15",
         "trace_id": "trace-5f2c9a"
     });
+    expected["notes_summary"] = json!(PRIOR_AUTH_SUMMARY);
     assert_eq!(entity, expected);
 }
 
+/// Returns the compliance review that `samples/server.py` sends for the loan application sample's
+/// notes.
+fn loan_review() -> Value {
+    json!({
+        "flagged": true,
+        "reasons": [
+            "Income paid in cash is undocumented; verify it before counting it.",
+            "The application leaves out income or debts that the notes mention.",
+            "Another owner of the collateral has to consent to the lien."
+        ],
+        "risk": "high"
+    })
+}
+
 #[test]
-fn loan_application_is_submitted_and_scored() {
+fn loan_application_is_submitted_scored_and_reviewed() {
     let server = TestServer::start(|request| {
         let path = request.target.split('?').next().unwrap_or_default();
         match (request.method.as_str(), path) {
+            ("POST", CHAT_COMPLETIONS) => chat_completion(request, &loan_review().to_string()),
             ("POST", "/los/applications") => Reply::json(
                 201,
                 json!({
@@ -374,6 +548,7 @@ fn loan_application_is_submitted_and_scored() {
         [
             ("POST", "/los/applications"),
             ("GET", "/bureau/score?consent=CNS-7f3a91&reference=LN-5100234"),
+            ("POST", CHAT_COMPLETIONS),
         ]
     );
     assert_eq!(requests[0].header("X-Request-Id"), Some(EXECUTION_ID));
@@ -409,8 +584,40 @@ fn loan_application_is_submitted_and_scored() {
     assert!(requests[1].body.is_empty(), "{:?}", requests[1]);
 
     let mut expected = read_json(&entity_file("loan_application"));
+    let notes = expected["application_notes"]
+        .as_str()
+        .expect("the entity has application notes")
+        .to_string();
+    assert_eq!(
+        chat_body(&requests[2]),
+        json!({
+            "model": "sample-model",
+            "messages": [
+                {"role": "user", "content": format!("Flag potential compliance issues in: {notes}")}
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "answer",
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "flagged": {"type": "boolean"},
+                            "reasons": {"type": "array", "items": {"type": "string"}},
+                            "risk": {"type": "string", "enum": ["low", "medium", "high"]}
+                        },
+                        "required": ["flagged", "reasons", "risk"],
+                        "additionalProperties": false
+                    },
+                    "strict": true
+                }
+            }
+        })
+    );
+
     expected["los"] = json!({"loan_number": "LN-5100234", "status": "submitted"});
     expected["credit_score"] = json!(712);
     expected["credit_score_model"] = json!("FICO Score 8");
+    expected["compliance_review"] = loan_review();
     assert_eq!(entity, expected);
 }

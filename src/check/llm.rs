@@ -266,6 +266,58 @@ impl Checker {
         })
     }
 
+    /// Checks the settings of the providers that `llm` actions use: each
+    /// variable they read must be declared, and each secret they read is
+    /// required like a secret of the workflow.
+    pub(crate) fn check_provider_uses(
+        &mut self,
+        steps: &[crate::program::Step],
+        providers: &[ProviderConfig],
+    ) {
+        for step in steps {
+            for action in &step.actions {
+                let crate::program::Action::Llm(call) = action else {
+                    continue;
+                };
+                let name = match &call.provider {
+                    Some(name) => name.as_str(),
+                    None if providers.len() == 1 => providers[0].name.as_str(),
+                    None => continue,
+                };
+                let Some(provider) = providers.iter().find(|provider| provider.name == name) else {
+                    continue;
+                };
+                let templates = provider.base_url.iter().chain(provider.api_key.iter());
+                for piece in templates.flat_map(|template| template.pieces.iter()) {
+                    let crate::program::Piece::Field {
+                        expr: Expr::Path(path),
+                        ..
+                    } = piece
+                    else {
+                        continue;
+                    };
+                    let Some(PathKey::Field(key)) = path.segments.first().map(|segment| &segment.key) else {
+                        continue;
+                    };
+                    match path.root.text.as_str() {
+                        "vars" if !self.variables.contains_key(key) => self.diagnostics.push(
+                            Diagnostic::error(
+                                Code::UnknownVariable,
+                                format!("provider `{name}` reads `vars.{key}`, which this workflow does not declare"),
+                            )
+                            .with_label(call.span, "this action uses the provider")
+                            .with_help(format!("declare it with `let {key} = \"...\"`")),
+                        ),
+                        "secret" if !self.program_secrets.iter().any(|(known, _)| known == key) => {
+                            self.program_secrets.push((key.clone(), call.span));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
     fn check_provider_name(&mut self, name: &str, span: Span, known: &[String]) {
         if known.iter().any(|known| known == name) {
             return;

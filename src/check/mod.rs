@@ -160,6 +160,8 @@ pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec
         );
     }
 
+    checker.check_provider_uses(&steps, &providers);
+
     let program = Program {
         name,
         variables,

@@ -78,7 +78,12 @@ pub fn resolve_provider(
     };
     let scope = execution.scope();
     let render = |template: &crate::program::Compiled| {
-        render::render(template, &scope).map_err(|error| format!("provider `{name}`: {error:?}"))
+        render::render(template, &scope).map_err(|error| match error {
+            render::RenderError::Missing { full, .. } => {
+                format!("provider `{name}` uses `{full}`, which has no value")
+            }
+            render::RenderError::Helper { message, .. } => format!("provider `{name}`: {message}"),
+        })
     };
     let config = program.providers.iter().find(|provider| provider.name == name);
     let kind = match config {
