@@ -245,6 +245,9 @@ pub struct Settings {
     pub max_wait: Duration,
     pub retry_server_errors: bool,
     pub retry_connection_errors: bool,
+    /// Also retry exchanges that broke after the request was sent, which is
+    /// safe only for requests that change nothing, such as model calls.
+    pub retry_interrupted: bool,
     pub follow_redirects: bool,
     /// Send an `Idempotency-Key` header with POST and PATCH requests.
     pub idempotency_key: bool,
@@ -259,6 +262,7 @@ impl Default for Settings {
             max_wait: Duration::from_secs(120),
             retry_server_errors: false,
             retry_connection_errors: false,
+            retry_interrupted: false,
             follow_redirects: true,
             idempotency_key: true,
             llm: LlmParams {

@@ -72,6 +72,16 @@ pub fn load_providers(folder: &Path) -> Result<Vec<ProviderConfig>, Diagnostic> 
                 ),
             ));
         }
+        if entry
+            .api_key
+            .as_deref()
+            .is_some_and(|key| key.contains("<<") && !key.trim_start().starts_with("<<secret."))
+        {
+            return Err(invalid(
+                &path,
+                &format!("provider `{name}` has an API key that is not `<<secret.NAME>>`"),
+            ));
+        }
         let template = |value: Option<String>, what: &str| -> Result<Option<Compiled>, Diagnostic> {
             value
                 .map(|text| {

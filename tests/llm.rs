@@ -453,3 +453,134 @@ fn flowrun_toml_providers_are_checked_where_used() {
     assert_eq!(code, 2);
     assert!(stderr.contains("has an API key in plain text"), "{stderr}");
 }
+
+#[test]
+fn repair_round_is_recorded_in_the_store() {
+    let server = TestServer::scripted(vec![
+        completion("{\"choice\": \"marine\"}", "stop"),
+        completion("{\"choice\": \"auto\"}", "stop"),
+    ]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("llm.flow", CLASSIFY);
+    let entity = workspace.file("entity.json", r#"{"adjuster_notes": "n"}"#);
+    let store = workspace.dir.path().join("store.db");
+    let base = format!("{}/v1", server.url());
+    let (code, stdout, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entity",
+            path_str(&entity),
+            "--store",
+            path_str(&store),
+        ])
+        .env("OPENAI_BASE_URL", &base)
+        .env("FLOWRUN_OPENAI_MODEL", "fake-model"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["claim_type"],
+        "auto"
+    );
+}
+
+#[test]
+fn dry_run_reports_an_unrenderable_prompt() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "llm.flow",
+        "step \"T\" {\n  llm prompt \"x=<<entity.nope>>\"\n  -> entity.t\n}\nstep \"U\" {\n  http GET \"http://127.0.0.1:9/<<entity.t>>\"\n}\n",
+    );
+    let (code, stdout, stderr) =
+        output(flowrun(&["run", path_str(&flow), "--dry-run"]).env("FLOWRUN_OPENAI_MODEL", "fake-model"));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stdout.contains("# step \"T\"\n# not rendered: merge field `entity.nope`"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn api_key_must_be_a_secret() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "llm.flow",
+        "let k = \"sk-plain\"\nprovider p {\n  api_key \"<<vars.k>>\"\n}\nstep \"S\" {\n  llm provider \"p\" prompt \"hi\"\n}\n",
+    );
+    let (code, _, stderr) = output(&mut flowrun(&["check", path_str(&flow)]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("an API key may use only `<<secret.NAME>>`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secrets_in_answers_are_masked() {
+    let server = TestServer::scripted(vec![completion("Your key is sk-test-key-123.", "stop")]);
+    let source = "step \"S\" {\n  llm prompt \"Echo\"\n  -> entity.echo\n}\n";
+    let (code, entity, stderr) = run(source, &server, "{}");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["echo"], "Your key is ***.");
+}
+
+#[test]
+fn fallback_models_may_contain_slashes() {
+    let server = TestServer::start(|request| {
+        let body: Value = serde_json::from_str(request.body_text()).unwrap();
+        if body["model"] == "meta-llama/Llama-3-8b" {
+            completion("From the fallback.", "stop")
+        } else {
+            Reply::status(400)
+        }
+    });
+    let source = "step \"S\" {\n  llm model \"first\" prompt \"hi\"\n  fallback [\"meta-llama/Llama-3-8b\"]\n  -> entity.x\n}\n";
+    let (code, entity, stderr) = run(source, &server, "{}");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["x"], "From the fallback.");
+}
+
+#[test]
+fn base_url_query_stays_after_the_path() {
+    let server = TestServer::scripted(vec![completion("ok", "stop")]);
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "llm.flow",
+        "step \"S\" {\n  llm prompt \"hi\"\n  -> entity.x\n}\n",
+    );
+    let base = format!("{}/openai/deployments/d1?api-version=2024-06-01", server.url());
+    let (code, _, stderr) = output(
+        flowrun(&["run", path_str(&flow), "--no-store"])
+            .env("OPENAI_BASE_URL", &base)
+            .env("FLOWRUN_OPENAI_MODEL", "fake-model"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        server.requests()[0].target,
+        "/openai/deployments/d1/chat/completions?api-version=2024-06-01"
+    );
+}
+
+#[test]
+fn empty_answer_is_an_error() {
+    let server = TestServer::scripted(vec![Reply::json(
+        200,
+        json!({"model": "fake-model", "choices": [{"index": 0, "message": {"role": "assistant", "content": null}, "finish_reason": "stop"}]}),
+    )]);
+    let source = "step \"S\" {\n  llm prompt \"hi\"\n  -> entity.x\n}\n";
+    let (code, entity, stderr) = run(source, &server, "{}");
+    assert_eq!(code, 3);
+    assert_eq!(entity, json!({}));
+    assert!(stderr.contains("flow::run::llm_failed"), "{stderr}");
+    assert!(stderr.contains("returned an empty answer"), "{stderr}");
+}
+
+#[test]
+fn broken_exchanges_are_retried_for_model_calls() {
+    let server = TestServer::scripted(vec![Reply::close(), completion("ok", "stop")]);
+    let source = "step \"S\" {\n  llm prompt \"hi\"\n  -> entity.x\n  max_wait 2s\n}\n";
+    let (code, entity, stderr) = run(source, &server, "{}");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["x"], "ok");
+    assert_eq!(server.request_count(), 2);
+}

@@ -75,6 +75,17 @@ impl Checker {
                             );
                             continue;
                         }
+                        let only_secrets = value.template.fields().all(|field| {
+                            matches!(&field.expr, Expr::Path(path) if path.root.text == "secret")
+                        });
+                        if !only_secrets {
+                            self.diagnostics.push(
+                                Diagnostic::error(Code::InvalidProvider, "an API key may use only `<<secret.NAME>>`")
+                                    .with_label(value.span, "not a secret")
+                                    .with_help("write `api_key \"<<secret.NAME>>\"`, so that flowrun hides the key in everything it prints"),
+                            );
+                            continue;
+                        }
                         config.api_key = Some(self.provider_template(value));
                     }
                     ("model", ProviderValue::String(value)) => match value.as_plain() {

@@ -33,9 +33,16 @@ const STRUCTURED_TOOL_DESCRIPTION: &str =
 /// A base URL that already ends in `/v1`, as OpenAI-style configurations
 /// write it, gets no second `/v1`.
 pub fn endpoint(base_url: &str) -> String {
-    let base = base_url.trim_end_matches('/');
+    let (base, query) = match base_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (base_url, None),
+    };
+    let base = base.trim_end_matches('/');
     let base = base.strip_suffix("/v1").unwrap_or(base);
-    format!("{base}/v1/messages")
+    match query {
+        Some(query) => format!("{base}/v1/messages?{query}"),
+        None => format!("{base}/v1/messages"),
+    }
 }
 
 /// Builds the request headers other than `Content-Type`.

@@ -20,7 +20,16 @@ const PROTOCOL: &str = "OpenAI chat completions";
 /// Builds the chat completions URL from a base URL that already contains the
 /// API version path, such as `https://api.openai.com/v1`.
 pub fn endpoint(base_url: &str) -> String {
-    format!("{}/chat/completions", base_url.trim_end_matches('/'))
+    // A query, such as Azure OpenAI's `api-version`, stays after the path.
+    let (base, query) = match base_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (base_url, None),
+    };
+    let path = format!("{}/chat/completions", base.trim_end_matches('/'));
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
 }
 
 /// Builds the request headers other than `Content-Type`.

@@ -143,7 +143,9 @@ fn type_schema(ty: &FieldType) -> Map<String, Value> {
 
 /// Widens a schema to admit null, in the forms listed on [`object_schema`].
 fn admit_null(mut schema: Map<String, Value>) -> Map<String, Value> {
-    if schema.get("type") == Some(&json!("object")) {
+    // A `format` applies to strings only, so a nullable date is a choice of
+    // two schemas rather than a list of types.
+    if schema.get("type") == Some(&json!("object")) || schema.contains_key("format") {
         let mut wrapper = Map::new();
         wrapper.insert("anyOf".to_string(), json!([schema, {"type": "null"}]));
         return wrapper;
@@ -551,7 +553,7 @@ pub fn match_choice(answer: &str, choices: &[String]) -> Option<String> {
         .cloned()
 }
 
-/// Finds the member that `candidate` names, preferring an exact match to one that ignores ASCII case,
+/// Finds the member that `candidate` names, preferring an exact match to one that ignores case,
 /// so that members that differ only in case stay distinguishable.
 fn find_member<'a>(candidate: &str, members: &'a [String]) -> Option<&'a String> {
     let candidate = candidate.trim();
@@ -561,7 +563,7 @@ fn find_member<'a>(candidate: &str, members: &'a [String]) -> Option<&'a String>
         .or_else(|| {
             members
                 .iter()
-                .find(|member| member.eq_ignore_ascii_case(candidate))
+                .find(|member| member.to_lowercase() == candidate.to_lowercase())
         })
 }
 
@@ -749,7 +751,7 @@ mod tests {
                 "amount": {"type": ["number", "null"]},
                 "count": {"type": ["integer", "null"]},
                 "flagged": {"type": ["boolean", "null"]},
-                "due": {"type": ["string", "null"], "format": "date", "description": "ISO 8601 date, YYYY-MM-DD"},
+                "due": {"anyOf": [{"type": "string", "format": "date", "description": "ISO 8601 date, YYYY-MM-DD"}, {"type": "null"}]},
                 "risk": {"type": ["string", "null"], "enum": ["low", "medium", "high", null], "description": "How risky."},
                 "tags": {"type": ["array", "null"], "items": {"type": "string"}},
                 "address": {
@@ -797,7 +799,7 @@ mod tests {
                         "type": "object",
                         "properties": {
                             "name": {"type": "string"},
-                            "when": {"type": ["string", "null"], "format": "date", "description": "ISO 8601 date, YYYY-MM-DD"},
+                            "when": {"anyOf": [{"type": "string", "format": "date", "description": "ISO 8601 date, YYYY-MM-DD"}, {"type": "null"}]},
                         },
                         "required": ["name", "when"],
                         "additionalProperties": false,

@@ -104,7 +104,14 @@ pub async fn send(
         &http.manual
     };
     let mut waited = Duration::ZERO;
-    let mut number = 0u32;
+    // Numbering goes on from earlier sends of the same action, such as a
+    // model call's repair round or fallback, so every attempt has its own number.
+    let mut number = attempts
+        .iter()
+        .filter(|attempt| attempt.action == context.action)
+        .map(|attempt| attempt.number)
+        .max()
+        .unwrap_or(0);
     loop {
         number += 1;
         let started = Instant::now();
@@ -174,6 +181,9 @@ pub async fn send(
                 backoff(number, settings.max_wait)
             }
             Err(Failure::Connection(_)) if settings.retry_connection_errors && retries_left => {
+                backoff(number, settings.max_wait)
+            }
+            Err(Failure::Interrupted(_)) if settings.retry_interrupted && retries_left => {
                 backoff(number, settings.max_wait)
             }
             _ => {

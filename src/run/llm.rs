@@ -152,22 +152,43 @@ pub(crate) async fn run(
             .with_label(call.span, "this llm action")
             .with_help(help.to_string())
     };
-    let scope = execution.scope();
-    let prompt = render::render(&call.prompt, &scope)
-        .map_err(|error| render_diagnostic(&error, context.lines, &execution.redactor))?;
-    let system = match &call.system {
-        Some(template) => Some(
-            render::render(template, &scope)
-                .map_err(|error| render_diagnostic(&error, context.lines, &execution.redactor))?,
-        ),
-        None => None,
+    let rendered_prompt = render_prompts(call, execution, context.lines);
+    let (prompt, system) = match rendered_prompt {
+        Ok(rendered) => rendered,
+        Err(diagnostic) => {
+            if context.dry_run {
+                dry_run.push(RenderedRequest {
+                    step: context.step.name.clone(),
+                    method: "POST".to_string(),
+                    url: String::new(),
+                    headers: Vec::new(),
+                    body: None,
+                    error: Some(diagnostic.message.clone()),
+                });
+                write_placeholder(call, execution);
+            }
+            return Err(diagnostic);
+        }
     };
 
+    // A fallback `PROVIDER/MODEL` names a provider only when the part before
+    // the slash is one; model names such as `meta-llama/Llama-3-8b` have
+    // slashes of their own.
+    let known_provider = |name: &str| {
+        crate::check::BUILT_IN_PROVIDERS.contains(&name)
+            || context
+                .program
+                .providers
+                .iter()
+                .any(|provider| provider.name == name)
+    };
     let mut candidates = vec![(call.provider.clone(), call.model.clone())];
     for entry in &call.fallback {
         match entry.split_once('/') {
-            Some((provider, model)) => candidates.push((Some(provider.to_string()), Some(model.to_string()))),
-            None => candidates.push((call.provider.clone(), Some(entry.clone()))),
+            Some((provider, model)) if known_provider(provider) => {
+                candidates.push((Some(provider.to_string()), Some(model.to_string())))
+            }
+            _ => candidates.push((call.provider.clone(), Some(entry.clone()))),
         }
     }
 
@@ -236,14 +257,16 @@ pub(crate) async fn run(
             }
         };
         check_finish(&completion, call)?;
+        // A secret the model repeats must not reach the entity or the store.
+        let answer_text = execution.redactor.redact(&completion.text);
 
-        let answer = match interpret(&call.output, &completion.text) {
+        let answer = match interpret(&call.output, &answer_text) {
             Ok(answer) => answer,
             Err(problem) if params.repair && call.output != LlmOutput::Text => {
                 warn!(step = %context.step.name, "the answer is invalid ({problem}); asking the model to repair it");
                 request.messages.push(Message {
                     role: Role::Assistant,
-                    content: completion.text.clone(),
+                    content: shorten(&answer_text),
                 });
                 request.messages.push(Message {
                     role: Role::User,
@@ -253,7 +276,7 @@ pub(crate) async fn run(
                 });
                 let repaired = complete(&provider, &request, context, execution, attempts, usage).await?;
                 check_finish(&repaired, call)?;
-                interpret(&call.output, &repaired.text).map_err(|problem| {
+                interpret(&call.output, &execution.redactor.redact(&repaired.text)).map_err(|problem| {
                     fail(
                         Code::LlmInvalidOutput,
                         format!(
@@ -288,6 +311,37 @@ pub(crate) async fn run(
     }))
 }
 
+/// Renders the prompt and the system prompt of a call.
+fn render_prompts(
+    call: &LlmCall,
+    execution: &Execution,
+    lines: &LineIndex<'_>,
+) -> Result<(String, Option<String>), Diagnostic> {
+    let scope = execution.scope();
+    let render = |template| {
+        render::render(template, &scope)
+            .map_err(|error| render_diagnostic(&error, lines, &execution.redactor))
+    };
+    let prompt = render(&call.prompt)?;
+    let system = call.system.as_ref().map(render).transpose()?;
+    Ok((prompt, system))
+}
+
+/// The longest part of a model's answer that messages and repair requests
+/// repeat, so that a huge invalid answer is not echoed in full.
+const ECHO_LIMIT: usize = 2_000;
+
+fn shorten(text: &str) -> String {
+    if text.len() <= ECHO_LIMIT {
+        return text.to_string();
+    }
+    let mut end = ECHO_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 fn check_finish(completion: &Completion, call: &LlmCall) -> Result<(), Diagnostic> {
     let fail = |code: Code, message: String, help: &str| {
         Err(Diagnostic::error(code, message)
@@ -320,6 +374,14 @@ fn check_finish(completion: &Completion, call: &LlmCall) -> Result<(), Diagnosti
             ),
             "rephrase the prompt, or handle the refusal with the step's `on error` line",
         ),
+        FinishReason::Stop | FinishReason::Other if completion.text.trim().is_empty() => fail(
+            Code::LlmFailed,
+            format!(
+                "model `{}` returned an empty answer (finish reason `{}`); nothing was written",
+                completion.model, completion.finish_raw
+            ),
+            "check the model and the prompt; an empty answer often means the model refused or was cut short",
+        ),
         FinishReason::Stop | FinishReason::Other => Ok(()),
     }
 }
@@ -343,7 +405,11 @@ fn interpret(output: &LlmOutput, text: &str) -> Result<Value, String> {
                 .map(Value::String)
                 .ok_or_else(|| {
                     let allowed: Vec<String> = choices.iter().map(|choice| format!("\"{choice}\"")).collect();
-                    format!("\"{}\" is not one of {}", answer.trim(), allowed.join(", "))
+                    format!(
+                        "\"{}\" is not one of {}",
+                        shorten(answer.trim()),
+                        allowed.join(", ")
+                    )
                 })
         }
         LlmOutput::Schema(fields) => {
@@ -379,12 +445,19 @@ fn write_answer(call: &LlmCall, answer: Value, execution: &mut Execution) -> Res
     }
 }
 
-/// In a dry run, later steps may read the answer: they see a placeholder.
+/// In a dry run, later steps may read the answer: they see a placeholder,
+/// with one member per declared field for a schema answer.
 fn write_placeholder(call: &LlmCall, execution: &mut Execution) {
-    let placeholder = Value::String("<llm answer>".to_string());
-    if let Some(LlmTarget::EntityMembers) = &call.target {
-        return;
-    }
+    let text = Value::String("<llm answer>".to_string());
+    let placeholder = match &call.output {
+        LlmOutput::Schema(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|field| (field.name.clone(), text.clone()))
+                .collect(),
+        ),
+        LlmOutput::Text | LlmOutput::Choices(_) => text,
+    };
     let _ = write_answer(call, placeholder, execution);
 }
 
@@ -452,6 +525,7 @@ async fn complete(
     let settings = Settings {
         retry_server_errors: true,
         retry_connection_errors: true,
+        retry_interrupted: true,
         ..context.step.settings.clone()
     };
     let redact = |text: &str| execution.redactor.redact(text);
