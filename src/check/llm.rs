@@ -11,7 +11,7 @@ use crate::syntax::ast::{
 };
 use crate::syntax::template;
 
-/// Providers every workflow knows: configured from environment variables.
+/// Providers available to every workflow, configured from environment variables.
 pub const BUILT_IN_PROVIDERS: [&str; 2] = ["openai", "anthropic"];
 
 const PROVIDER_KEYS: [&str; 4] = ["kind", "base_url", "api_key", "model"];
@@ -110,7 +110,7 @@ impl Checker {
         providers
     }
 
-    /// A provider's URL or key: it may use variables and secrets only.
+    /// Compiles a provider's URL or key, which may use variables and secrets only.
     fn provider_template(&mut self, value: &StringLit) -> Compiled {
         for field in value.template.fields() {
             if let Expr::Path(path) = &field.expr {

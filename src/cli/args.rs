@@ -29,7 +29,7 @@ pub enum Command {
     Runs(RunsArgs),
 }
 
-/// Where the execution store is.
+/// The location of the execution store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// The SQLite file of the execution store. Default: FLOWRUN_STORE, or
@@ -39,7 +39,7 @@ pub struct StoreArgs {
     pub store: Option<PathBuf>,
 }
 
-/// Where notifications go besides standard error.
+/// Notification channels besides standard error.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NotifyArgs {
     /// Append each notification as a JSON line to this file.

@@ -1,4 +1,4 @@
-//! Writes a value where a merge field stands, in the encoding of that place.
+//! Writes a value in place of a merge field, in the encoding of that place.
 
 use std::fmt::Write as _;
 

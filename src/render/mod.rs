@@ -26,7 +26,7 @@ pub struct Scope<'a> {
     pub mask_secrets: bool,
 }
 
-/// Why a template could not be rendered.
+/// The reason a template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenderError {
     /// A path that does not exist. `path` is the part that was found plus the

@@ -6,7 +6,7 @@ use crate::render::RenderError;
 use crate::run::http::{self, describe, format_duration, Exchange, Failure, Outgoing};
 use crate::run::redact::Redactor;
 
-/// The diagnostic for a merge field that could not be rendered.
+/// Builds the diagnostic for a merge field that could not be rendered.
 pub fn render_diagnostic(error: &RenderError, lines: &LineIndex<'_>, redactor: &Redactor) -> Diagnostic {
     let span = error.span();
     let (line, column) = lines.line_col(span.start);
@@ -47,7 +47,7 @@ pub(crate) fn failure_diagnostic(
     failure_diagnostic_for(failure, outgoing, request.span, redactor)
 }
 
-/// The diagnostic of a failed exchange, labelled at `span`.
+/// Builds the diagnostic of a failed exchange, labelled at `span`.
 pub(crate) fn failure_diagnostic_for(
     failure: &Failure,
     outgoing: &Outgoing,
@@ -119,7 +119,7 @@ fn status_failure(target: &str, exchange: &Exchange, redactor: &Redactor) -> (Co
     (Code::HttpStatus, message, help.to_string())
 }
 
-/// The first `max` bytes of a body as text, cut on a UTF-8 boundary.
+/// Returns the first `max` bytes of a body as text, cut on a UTF-8 boundary.
 pub fn body_excerpt(body: &[u8], max: usize) -> String {
     let cut = &body[..body.len().min(max)];
     match std::str::from_utf8(cut) {

@@ -78,11 +78,11 @@ pub enum Failure {
     BodyTooLarge,
 }
 
-/// What a request needs from the step that sends it.
+/// The parts of a step that sending one request uses.
 pub struct Context<'a> {
     /// The step's name, for log events.
     pub step: &'a str,
-    /// Which action of the step sends the request, from 0.
+    /// The position of the sending action in its step, from 0.
     pub action: usize,
     pub sleeper: &'a dyn Sleeper,
     /// Hides secrets in the messages that attempts record.
@@ -272,7 +272,7 @@ fn error_chain(error: &reqwest::Error) -> String {
     }
 }
 
-/// A one-line description of a failure, for reports.
+/// Describes a failure in one line, for reports.
 pub fn describe(failure: &Failure) -> String {
     match failure {
         Failure::Status(exchange) => format!("status {}", exchange.status),

@@ -44,7 +44,7 @@ pub struct Provider {
     pub model: Option<String>,
 }
 
-/// What one call to a model needs from the step that makes it.
+/// The parts of a step that one model call uses.
 pub(crate) struct CallContext<'a> {
     pub program: &'a Program,
     pub step: &'a Step,
@@ -578,7 +578,7 @@ impl CallContext<'_> {
     }
 }
 
-/// The environment variables that configure providers, from the process.
+/// Collects the environment variables that configure providers.
 pub fn provider_env(variables: impl IntoIterator<Item = (String, String)>) -> HashMap<String, String> {
     variables
         .into_iter()

@@ -188,7 +188,7 @@ pub(crate) fn build(
     })
 }
 
-/// Whether the path of a URL has a `.` or `..` segment, written plainly or
+/// Returns whether the path of a URL has a `.` or `..` segment, written plainly or
 /// percent-encoded, which URL parsers resolve by removing path segments.
 pub(crate) fn has_dot_segment(url: &str) -> bool {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);

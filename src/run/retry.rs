@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
-/// What a `Retry-After` header asks for.
+/// The wait a `Retry-After` header requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryAfter {
     /// Wait this long; zero for a date in the past.
@@ -37,7 +37,7 @@ pub fn backoff_cap(retry: u32, max_wait: Duration) -> Duration {
     Duration::from_secs(1u64 << exponent).min(max_wait)
 }
 
-/// A backoff wait with full jitter: uniform between zero and the cap.
+/// Draws a backoff wait with full jitter: uniform between zero and the cap.
 pub fn backoff(retry: u32, max_wait: Duration) -> Duration {
     let cap = backoff_cap(retry, max_wait);
     let millis = cap.as_millis() as u64;
