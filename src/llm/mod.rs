@@ -105,3 +105,27 @@ pub struct ProtocolError {
     pub protocol: &'static str,
     pub reason: String,
 }
+
+/// Reads a response body as a JSON object into `T`. The body is checked to
+/// be an object first, because serde would also accept a JSON array for a
+/// struct and read it member by member in order.
+pub(crate) fn read_object<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    protocol: &'static str,
+) -> Result<T, ProtocolError> {
+    let error = |reason: String| ProtocolError { protocol, reason };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|cause| error(format!("the body is not valid JSON: {cause}")))?;
+    let kind = match &value {
+        Value::Object(_) => None,
+        Value::Null => Some("null"),
+        Value::Bool(_) => Some("boolean"),
+        Value::Number(_) => Some("number"),
+        Value::String(_) => Some("string"),
+        Value::Array(_) => Some("array"),
+    };
+    if let Some(kind) = kind {
+        return Err(error(format!("the body is a JSON {kind}, not an object")));
+    }
+    serde_json::from_value(value).map_err(|cause| error(format!("the body has an unexpected shape: {cause}")))
+}

@@ -107,7 +107,7 @@ pub fn request_body(request: &ChatRequest) -> Value {
 /// Returns a [`ProtocolError`] when the body is not JSON, has an unexpected
 /// shape, is an error object, or has no choice with a message.
 pub fn parse_response(body: &[u8]) -> Result<Completion, ProtocolError> {
-    let response = read_object(body)?;
+    let response: ResponseBody = super::read_object(body, PROTOCOL)?;
 
     // OpenAI sends errors with a 4xx or 5xx status. This check keeps an error
     // object that a compatible server or proxy sends with a 2xx status from
@@ -171,33 +171,6 @@ fn protocol_error(reason: String) -> ProtocolError {
     ProtocolError {
         protocol: PROTOCOL,
         reason,
-    }
-}
-
-/// Reads the body as a JSON object into a [`ResponseBody`]. The body is
-/// checked to be an object first, because serde would also accept a JSON
-/// array for a struct and read it member by member in order.
-fn read_object(body: &[u8]) -> Result<ResponseBody, ProtocolError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| protocol_error(format!("the body is not valid JSON: {error}")))?;
-    if !value.is_object() {
-        return Err(protocol_error(format!(
-            "the body is a JSON {}, not an object",
-            json_type_name(&value)
-        )));
-    }
-    serde_json::from_value(value)
-        .map_err(|error| protocol_error(format!("the body has an unexpected shape: {error}")))
-}
-
-fn json_type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 
