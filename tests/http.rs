@@ -765,3 +765,12 @@ async fn failed_save_leaves_the_entity_unchanged() {
     assert_eq!(failure_code(&run.report), Some(Code::SaveFailed));
     assert_eq!(run.report.entity, json!({"a": 1}));
 }
+
+#[tokio::test]
+async fn saved_values_never_hold_secrets() {
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"echo": "token s3cr3t-value here"}))]);
+    let source = "step \"Echo\" {\n  http GET \"{base}/x?t=<<secret.KEY>>\"\n  save response.json.echo -> entity.echo\n}\n";
+    let run = run_with_secrets(source, &server, json!({}), &[("KEY", "s3cr3t-value")]).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    assert_eq!(run.report.entity, json!({"echo": "token *** here"}));
+}

@@ -67,22 +67,27 @@ impl Execution {
     pub fn stored_vars(&self) -> Map<String, Value> {
         self.vars
             .iter()
-            .map(|(name, value)| {
-                let redacted = match value {
-                    Value::String(text) => Value::String(self.redactor.redact(text)),
-                    other => {
-                        let text = other.to_string();
-                        let hidden = self.redactor.redact(&text);
-                        if hidden == text {
-                            other.clone()
-                        } else {
-                            serde_json::from_str(&hidden).unwrap_or(Value::String(hidden))
-                        }
-                    }
-                };
-                (name.clone(), redacted)
-            })
+            .map(|(name, value)| (name.clone(), self.redact_value(value.clone())))
             .collect()
+    }
+
+    /// Replaces every secret value inside `value` with `***`.
+    pub fn redact_value(&self, value: Value) -> Value {
+        if self.redactor.is_empty() {
+            return value;
+        }
+        match value {
+            Value::String(text) => Value::String(self.redactor.redact(&text)),
+            other => {
+                let text = other.to_string();
+                let hidden = self.redactor.redact(&text);
+                if hidden == text {
+                    other
+                } else {
+                    serde_json::from_str(&hidden).unwrap_or(Value::String(hidden))
+                }
+            }
+        }
     }
 
     fn scope(&self) -> Scope<'_> {

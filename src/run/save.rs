@@ -22,6 +22,9 @@ pub(crate) fn apply_all(
     let mut vars = execution.vars.clone();
     for save in &request.saves {
         let value = read(save, exchange, &mut parsed_body).map_err(|message| failed(save, message))?;
+        // A server that echoes a secret must not put it in the entity, which
+        // flowrun prints and stores.
+        let value = execution.redact_value(value);
         match &save.target {
             SaveTarget::Variable(name) => {
                 vars.insert(name.clone(), value);
