@@ -774,3 +774,15 @@ async fn saved_values_never_hold_secrets() {
     assert_eq!(run.report.outcome, Outcome::Succeeded);
     assert_eq!(run.report.entity, json!({"echo": "token *** here"}));
 }
+
+#[tokio::test]
+async fn url_variables_encode_entity_values() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let source = "let u = \"{base}/e/<<entity.id>>\"\nhttp GET \"<<vars.u>>/tail\"\n";
+    let run = run_flow(source, &server, json!({"id": "a b/c?admin=1#frag"})).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    assert_eq!(
+        only_request(&server).target,
+        "/e/a%20b%2Fc%3Fadmin%3D1%23frag/tail"
+    );
+}

@@ -192,6 +192,10 @@ impl Checker {
     fn variable(&mut self, decl: &ast::Let) -> Option<Variable> {
         let name = &decl.name.text;
         let value = decl.value.as_ref().map(|value| match value {
+            // A variable that holds a URL is compiled as one, so that entity
+            // values in its path and query are percent-encoded like those of
+            // a URL written in the request itself.
+            LetValue::String(lit) if is_url_template(&lit.template) => VariableValue::Template(self.url(lit)),
             LetValue::String(lit) => VariableValue::Template(self.compile(&lit.template, |_| Encoding::Raw)),
             LetValue::Number(text, _) => VariableValue::Literal(
                 serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone())),
@@ -497,6 +501,17 @@ impl Checker {
             });
         }
         headers
+    }
+}
+
+/// Whether a template starts with `http://` or `https://`.
+fn is_url_template(template: &ast::Template) -> bool {
+    match template.segments.first() {
+        Some(ast::Segment::Text(part)) => {
+            let lower = part.text.to_ascii_lowercase();
+            lower.starts_with("http://") || lower.starts_with("https://")
+        }
+        _ => false,
     }
 }
 

@@ -42,9 +42,14 @@ impl Redactor {
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();
         for needle in &self.needles {
-            if text.contains(needle.as_str()) {
-                text = text.replace(needle.as_str(), MASK);
+            if !text.contains(needle.as_str()) {
+                continue;
             }
+            text = if needle.chars().count() < SHORT_SECRET {
+                replace_whole_words(&text, needle)
+            } else {
+                text.replace(needle.as_str(), MASK)
+            };
         }
         text
     }
@@ -87,6 +92,37 @@ fn ascii_json(content: &str) -> String {
     out
 }
 
+/// Secrets shorter than this many characters are hidden only where they
+/// stand alone, between characters that are not letters or digits. Hiding
+/// every occurrence of a one-letter secret would garble every message,
+/// stored history included, while hiding none would print it.
+const SHORT_SECRET: usize = 4;
+
+/// Replaces the occurrences of `needle` that no letter or digit touches.
+fn replace_whole_words(text: &str, needle: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut before: Option<char> = None;
+    while let Some(index) = rest.find(needle) {
+        let previous = rest[..index]
+            .chars()
+            .next_back()
+            .or(if index == 0 { before } else { None });
+        let next = rest[index + needle.len()..].chars().next();
+        let touches = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        out.push_str(&rest[..index]);
+        if touches(previous) || touches(next) {
+            out.push_str(needle);
+        } else {
+            out.push_str(MASK);
+        }
+        before = needle.chars().next_back();
+        rest = &rest[index + needle.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Lowercases the hex digits of percent-escapes: `%2F` becomes `%2f`.
 fn lowercase_hex(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -112,6 +148,17 @@ mod tests {
         assert_eq!(redactor.redact(r#"{"t":"p@ss w\"rd"}"#), r#"{"t":"***"}"#);
         assert_eq!(redactor.redact("p@ss w&quot;rd"), "***");
         assert_eq!(redactor.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn short_secrets_are_hidden_where_they_stand_alone() {
+        let redactor = Redactor::new(["t1"]);
+        assert_eq!(
+            redactor.redact("http://x.test/?k=t1&t1x=2"),
+            "http://x.test/?k=***&t1x=2"
+        );
+        assert_eq!(redactor.redact("t1"), "***");
+        assert_eq!(redactor.redact("start t1 t1"), "start *** ***");
     }
 
     #[test]
