@@ -200,7 +200,7 @@ pub fn parse_var(text: &str) -> Result<(String, String), Diagnostic> {
             Code::InvalidVar,
             format!("invalid --var `{text}`: expected NAME=VALUE"),
         )
-        .with_help("write it as --var claims_api=http://127.0.0.1:8080/api")),
+        .with_help(format!("write it as --var {text}=VALUE"))),
     }
 }
 

@@ -25,7 +25,7 @@ pub fn did_you_mean(word: &str, candidates: &[&str], plural: &str) -> String {
     match suggest(word, candidates.iter().copied()) {
         Some(candidate) => format!("did you mean `{candidate}`?"),
         None if candidates.is_empty() => format!("no {plural} are declared"),
-        None => format!("valid {plural}: {}", quote_list(candidates)),
+        None => format!("valid {plural}: {}.", quote_list(candidates)),
     }
 }
 

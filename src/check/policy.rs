@@ -52,7 +52,7 @@ impl Checker {
                     Diagnostic::error(Code::UnknownSetting, format!("unknown workflow setting `{name}`"))
                         .with_label(setting.name.span, "not a setting")
                         .with_help(format!(
-                            "{} Lines outside steps start with `workflow`, `let`, `step`, `http`, `on error` or `notify webhook`.",
+                            "{} Lines outside steps start with `workflow`, `let`, `step`, `http`, `provider`, `on error` or `notify webhook`.",
                             did_you_mean(name, &SETTINGS, "settings")
                         )),
                 ),

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "flowrun",
     version,
     about = "Check and run .flow workflows against one record",
-    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input, 3 the execution paused."
+    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input, 3 the execution paused, 4 standard output could not be written."
 )]
 pub struct Cli {
     #[command(subcommand)]

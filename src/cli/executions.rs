@@ -215,7 +215,10 @@ fn no_store(path: &Path) -> Diagnostic {
         Code::StoreUnavailable,
         format!("no execution store at `{}`", path.display()),
     )
-    .with_help("run a workflow first, or point to its store with --store PATH or FLOWRUN_STORE")
+    .with_help(
+        "`flowrun run` keeps its store beside the workflow, in FOLDER/.flowrun/flowrun.db: \
+         pass that path with --store, or set FLOWRUN_STORE",
+    )
 }
 
 /// Finds where a resume continues: the step that stopped the execution,

@@ -302,7 +302,7 @@ pub fn format_duration(duration: Duration) -> String {
         return format!("{millis}ms");
     }
     let seconds = duration.as_secs();
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         return format!("{:.1}s", duration.as_secs_f64());
     }
     match (seconds / 3600, seconds % 3600 / 60, seconds % 60) {

@@ -219,7 +219,7 @@ pub(crate) async fn run(
             return Err(fail(
                 Code::LlmFailed,
                 format!("no model is set for provider `{}`", provider.name),
-                "write `llm model \"NAME\" prompt ...`, set `model` in the provider, or set FLOWRUN_LLM_MODEL",
+                "write `llm model \"NAME\" prompt ...`, set `model` in the provider, or set FLOWRUN_OPENAI_MODEL, FLOWRUN_ANTHROPIC_MODEL or FLOWRUN_LLM_MODEL",
             ));
         };
         let mut request = ChatRequest {
