@@ -74,6 +74,7 @@ pub fn check_source(text: &str, path: &Path) -> Checked {
 
 fn check_command(args: CheckArgs) -> u8 {
     let mut any_error = false;
+    let mut problems = 0;
     let mut json_reports = Vec::new();
     for file in &args.files {
         let name = file.display().to_string();
@@ -96,6 +97,7 @@ fn check_command(args: CheckArgs) -> u8 {
         };
         let checked = check_source(&text, file);
         any_error |= checked.diagnostics.iter().any(Diagnostic::is_error);
+        problems += checked.diagnostics.len();
         let source = Source {
             name: &name,
             text: &text,
@@ -107,6 +109,11 @@ fn check_command(args: CheckArgs) -> u8 {
     }
     if args.format == CheckFormat::Json && !output::print_json(&json_reports) {
         return EXIT_OUTPUT_FAILED;
+    }
+    if args.format == CheckFormat::Human && problems == 0 && !any_error {
+        let files = args.files.len();
+        let noun = if files == 1 { "file" } else { "files" };
+        output::eprint_line(&format!("{files} {noun} checked: no problems found"));
     }
     if any_error {
         EXIT_INVALID
