@@ -167,7 +167,10 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<(String, String)>, (usize, &'stati
         let value = match value.as_bytes() {
             [b'"', .., b'"'] | [b'\'', .., b'\''] if value.len() >= 2 => &value[1..value.len() - 1],
             [b'"' | b'\'', ..] => return Err((number, "the quoted value has no closing quote")),
-            _ => value,
+            // In an unquoted value, ` #` starts a comment, as in shell.
+            _ => value
+                .split_once(" #")
+                .map_or(value, |(value, _)| value.trim_end()),
         };
         pairs.push((name.to_string(), value.to_string()));
     }

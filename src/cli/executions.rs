@@ -94,6 +94,9 @@ fn reject(message: String, help: &str) -> u8 {
 /// `flowrun resume ID`: runs a paused or interrupted execution again from
 /// its first unfinished step.
 pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
+    // Logging starts first, so that the warnings about forced and resent
+    // steps reach standard error.
+    output::init_logging(args.log_format, args.verbose);
     let path = store_path(&args.store, None);
     if !path.exists() {
         return fail_invalid(&[no_store(&path)], None);
@@ -146,6 +149,16 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
         Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
     };
     let in_flight = in_flight_step(&steps, &record);
+    // A paused execution has no step running, unless another resume has
+    // taken it over since it was read.
+    if record.status == ExecutionStatus::Paused
+        && in_flight.is_some_and(|step| step.status == StepStatus::Running)
+    {
+        return reject(
+            format!("execution {} was resumed by another process", record.id),
+            "check its progress with `flowrun runs show ID`",
+        );
+    }
     if let Some(step) = in_flight {
         if let Some(code) = reject_in_flight(step, &record, args.resend_in_flight) {
             // The refusal still records what is known of the step: its
@@ -192,8 +205,25 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
             return fail_invalid(&[store_diagnostic(&error, &path)], None);
         }
     }
-
-    output::init_logging(args.log_format, args.verbose);
+    // The store follows the workflow as it is now, so that a later resume
+    // finds the steps where this one left them.
+    let step_names: Vec<String> = checked
+        .program
+        .steps
+        .iter()
+        .map(|step| step.name.clone())
+        .collect();
+    let rebased = store.rebase(
+        &record.id,
+        &run::sha256_hex(&text),
+        &run::step_hashes(&checked.program, &text),
+        &step_names,
+        first_step,
+        &run::now(),
+    );
+    if let Err(error) = rebased {
+        return fail_invalid(&[store_diagnostic(&error, &path)], None);
+    }
     let options = Options {
         dry_run: false,
         sleeper: Arc::new(run::retry::TokioSleeper),
@@ -376,8 +406,11 @@ pub(crate) fn runs_command(args: RunsArgs) -> u8 {
             }
         }
     };
-    output::print_stdout(&text);
-    EXIT_SUCCESS
+    if output::print_stdout(&text) {
+        EXIT_SUCCESS
+    } else {
+        crate::cli::EXIT_OUTPUT_FAILED
+    }
 }
 
 /// The step-by-step history of one execution, for `flowrun runs show`.

@@ -246,10 +246,10 @@ pub(crate) fn finish_run(report: &Report, source: &Source<'_>, store: Option<&Pa
     if report.outcome == Outcome::Paused {
         let line = match store {
             Some(store) => format!(
-                "execution {} paused; after fixing the cause, continue it with: flowrun resume {} --store {}",
+                "execution {} paused; after fixing the cause, continue it with: flowrun resume {} --store '{}'",
                 report.execution_id,
                 report.execution_id,
-                store.display()
+                store.display().to_string().replace('\'', "'\\''")
             ),
             None => format!(
                 "execution {} paused; it was run with --no-store, so it cannot be resumed",

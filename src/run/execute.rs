@@ -83,10 +83,11 @@ pub async fn execute(
             let pause = failed && step.policy.on_error == OnError::PauseNotify;
 
             if let Some(store) = store.as_deref_mut() {
-                let status = match (failed, pause) {
+                let status = match (failed, step.policy.on_error) {
                     (false, _) => StepStatus::Succeeded,
-                    (true, true) => StepStatus::Failed,
-                    (true, false) => StepStatus::FailedContinued,
+                    (true, OnError::PauseNotify) => StepStatus::Failed,
+                    (true, OnError::ContinueNotify) => StepStatus::FailedContinued,
+                    (true, OnError::ContinueSilently) => StepStatus::FailedSilently,
                 };
                 let attempts = attempt_records(&step_report);
                 let stored_vars = execution.stored_vars();
@@ -140,7 +141,8 @@ pub async fn execute(
                 }
             }
             report.steps.push(step_report);
-            if pause {
+            // A dry run goes on, so that it shows every request it can.
+            if pause && !options.dry_run {
                 warn!(step = %step.name, "execution paused at this step");
                 break;
             }
@@ -280,9 +282,24 @@ async fn run_step(
                     lines,
                     dry_run: options.dry_run,
                 };
+                let listed = dry_run.len();
                 match llm::run(call, &context, execution, &mut attempts, &mut llm_usage, dry_run).await {
                     Ok(()) => successes += 1,
-                    Err(diagnostic) => failures.push(diagnostic),
+                    Err(diagnostic) => {
+                        // A dry run lists every call, also one that fails
+                        // before its request exists.
+                        if options.dry_run && dry_run.len() == listed {
+                            dry_run.push(RenderedRequest {
+                                step: step.name.clone(),
+                                method: "POST".to_string(),
+                                url: String::new(),
+                                headers: Vec::new(),
+                                body: None,
+                                error: Some(diagnostic.message.clone()),
+                            });
+                        }
+                        failures.push(diagnostic);
+                    }
                 }
                 continue;
             }

@@ -298,6 +298,7 @@ pub(crate) async fn run(
                 ))
             }
         };
+        let answer = execution.redact_value(answer);
         write_answer(call, answer, execution)
             .map_err(|message| fail(Code::SaveFailed, message, "check the target of `->`"))?;
         return Ok(());
@@ -425,6 +426,7 @@ fn write_answer(call: &LlmCall, answer: Value, execution: &mut Execution) -> Res
         None => Ok(()),
         Some(LlmTarget::Variable(name)) => {
             execution.vars.insert(name.clone(), answer);
+            execution.secret_vars.remove(name);
             Ok(())
         }
         Some(LlmTarget::Entity(path)) => {
@@ -448,17 +450,30 @@ fn write_answer(call: &LlmCall, answer: Value, execution: &mut Execution) -> Res
 /// In a dry run, later steps may read the answer: they see a placeholder,
 /// with one member per declared field for a schema answer.
 fn write_placeholder(call: &LlmCall, execution: &mut Execution) {
-    let text = Value::String("<llm answer>".to_string());
     let placeholder = match &call.output {
-        LlmOutput::Schema(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|field| (field.name.clone(), text.clone()))
-                .collect(),
-        ),
-        LlmOutput::Text | LlmOutput::Choices(_) => text,
+        LlmOutput::Schema(fields) => object_placeholder(fields),
+        LlmOutput::Text | LlmOutput::Choices(_) => Value::String(PLACEHOLDER.to_string()),
     };
     let _ = write_answer(call, placeholder, execution);
+}
+
+const PLACEHOLDER: &str = "<llm answer>";
+
+fn object_placeholder(fields: &[schema::Field]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|field| (field.name.clone(), type_placeholder(&field.ty)))
+            .collect(),
+    )
+}
+
+fn type_placeholder(ty: &schema::FieldType) -> Value {
+    match ty {
+        schema::FieldType::Object(fields) => object_placeholder(fields),
+        schema::FieldType::List(item) => Value::Array(vec![type_placeholder(item)]),
+        _ => Value::String(PLACEHOLDER.to_string()),
+    }
 }
 
 fn outgoing(
@@ -550,6 +565,16 @@ async fn complete(
         Diagnostic::error(Code::LlmFailed, execution.redactor.redact(&error.to_string()))
             .with_help("check that the provider's base URL points at a compatible API")
     })?;
+    // Model names and refusals come from the provider and may repeat a
+    // secret of the prompt.
+    let completion = Completion {
+        model: execution.redactor.redact(&completion.model),
+        refusal: completion
+            .refusal
+            .map(|refusal| execution.redactor.redact(&refusal)),
+        finish_raw: execution.redactor.redact(&completion.finish_raw),
+        ..completion
+    };
     info!(
         step = %context.step.name,
         model = %completion.model,

@@ -57,36 +57,52 @@ pub struct Execution {
     pub redactor: Redactor,
     /// Environment variables that configure model providers.
     pub env: HashMap<String, String>,
+    /// Variables whose `let` reads a secret and that no `save` has replaced
+    /// since: the store leaves them out.
+    pub secret_vars: std::collections::HashSet<String>,
     execution_value: Value,
     mask_secrets: bool,
 }
 
 impl Execution {
-    /// The variables as the store may keep them: every secret value in them
-    /// replaced by `***`. A resume renders such variables again.
+    /// The variables as the store keeps them: without the variables whose
+    /// `let` reads a secret, which a resume renders again, and with any
+    /// other secret value replaced by `***`.
     pub fn stored_vars(&self) -> Map<String, Value> {
         self.vars
             .iter()
+            .filter(|(name, _)| !self.secret_vars.contains(*name))
             .map(|(name, value)| (name.clone(), self.redact_value(value.clone())))
             .collect()
     }
 
-    /// Replaces every secret value inside `value` with `***`.
+    /// Replaces every secret inside `value` with `***`, keeping its shape:
+    /// strings are masked where they hold a secret, and a number that is a
+    /// secret becomes the string `***`.
     pub fn redact_value(&self, value: Value) -> Value {
         if self.redactor.is_empty() {
             return value;
         }
         match value {
             Value::String(text) => Value::String(self.redactor.redact(&text)),
-            other => {
-                let text = other.to_string();
-                let hidden = self.redactor.redact(&text);
-                if hidden == text {
-                    other
+            Value::Number(number) => {
+                let text = number.to_string();
+                if self.redactor.redact(&text) == text {
+                    Value::Number(number)
                 } else {
-                    serde_json::from_str(&hidden).unwrap_or(Value::String(hidden))
+                    Value::String(redact::MASK.to_string())
                 }
             }
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|item| self.redact_value(item)).collect())
+            }
+            Value::Object(members) => Value::Object(
+                members
+                    .into_iter()
+                    .map(|(key, member)| (key, self.redact_value(member)))
+                    .collect(),
+            ),
+            other => other,
         }
     }
 
@@ -192,6 +208,7 @@ pub fn prepare(
         secrets: inputs.secrets,
         redactor,
         env: inputs.env,
+        secret_vars: secret_derived(program),
         mask_secrets: dry_run,
     };
     if !diagnostics.is_empty() {
@@ -271,37 +288,31 @@ pub fn prepare_resume(
         secrets,
         redactor,
         env,
+        secret_vars: secret_derived(program),
         mask_secrets: false,
     };
-    // Variables that held a secret were stored with `***` in its place;
-    // they are rendered again, from the entity as the execution started and
-    // with the secrets given now.
+    // The store leaves out variables whose `let` reads a secret. They are
+    // rendered again, in declaration order, from the entity as the execution
+    // started and with the secrets given now.
     let mut diagnostics = Vec::new();
-    for (name, stored) in &record.vars {
-        let masked = stored.as_str().is_some_and(|text| text.contains(redact::MASK));
-        let template = program
-            .variables
-            .iter()
-            .find(|variable| &variable.name == name)
-            .and_then(|variable| match &variable.value {
-                Some(VariableValue::Template(template)) => Some(template),
-                _ => None,
-            });
-        let value = match (masked, template) {
-            (true, Some(template)) => match render::render(template, &execution.scope()) {
-                Ok(text) => Value::String(text),
-                Err(error) => {
-                    diagnostics.push(render_diagnostic(
-                        &error,
-                        &LineIndex::new(""),
-                        &execution.redactor,
-                    ));
-                    continue;
-                }
-            },
-            _ => stored.clone(),
+    execution.vars = record.vars.clone();
+    for variable in &program.variables {
+        if !execution.secret_vars.contains(&variable.name) || execution.vars.contains_key(&variable.name) {
+            continue;
+        }
+        let Some(VariableValue::Template(template)) = &variable.value else {
+            continue;
         };
-        execution.vars.insert(name.clone(), value);
+        match render::render(template, &execution.scope()) {
+            Ok(text) => {
+                execution.vars.insert(variable.name.clone(), Value::String(text));
+            }
+            Err(error) => diagnostics.push(render_diagnostic(
+                &error,
+                &LineIndex::new(""),
+                &execution.redactor,
+            )),
+        }
     }
     if !diagnostics.is_empty() {
         return Err(diagnostics);
@@ -338,4 +349,39 @@ fn secret_values<'a>(
         .filter(|(name, _)| name.ends_with("_API_KEY"))
         .map(|(_, value)| value.as_str());
     secrets.values().map(String::as_str).chain(keys)
+}
+
+/// The variables whose `let` value reads a secret, directly or through an
+/// earlier variable that does.
+fn secret_derived(program: &Program) -> std::collections::HashSet<String> {
+    use crate::program::Piece;
+    use crate::syntax::ast::{Expr, PathKey};
+
+    fn reads(expr: &Expr, derived: &std::collections::HashSet<String>) -> bool {
+        match expr {
+            Expr::Path(path) => match path.root.text.as_str() {
+                "secret" => true,
+                "vars" => matches!(path.segments.first().map(|segment| &segment.key),
+                    Some(PathKey::Field(name)) if derived.contains(name)),
+                _ => false,
+            },
+            Expr::Call(call) => call.args.iter().any(|arg| reads(arg, derived)),
+            Expr::String(..) | Expr::Number(..) => false,
+        }
+    }
+
+    let mut derived = std::collections::HashSet::new();
+    for variable in &program.variables {
+        let Some(VariableValue::Template(template)) = &variable.value else {
+            continue;
+        };
+        let secret = template.pieces.iter().any(|piece| match piece {
+            Piece::Field { expr, .. } => reads(expr, &derived),
+            Piece::Text(_) => false,
+        });
+        if secret {
+            derived.insert(variable.name.clone());
+        }
+    }
+    derived
 }

@@ -37,6 +37,12 @@ pub(crate) fn apply_all(
     }
     execution.entity = entity;
     execution.vars = vars;
+    // A saved value replaces what a `let` read from a secret.
+    for save in &request.saves {
+        if let SaveTarget::Variable(name) = &save.target {
+            execution.secret_vars.remove(name);
+        }
+    }
     Ok(())
 }
 

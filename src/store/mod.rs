@@ -49,9 +49,11 @@ pub enum StepStatus {
     /// Started and not finished: its requests may be in flight.
     Running,
     Succeeded,
-    /// Failed, and the workflow went on (continue and notify, continue
-    /// silently).
+    /// Failed, and the workflow went on after a notification.
     FailedContinued,
+    /// Failed, and the workflow went on without a notification; this does
+    /// not fail the execution.
+    FailedSilently,
     /// Failed, and the execution paused or failed at it.
     Failed,
     /// Was running when flowrun stopped without finishing it.
@@ -64,6 +66,7 @@ impl StepStatus {
             StepStatus::Running => "running",
             StepStatus::Succeeded => "succeeded",
             StepStatus::FailedContinued => "failed_continued",
+            StepStatus::FailedSilently => "failed_silently",
             StepStatus::Failed => "failed",
             StepStatus::OutcomeUnknown => "outcome_unknown",
         }
@@ -74,6 +77,7 @@ impl StepStatus {
             StepStatus::Running,
             StepStatus::Succeeded,
             StepStatus::FailedContinued,
+            StepStatus::FailedSilently,
             StepStatus::Failed,
             StepStatus::OutcomeUnknown,
         ]
@@ -263,6 +267,19 @@ pub trait Store {
         pid: u32,
         at: &str,
     ) -> Result<bool, StoreError>;
+
+    /// Records the workflow a resume runs: its hashes and step names, and
+    /// the index of the step to run next, which an edited workflow may have
+    /// moved.
+    fn rebase(
+        &mut self,
+        id: &str,
+        workflow_hash: &str,
+        step_hashes: &[String],
+        step_names: &[String],
+        next_step: usize,
+        at: &str,
+    ) -> Result<(), StoreError>;
 
     /// Marks a step that was `running` as `outcome_unknown`.
     fn mark_outcome_unknown(&mut self, id: &str, index: usize, at: &str) -> Result<(), StoreError>;

@@ -60,7 +60,7 @@ CREATE TABLE steps (
     idx INTEGER NOT NULL CHECK (idx >= 0),
     name TEXT NOT NULL,
     status TEXT NOT NULL CHECK (
-        status IN ('running', 'succeeded', 'failed_continued', 'failed', 'outcome_unknown')
+        status IN ('running', 'succeeded', 'failed_continued', 'failed_silently', 'failed', 'outcome_unknown')
     ),
     runs INTEGER NOT NULL CHECK (runs >= 1),
     started_at TEXT NOT NULL,
@@ -114,11 +114,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens the store at `path`, creating the file, its parent directories and
-    /// the schema when missing, and checks that the file is an intact store
-    /// of a schema version this code reads.
-    ///
-    /// `PRAGMA quick_check` reads the whole file, so opening takes time in
-    /// proportion to the store's size.
+    /// the schema when missing, and checks that the file is a flowrun store of
+    /// a schema version this code reads.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         // Switching a new file to WAL takes an exclusive lock that SQLite's
         // busy handler does not wait for, so two processes that open a new
@@ -574,6 +571,35 @@ impl Store for SqliteStore {
             .at(path)?;
         tx.commit().at(path)?;
         Ok(updated == 1)
+    }
+
+    fn rebase(
+        &mut self,
+        id: &str,
+        workflow_hash: &str,
+        step_hashes: &[String],
+        step_names: &[String],
+        next_step: usize,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        let path = &self.path;
+        let hashes =
+            serde_json::to_string(step_hashes).map_err(|error| StoreError::Other(error.to_string()))?;
+        let names =
+            serde_json::to_string(step_names).map_err(|error| StoreError::Other(error.to_string()))?;
+        let tx = begin_write(&mut self.conn, path)?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE executions SET workflow_hash = ?2, step_hashes = ?3, step_names = ?4, next_step = ?5, \
+                 updated_at = ?6 WHERE id = ?1",
+            )
+            .at(path)?
+            .execute(params![id, workflow_hash, hashes, names, next_step, at])
+            .at(path)?;
+        if updated == 0 {
+            return Err(not_found(id));
+        }
+        tx.commit().at(path)
     }
 
     fn mark_outcome_unknown(&mut self, id: &str, index: usize, at: &str) -> Result<(), StoreError> {
