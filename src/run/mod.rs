@@ -296,23 +296,41 @@ pub fn prepare_resume(
     // started and with the secrets given now.
     let mut diagnostics = Vec::new();
     execution.vars = record.vars.clone();
+    // A variable declared after the execution stopped is evaluated the same
+    // way.
     for variable in &program.variables {
-        if !execution.secret_vars.contains(&variable.name) || execution.vars.contains_key(&variable.name) {
+        if execution.vars.contains_key(&variable.name) {
             continue;
         }
-        let Some(VariableValue::Template(template)) = &variable.value else {
-            continue;
-        };
-        match render::render(template, &execution.scope()) {
-            Ok(text) => {
-                execution.vars.insert(variable.name.clone(), Value::String(text));
+        let value = match &variable.value {
+            Some(VariableValue::Literal(value)) => value.clone(),
+            Some(VariableValue::Template(template)) => match render::render(template, &execution.scope()) {
+                Ok(text) => Value::String(text),
+                Err(error) => {
+                    diagnostics.push(render_diagnostic(
+                        &error,
+                        &LineIndex::new(""),
+                        &execution.redactor,
+                    ));
+                    continue;
+                }
+            },
+            None => {
+                diagnostics.push(
+                    Diagnostic::error(
+                        Code::MissingVar,
+                        format!("variable `{}` has no value", variable.name),
+                    )
+                    .with_label(
+                        variable.span,
+                        "declared without a value after the execution stopped",
+                    )
+                    .with_help("give it a value in the workflow; a resume takes no --var"),
+                );
+                continue;
             }
-            Err(error) => diagnostics.push(render_diagnostic(
-                &error,
-                &LineIndex::new(""),
-                &execution.redactor,
-            )),
-        }
+        };
+        execution.vars.insert(variable.name.clone(), value);
     }
     if !diagnostics.is_empty() {
         return Err(diagnostics);
