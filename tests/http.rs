@@ -786,3 +786,33 @@ async fn url_variables_encode_entity_values() {
         "/e/a%20b%2Fc%3Fadmin%3D1%23frag/tail"
     );
 }
+
+#[tokio::test]
+async fn variables_that_continue_a_url_encode_entity_values() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let source = "let base = \"{base}\"\nlet u = \"<<vars.base>>/p/<<entity.id>>?q=<<entity.q>>\"\nlet path = \"/r/<<entity.id>>\"\nstep \"One\" {\n  http GET \"<<vars.u>>\"\n}\nstep \"Two\" {\n  http GET \"<<vars.base>><<vars.path>>\"\n}\n";
+    let run = run_flow(
+        source,
+        &server,
+        json!({"id": "admin/x?evil=1#", "q": "1&role=admin"}),
+    )
+    .await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Succeeded,
+        "{:?}",
+        run.report.failure()
+    );
+    let targets: Vec<String> = server
+        .requests()
+        .into_iter()
+        .map(|request| request.target)
+        .collect();
+    assert_eq!(
+        targets,
+        vec![
+            "/p/admin%2Fx%3Fevil%3D1%23?q=1%26role%3Dadmin",
+            "/r/admin%2Fx%3Fevil%3D1%23"
+        ]
+    );
+}

@@ -584,3 +584,29 @@ fn broken_exchanges_are_retried_for_model_calls() {
     assert_eq!(entity["x"], "ok");
     assert_eq!(server.request_count(), 2);
 }
+
+#[test]
+fn provider_and_webhook_urls_cannot_depend_on_the_entity() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "llm.flow",
+        "let llm = \"<<entity.llm>>\"\n\
+         notify webhook \"https://hooks.example.test/<<lower entity.id>>\"\n\
+         provider p {\n  base_url \"<<default entity.llm \"http://127.0.0.1:9/v1\">>\"\n}\n\
+         provider q {\n  base_url \"<<vars.llm>>\"\n}\n\
+         step \"S\" {\n  llm provider \"p\" prompt \"hi\"\n}\n",
+    );
+    let (code, _, stderr) = output(&mut flowrun(&["check", path_str(&flow)]));
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr
+            .matches("a provider setting may use only `vars` and `secret`")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a webhook URL may use only `vars` and `secret`"),
+        "{stderr}"
+    );
+}

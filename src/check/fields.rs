@@ -57,6 +57,21 @@ impl Checker {
         Compiled { pieces }
     }
 
+    /// Whether an expression reads the entity or the execution, directly, in
+    /// a helper's arguments, or through a variable whose `let` does.
+    pub(crate) fn varies_per_execution(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Path(path) => match path.root.text.as_str() {
+                "entity" | "execution" => true,
+                "vars" => matches!(path.segments.first().map(|segment| &segment.key),
+                    Some(PathKey::Field(name)) if self.execution_vars.contains(name)),
+                _ => false,
+            },
+            Expr::Call(call) => call.args.iter().any(|arg| self.varies_per_execution(arg)),
+            Expr::String(..) | Expr::Number(..) => false,
+        }
+    }
+
     /// Checks one expression. `in_default` is true for the first argument of
     /// `default`, where a missing path is expected.
     fn check_expr(&mut self, expr: &Expr, in_default: bool) {

@@ -18,6 +18,10 @@ const PROVIDER_KEYS: [&str; 4] = ["kind", "base_url", "api_key", "model"];
 const PROVIDER_KINDS: [&str; 2] = ["openai", "anthropic"];
 const FIELD_TYPES: [&str; 5] = ["text", "number", "integer", "boolean", "date"];
 
+/// Schemas nested deeper than this are rejected, which also keeps the
+/// recursive schema code far from the end of the stack.
+const MAX_SCHEMA_DEPTH: usize = 32;
+
 impl Checker {
     /// Reads the `provider` blocks of a file.
     pub(crate) fn providers(&mut self, blocks: &[&ProviderBlock]) -> Vec<ProviderConfig> {
@@ -113,8 +117,8 @@ impl Checker {
     /// Compiles a provider's URL or key, which may use variables and secrets only.
     fn provider_template(&mut self, value: &StringLit) -> Compiled {
         for field in value.template.fields() {
-            if let Expr::Path(path) = &field.expr {
-                if path.root.text == "entity" || path.root.text == "execution" {
+            if self.varies_per_execution(&field.expr) {
+                {
                     self.diagnostics.push(
                         Diagnostic::error(
                             Code::InvalidProvider,
@@ -433,6 +437,28 @@ impl Checker {
     }
 
     fn schema_type(&mut self, ty: &SchemaType) -> Option<FieldType> {
+        let span = match ty {
+            SchemaType::Named(ident) => ident.span,
+            SchemaType::Enum(_, span) | SchemaType::List(_, span) | SchemaType::Object(_, span) => *span,
+        };
+        if self.schema_depth >= MAX_SCHEMA_DEPTH {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidSchema,
+                    format!("a schema nests more than {MAX_SCHEMA_DEPTH} levels"),
+                )
+                .with_label(span, "too deep")
+                .with_help("flatten the schema; models answer shallow schemas more reliably"),
+            );
+            return None;
+        }
+        self.schema_depth += 1;
+        let result = self.schema_type_inner(ty);
+        self.schema_depth -= 1;
+        result
+    }
+
+    fn schema_type_inner(&mut self, ty: &SchemaType) -> Option<FieldType> {
         match ty {
             SchemaType::Named(ident) => match ident.text.as_str() {
                 "text" => Some(FieldType::Text),

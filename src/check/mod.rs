@@ -53,6 +53,9 @@ pub fn check(file: &ast::File, default_name: &str) -> Checked {
 pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec<ProviderConfig>) -> Checked {
     let mut checker = Checker {
         provider_names: Vec::new(),
+        execution_vars: Default::default(),
+        url_vars: Default::default(),
+        schema_depth: 0,
         diagnostics: Vec::new(),
         variables: HashMap::new(),
         variable_order: Vec::new(),
@@ -180,6 +183,12 @@ pub(crate) struct Checker {
     pub diagnostics: Vec<Diagnostic>,
     /// Provider names an `llm` action may use.
     pub provider_names: Vec<String>,
+    /// Variables whose `let` reads the entity or the execution.
+    pub execution_vars: std::collections::HashSet<String>,
+    /// Variables whose value is a URL, or a path that continues one.
+    pub url_vars: std::collections::HashSet<String>,
+    /// How deep the schema being checked nests at this point.
+    pub schema_depth: usize,
     /// Variables declared so far, with the span of their name.
     pub variables: HashMap<String, Span>,
     pub variable_order: Vec<String>,
@@ -195,7 +204,10 @@ impl Checker {
             // A variable that holds a URL is compiled as one, so that entity
             // values in its path and query are percent-encoded like those of
             // a URL written in the request itself.
-            LetValue::String(lit) if is_url_template(&lit.template) => VariableValue::Template(self.url(lit)),
+            LetValue::String(lit) if is_url_template(&lit.template, &self.url_vars) => {
+                self.url_vars.insert(decl.name.text.clone());
+                VariableValue::Template(self.url_template(lit, false))
+            }
             LetValue::String(lit) => VariableValue::Template(self.compile(&lit.template, |_| Encoding::Raw)),
             LetValue::Number(text, _) => VariableValue::Literal(
                 serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone())),
@@ -216,6 +228,15 @@ impl Checker {
         }
         self.variables.insert(name.clone(), decl.name.span);
         self.variable_order.push(name.clone());
+        if let Some(LetValue::String(lit)) = &decl.value {
+            if lit
+                .template
+                .fields()
+                .any(|field| self.varies_per_execution(&field.expr))
+            {
+                self.execution_vars.insert(name.clone());
+            }
+        }
         Some(Variable {
             name: name.clone(),
             value,
@@ -330,6 +351,12 @@ impl Checker {
     /// or in its scheme and host) supply a base URL and are inserted as
     /// written; fields in the path and query are percent-encoded.
     fn url(&mut self, url: &ast::StringLit) -> Compiled {
+        self.url_template(url, true)
+    }
+
+    /// Compiles a URL, or with `absolute` false also a path such as
+    /// `/claims/<<entity.id>>` that a variable holds for a URL to continue.
+    fn url_template(&mut self, url: &ast::StringLit, absolute: bool) -> Compiled {
         let mut encodings = Vec::new();
         let mut seen_text = String::new();
         let mut in_path = false;
@@ -344,7 +371,9 @@ impl Checker {
                 ast::Segment::Field(_) => encodings.push(if in_path { Encoding::Url } else { Encoding::Raw }),
             }
         }
-        if let Some(first) = url.template.segments.first() {
+        if !absolute {
+            // A variable's path is checked where a request uses it.
+        } else if let Some(first) = url.template.segments.first() {
             if let ast::Segment::Text(part) = first {
                 let lower = part.text.to_ascii_lowercase();
                 let complete = lower.starts_with("http://") || lower.starts_with("https://");
@@ -504,12 +533,21 @@ impl Checker {
     }
 }
 
-/// Whether a template starts with `http://` or `https://`.
-fn is_url_template(template: &ast::Template) -> bool {
-    match template.segments.first() {
-        Some(ast::Segment::Text(part)) => {
+/// Whether a `let` template is a URL or a URL path: it starts with
+/// `http://`, `https://` or `/`, or with a URL variable followed by `/` or
+/// `?`, as in `"<<vars.api>>/claims/<<entity.id>>"`.
+fn is_url_template(template: &ast::Template, url_vars: &std::collections::HashSet<String>) -> bool {
+    match template.segments.as_slice() {
+        [ast::Segment::Text(part), ..] => {
             let lower = part.text.to_ascii_lowercase();
-            lower.starts_with("http://") || lower.starts_with("https://")
+            lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with('/')
+        }
+        [ast::Segment::Field(field), ast::Segment::Text(next), ..] => {
+            let names_url_var = matches!(&field.expr, ast::Expr::Path(path)
+                if path.root.text == "vars"
+                    && matches!(path.segments.first().map(|segment| &segment.key),
+                        Some(ast::PathKey::Field(name)) if url_vars.contains(name)));
+            names_url_var && next.text.starts_with(['/', '?'])
         }
         _ => false,
     }

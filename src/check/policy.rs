@@ -185,8 +185,8 @@ impl Checker {
             return None;
         };
         for field in parsed.fields() {
-            if let crate::syntax::ast::Expr::Path(path) = &field.expr {
-                if path.root.text == "entity" || path.root.text == "execution" {
+            if self.varies_per_execution(&field.expr) {
+                {
                     self.diagnostics.push(
                         Diagnostic::error(
                             Code::InvalidNotify,

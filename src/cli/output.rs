@@ -240,7 +240,11 @@ where
         };
         let message = escape_controls(&fields.message).replace('\n', "\\n");
         match fields.step {
-            Some(step) => writeln!(writer, "{prefix}step \"{}\": {message}", escape_controls(&step)),
+            Some(step) => writeln!(
+                writer,
+                "{prefix}step \"{}\": {message}",
+                escape_controls(&step).replace('\n', "\\n")
+            ),
             None => writeln!(writer, "{prefix}{message}"),
         }
     }

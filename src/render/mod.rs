@@ -148,8 +148,11 @@ fn call_helper(call: &Call, scope: &Scope<'_>) -> Result<Value, RenderError> {
     match call.helper.text.as_str() {
         "default" => match arg(0) {
             Ok(value) if !value.is_null() => Ok(value.into_owned()),
-            Ok(_) | Err(RenderError::Missing { .. }) => arg(1).map(Cow::into_owned),
-            Err(error) => Err(error),
+            // A helper that fails on its value, such as `date` on text that
+            // is not a date, falls back like a missing path.
+            Ok(_) | Err(RenderError::Missing { .. }) | Err(RenderError::Helper { .. }) => {
+                arg(1).map(Cow::into_owned)
+            }
         },
         "upper" => Ok(Value::String(encode::text_of(&*arg(0)?).to_uppercase())),
         "lower" => Ok(Value::String(encode::text_of(&*arg(0)?).to_lowercase())),

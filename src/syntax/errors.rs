@@ -51,11 +51,21 @@ pub(crate) fn syntax_error(error: &Error<Rule>, source: &str, base: usize) -> Di
             InputLocation::Span((start, _)) => start,
         };
     let found = found_at(source, offset);
-    let span = Span::new(
-        offset,
-        offset + found.len().max(if offset < source.len() { 1 } else { 0 }),
-    );
-    let span = Span::new(span.start, span.end.min(source.len()));
+    // The span covers the source text found there, which for a line break
+    // or a control character is shorter than the words that describe it.
+    let rest = &source[offset.min(source.len())..];
+    let word_len: usize = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .take(40)
+        .map(char::len_utf8)
+        .sum();
+    let length = if word_len > 0 {
+        word_len
+    } else {
+        rest.chars().next().map_or(0, char::len_utf8)
+    };
+    let span = Span::new(offset, (offset + length).min(source.len()));
 
     let expected = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => {
