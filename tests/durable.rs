@@ -27,6 +27,23 @@ fn targets(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
+/// A server that answers 500 on `path` until the returned flag is cleared,
+/// `route`'s reply where it has one, and 200 otherwise.
+fn failing_until_fixed(
+    path: &'static str,
+    route: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
+) -> (TestServer, Arc<AtomicBool>) {
+    let broken = Arc::new(AtomicBool::new(true));
+    let flag = broken.clone();
+    let server = TestServer::start(move |request| {
+        if request.target == path && flag.load(Ordering::SeqCst) {
+            return Reply::status(500);
+        }
+        route(request).unwrap_or_else(|| Reply::status(200))
+    });
+    (server, broken)
+}
+
 fn notification_lines(path: &Path) -> Vec<Value> {
     match std::fs::read_to_string(path) {
         Ok(text) => text
@@ -296,14 +313,7 @@ fn pause_stops_and_resume_sends_only_the_rest() {
 
 #[test]
 fn resume_refuses_changed_earlier_steps_unless_forced() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/two", |_| None);
     let workspace = Workspace::new();
     let write = |first: &str| {
         let source = format!(
@@ -689,14 +699,7 @@ fn two_processes_share_one_store() {
 
 #[test]
 fn variables_holding_secrets_are_stored_masked_and_rendered_again_on_resume() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/two", |_| None);
     let workspace = Workspace::new();
     let source = format!(
         "let auth = \"Bearer <<secret.TOK>>\"\nstep \"One\" {{\n  http GET \"{base}/one\"\n}}\n\
@@ -745,15 +748,10 @@ fn variables_holding_secrets_are_stored_masked_and_rendered_again_on_resume() {
 
 #[test]
 fn concurrent_resumes_send_the_failed_step_once() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            "/two" => Reply::status(200).delay(Duration::from_millis(300)),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/two", |request| match request.target.as_str() {
+        "/two" => Some(Reply::status(200).delay(Duration::from_millis(300))),
+        _ => None,
+    });
     let workspace = Workspace::new();
     let source = format!(
         "step \"One\" {{\n  http GET \"{base}/one\"\n}}\nstep \"Two\" {{\n  http PATCH \"{base}/two\" json {{}}\n}}\n",
@@ -801,14 +799,7 @@ fn concurrent_resumes_send_the_failed_step_once() {
 
 #[test]
 fn resume_follows_the_failed_step_by_name() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/two" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/two", |_| None);
     let workspace = Workspace::new();
     let step =
         |name: &str, path: &str| format!("step \"{name}\" {{\n  http GET \"{}/{path}\"\n}}\n", server.url());
@@ -847,15 +838,10 @@ fn resume_follows_the_failed_step_by_name() {
 
 #[test]
 fn resumed_execution_keeps_earlier_continued_failures() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/soft" => Reply::status(500),
-            "/hard" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/hard", |request| match request.target.as_str() {
+        "/soft" => Some(Reply::status(500)),
+        _ => None,
+    });
     let workspace = Workspace::new();
     let source = format!(
         "step \"Soft\" {{\n  http GET \"{base}/soft\"\n  on error continue notify\n}}\nstep \"Hard\" {{\n  http GET \"{base}/hard\"\n}}\n",
@@ -903,14 +889,7 @@ fn execution_ids_are_checked() {
 
 #[test]
 fn forced_resume_after_a_reorder_still_reruns_the_failed_step() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/b" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/b", |_| None);
     let workspace = Workspace::new();
     let step =
         |name: &str, path: &str| format!("step \"{name}\" {{\n  http GET \"{}/{path}\"\n}}\n", server.url());
@@ -941,15 +920,10 @@ fn forced_resume_after_a_reorder_still_reruns_the_failed_step() {
 
 #[test]
 fn saved_variables_survive_a_resume() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/card" => Reply::json(200, json!({"card": "****1234"})),
-            "/b" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/b", |request| match request.target.as_str() {
+        "/card" => Some(Reply::json(200, json!({"card": "****1234"}))),
+        _ => None,
+    });
     let workspace = Workspace::new();
     let source = format!(
         "let card = \"<<entity.card>>\"\nstep \"A\" {{\n  http GET \"{base}/card\"\n  save response.json.card -> vars.card\n}}\n\
@@ -982,15 +956,10 @@ fn saved_variables_survive_a_resume() {
 
 #[test]
 fn silent_failures_do_not_fail_a_resumed_execution() {
-    let broken = Arc::new(AtomicBool::new(true));
-    let server = {
-        let broken = broken.clone();
-        TestServer::start(move |request| match request.target.as_str() {
-            "/optional" => Reply::status(500),
-            "/b" if broken.load(Ordering::SeqCst) => Reply::status(500),
-            _ => Reply::status(200),
-        })
-    };
+    let (server, broken) = failing_until_fixed("/b", |request| match request.target.as_str() {
+        "/optional" => Some(Reply::status(500)),
+        _ => None,
+    });
     let workspace = Workspace::new();
     let source = format!(
         "step \"Optional\" {{\n  http GET \"{base}/optional\"\n  on error continue silently\n}}\nstep \"B\" {{\n  http GET \"{base}/b\"\n}}\n",
