@@ -816,3 +816,13 @@ async fn variables_that_continue_a_url_encode_entity_values() {
         ]
     );
 }
+
+#[tokio::test]
+async fn payload_body_may_start_on_the_next_line() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let source =
+        "step \"A\" {\n  http POST \"{base}/a\" json\n    # the claim\n    { \"a\": 1 }\n  timeout 5s\n}\n";
+    let run = run_flow(source, &server, json!({})).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    assert_eq!(only_request(&server).body_text(), "{ \"a\": 1 }");
+}

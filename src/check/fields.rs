@@ -150,6 +150,9 @@ impl Checker {
             "entity" => {}
             "execution" => self.check_execution_path(path),
             "vars" => self.check_variable_use(path),
+            // A secret inside `default` may be left unset, so it is not
+            // required before the run.
+            "secret" if in_default => {}
             "secret" => self.check_secret_path(path),
             "response" => self.diagnostics.push(
                 Diagnostic::error(Code::UnknownMergeFieldRoot, "`response` is not a merge-field root")

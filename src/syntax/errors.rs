@@ -14,7 +14,7 @@ fn phrase(rule: Rule) -> &'static str {
         Rule::step | Rule::kw_step => "a step",
         Rule::http_action | Rule::kw_http => "an `http` action",
         Rule::method => "an HTTP method",
-        Rule::payload | Rule::payload_kind => "a payload",
+        Rule::payload | Rule::payload_kind | Rule::payload_kind_known | Rule::known_kind => "a payload",
         Rule::headers | Rule::kw_headers => "`headers`",
         Rule::header_pair => "a header (`\"Name\": \"value\"`)",
         Rule::option => "a step option",

@@ -215,7 +215,7 @@ impl Lowerer<'_> {
             .and_then(|kind| kind.into_inner().next())
             .expect("Lowerer::payload: the grammar requires a kind");
         let kind = match kind_pair.as_rule() {
-            Rule::ident => PayloadKind::Word(self.ident(kind_pair)),
+            Rule::ident | Rule::known_kind => PayloadKind::Word(self.ident(kind_pair)),
             Rule::string => PayloadKind::MediaType(self.string(kind_pair)),
             rule => unreachable!("Lowerer::payload: unexpected kind rule {rule:?}"),
         };

@@ -91,12 +91,24 @@ fn dedent(content: &str) -> Vec<(usize, &str)> {
         lines.pop();
     }
 
-    let indent = lines
-        .iter()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(_, line)| line.len() - line.trim_start_matches([' ', '\t']).len())
-        .min()
-        .unwrap_or(0);
+    // The common indentation is the longest run of white space that every
+    // non-blank line starts with, so a tab and a space never count as equal.
+    let mut common: Option<&str> = None;
+    for (_, line) in lines.iter().filter(|(_, line)| !line.trim().is_empty()) {
+        let leading = &line[..line.len() - line.trim_start_matches([' ', '\t']).len()];
+        common = Some(match common {
+            None => leading,
+            Some(prefix) => {
+                let shared = prefix
+                    .bytes()
+                    .zip(leading.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                &prefix[..shared]
+            }
+        });
+    }
+    let indent = common.map_or(0, str::len);
 
     lines
         .into_iter()
@@ -629,6 +641,14 @@ mod tests {
             }
         }
         assert_eq!(text, "<a>\n  <b>{x}</b>\n</a>");
+    }
+
+    #[test]
+    fn dedent_never_treats_a_tab_as_a_space() {
+        let template = parse_ok("\n  a\n\tb\n", Mode::Triple);
+        assert_eq!(template.as_plain().unwrap(), "  a\n\tb");
+        let template = parse_ok("\n\t\ta\n\t\t\tb\n", Mode::Triple);
+        assert_eq!(template.as_plain().unwrap(), "a\n\tb");
     }
 
     #[test]
