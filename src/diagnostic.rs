@@ -76,6 +76,7 @@ codes! {
     DuplicateStepName => "flow::check::duplicate_step_name",
     DuplicateVariable => "flow::check::duplicate_variable",
     InvalidHeaderName => "flow::check::invalid_header_name",
+    InvalidHeaderValue => "flow::check::invalid_header_value",
     DuplicateContentType => "flow::check::duplicate_content_type",
     UnknownPayloadKind => "flow::check::unknown_payload_kind",
     InvalidTimeout => "flow::check::invalid_timeout",

@@ -522,6 +522,26 @@ impl Checker {
                     continue;
                 }
             }
+            let literal_control = pair
+                .value
+                .template
+                .segments
+                .iter()
+                .find_map(|segment| match segment {
+                    ast::Segment::Text(part) => part.text.chars().find(|c| c.is_control() && *c != '\t'),
+                    ast::Segment::Field(_) => None,
+                });
+            if let Some(c) = literal_control {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::InvalidHeaderValue,
+                        format!("header `{name}` contains the control character U+{:04X}", c as u32),
+                    )
+                    .with_label(pair.value.span, "not allowed in a header value")
+                    .with_help("header values hold visible characters, spaces and tabs; remove the escape such as \\n"),
+                );
+                continue;
+            }
             let value = self.compile(&pair.value.template, |_| Encoding::Raw);
             headers.push(HeaderTemplate {
                 name,
