@@ -626,7 +626,7 @@ fn is_media_type(text: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
     };
-    token(kind) && token(subtype) && !text.contains(['\r', '\n'])
+    token(kind) && token(subtype) && !text.chars().any(|c| c.is_control() && c != '\t')
 }
 
 /// Returns the text pieces of a compiled template joined, or `None` when it
@@ -662,6 +662,9 @@ mod tests {
         assert!(!is_media_type("csv"));
         assert!(!is_media_type("text/"));
         assert!(!is_media_type("text /csv"));
+        assert!(!is_media_type("text/csv; charset=\u{1}utf-8"));
+        assert!(!is_media_type("text/csv;\r\n charset=utf-8"));
+        assert!(is_media_type("text/csv;\tcharset=utf-8"));
     }
 
     #[test]
