@@ -272,19 +272,7 @@ mod tests {
     use crate::llm::{Message, StructuredOutput};
 
     fn minimal_request() -> ChatRequest {
-        ChatRequest {
-            model: "claude-sonnet-4-5".to_string(),
-            system: None,
-            messages: vec![Message {
-                role: Role::User,
-                content: "Hello".to_string(),
-            }],
-            max_tokens: None,
-            temperature: None,
-            top_p: None,
-            seed: None,
-            structured: None,
-        }
+        ChatRequest::hello("claude-sonnet-4-5")
     }
 
     fn parse_value(body: Value) -> Result<Completion, ProtocolError> {

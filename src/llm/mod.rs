@@ -39,6 +39,27 @@ pub struct ChatRequest {
     pub structured: Option<StructuredOutput>,
 }
 
+#[cfg(test)]
+impl ChatRequest {
+    /// Builds a request for `model` with one user message, "Hello", and no
+    /// options set.
+    pub(crate) fn hello(model: &str) -> ChatRequest {
+        ChatRequest {
+            model: model.to_string(),
+            system: None,
+            messages: vec![Message {
+                role: Role::User,
+                content: "Hello".to_string(),
+            }],
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            seed: None,
+            structured: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub role: Role,

@@ -228,19 +228,7 @@ mod tests {
     use crate::llm::{Message, StructuredOutput};
 
     fn minimal_request() -> ChatRequest {
-        ChatRequest {
-            model: "gpt-4o-mini".to_string(),
-            system: None,
-            messages: vec![Message {
-                role: Role::User,
-                content: "Hello".to_string(),
-            }],
-            max_tokens: None,
-            temperature: None,
-            top_p: None,
-            seed: None,
-            structured: None,
-        }
+        ChatRequest::hello("gpt-4o-mini")
     }
 
     fn parse_value(body: Value) -> Result<Completion, ProtocolError> {
