@@ -1,7 +1,7 @@
 //! The checked workflow: what the checker hands to the interpreter.
 //!
-//! Every template here is compiled: each merge field knows how its value is
-//! encoded where it stands, and every name it uses was declared.
+//! Every template here is compiled. Each merge field records how its value
+//! is encoded at its position, and every name it uses was declared.
 
 use std::time::Duration;
 
@@ -299,7 +299,7 @@ pub enum SaveTarget {
     Variable(String),
 }
 
-/// How an inserted value is written where its merge field stands.
+/// The encoding of an inserted value at the position of its merge field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     /// Percent-encoded: every byte outside `A-Z a-z 0-9 - . _ ~`.

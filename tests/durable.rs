@@ -27,8 +27,8 @@ fn targets(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
-/// A server that answers 500 on `path` until the returned flag is cleared,
-/// `route`'s reply where it has one, and 200 otherwise.
+/// Starts a server that returns 500 on `path` until the returned flag is
+/// cleared, `route`'s reply where it has one, and 200 otherwise.
 fn failing_until_fixed(
     path: &'static str,
     route: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
@@ -54,7 +54,7 @@ fn notification_lines(path: &Path) -> Vec<Value> {
     }
 }
 
-/// A server whose `/fail` answers 500 and everything else 200 with `{"ok": true}`.
+/// Starts a server whose `/fail` returns 500 and everything else 200 with `{"ok": true}`.
 fn flaky_server() -> TestServer {
     TestServer::start(|request| match request.target.as_str() {
         "/fail" => Reply::status(500).body("broken"),

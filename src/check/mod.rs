@@ -24,8 +24,8 @@ use names::did_you_mean;
 pub use fields::{EXECUTION_FIELDS, HELPERS, ROOTS};
 pub use llm::BUILT_IN_PROVIDERS;
 
-/// The default timeout of a step with an `llm` action: models answer more
-/// slowly than most APIs.
+/// The default timeout of a step with an `llm` action, which is longer
+/// because models respond more slowly than most APIs.
 pub const LLM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A program and the problems found in it.
@@ -201,7 +201,7 @@ impl Checker {
     fn variable(&mut self, decl: &ast::Let) -> Option<Variable> {
         let name = &decl.name.text;
         let value = decl.value.as_ref().map(|value| match value {
-            // A variable that holds a URL is compiled as one, so that entity
+            // A variable that contains a URL is compiled as one, so that entity
             // values in its path and query are percent-encoded like those of
             // a URL written in the request itself.
             LetValue::String(lit) if is_url_template(&lit.template, &self.url_vars) => {
@@ -349,7 +349,7 @@ impl Checker {
 
     /// Compiles a URL. Merge fields before the path (at the start of the URL,
     /// or in its scheme and host) supply a base URL and are inserted as
-    /// written; fields in the path and query are percent-encoded.
+    /// written. Fields in the path and query are percent-encoded.
     fn url(&mut self, url: &ast::StringLit) -> Compiled {
         self.url_template(url, true)
     }
@@ -553,9 +553,9 @@ impl Checker {
     }
 }
 
-/// Whether a `let` template is a URL or a URL path: it starts with
-/// `http://`, `https://` or `/`, or with a URL variable followed by `/` or
-/// `?`, as in `"<<vars.api>>/claims/<<entity.id>>"`.
+/// Reports whether a `let` template is a URL or a URL path. Such a template
+/// starts with `http://`, `https://` or `/`, or with a URL variable followed
+/// by `/` or `?`, as in `"<<vars.api>>/claims/<<entity.id>>"`.
 fn is_url_template(template: &ast::Template, url_vars: &std::collections::HashSet<String>) -> bool {
     match template.segments.as_slice() {
         [ast::Segment::Text(part), ..] => {
@@ -573,8 +573,8 @@ fn is_url_template(template: &ast::Template, url_vars: &std::collections::HashSe
     }
 }
 
-/// Whether the URL text seen so far has reached the path: past
-/// `scheme://host`, or past a `/`, `?` or `#` when it has no scheme.
+/// Reports whether the URL text seen so far has reached the path, which
+/// starts after `scheme://host`, or at a `/`, `?` or `#` without a scheme.
 fn url_path_started(text: &str) -> bool {
     let after_scheme = match text.find("://") {
         Some(index) => &text[index + 3..],
@@ -594,10 +594,10 @@ fn invalid_header_name_char(name: &str) -> Option<Option<char>> {
         .map(Some)
 }
 
-/// How merge fields are encoded in a body of this media type: JSON for
-/// `application/json` and `+json` types, markup escaping for XML and HTML
-/// types, JavaScript escaping for JavaScript, and unchanged for the rest.
-/// `JsonValue` stands for "JSON", whose fields are encoded by position.
+/// Selects how merge fields are encoded in a body of this media type: JSON
+/// for `application/json` and `+json` types, markup escaping for XML and
+/// HTML types, JavaScript escaping for JavaScript, and unchanged otherwise.
+/// `JsonValue` means a JSON body, whose fields are encoded by position.
 fn body_kind(content_type: &str) -> Encoding {
     let essence = content_type
         .split(';')
@@ -630,7 +630,7 @@ fn is_media_type(text: &str) -> bool {
 }
 
 /// Returns the text pieces of a compiled template joined, or `None` when it
-/// holds a merge field.
+/// contains a merge field.
 pub fn plain_text(compiled: &Compiled) -> Option<String> {
     let mut text = String::new();
     for piece in &compiled.pieces {

@@ -17,8 +17,9 @@ use crate::run::{self, Execution, Options};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ExecutionRecord, ExecutionStatus, StepRecord, StepStatus, Store, StoreError};
 
-/// The store's file: `--store` or FLOWRUN_STORE, else `.flowrun/flowrun.db`
-/// beside the workflow, or in the current folder without one.
+/// Resolves the store's file: `--store` or FLOWRUN_STORE, else
+/// `.flowrun/flowrun.db` beside the workflow, or in the current folder when
+/// there is no workflow.
 pub(crate) fn store_path(args: &StoreArgs, workflow: Option<&Path>) -> PathBuf {
     if let Some(path) = &args.store {
         return path.clone();
@@ -306,7 +307,7 @@ fn first_step_to_run(
     ))
 }
 
-/// The step that was running when the execution's process stopped, if any.
+/// Finds the step that was running when the execution's process stopped.
 fn in_flight_step<'a>(steps: &'a [StepRecord], record: &ExecutionRecord) -> Option<&'a StepRecord> {
     steps.iter().find(|step| {
         step.index == record.next_step
@@ -338,8 +339,8 @@ fn reject_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -
     ))
 }
 
-/// Whether a flowrun process with this id runs (Linux: `/proc/PID`). A
-/// zombie, or another program that reused the id, does not count.
+/// Reports whether a flowrun process with this id runs (Linux: `/proc/PID`).
+/// A zombie, or another program that reused the id, does not count.
 fn process_is_alive(pid: u32) -> bool {
     if pid == 0 || pid == std::process::id() {
         return false;
@@ -413,7 +414,7 @@ pub(crate) fn runs_command(args: RunsArgs) -> u8 {
     }
 }
 
-/// The step-by-step history of one execution, for `flowrun runs show`.
+/// Formats the step-by-step history of one execution for `flowrun runs show`.
 fn history_text(store: &SqliteStore, id: &str) -> Result<String, StoreError> {
     let record = store.execution(id)?;
     let steps = store.steps(id)?;

@@ -147,7 +147,7 @@ impl Default for Options {
     }
 }
 
-/// The current time in RFC 3339, UTC.
+/// Returns the current time in RFC 3339, UTC.
 pub fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -250,7 +250,7 @@ pub fn prepare(
     }
 }
 
-/// A diagnostic for each secret the workflow uses that the run lacks.
+/// Returns a diagnostic for each secret the workflow uses that the run lacks.
 fn missing_secrets(used: &[(String, Span)], given: &HashMap<String, String>) -> Vec<Diagnostic> {
     used.iter()
         .filter(|(name, _)| !given.contains_key(name))
@@ -369,8 +369,8 @@ fn secret_values<'a>(
     secrets.values().map(String::as_str).chain(keys)
 }
 
-/// The variables whose `let` value reads a secret, directly or through an
-/// earlier variable that does.
+/// Collects the variables whose `let` value reads a secret, directly or
+/// through an earlier variable that does.
 fn secret_derived(program: &Program) -> std::collections::HashSet<String> {
     use crate::program::Piece;
     use crate::syntax::ast::{Expr, PathKey};

@@ -37,12 +37,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// The diagnostic of the first step that failed, if one did.
+    /// Returns the diagnostic of the first step that failed, if one did.
     pub fn failure(&self) -> Option<&Diagnostic> {
         self.failures().next()
     }
 
-    /// The diagnostics of every failed step, in order.
+    /// Iterates over the diagnostics of every failed step, in order.
     pub fn failures(&self) -> impl Iterator<Item = &Diagnostic> {
         self.steps.iter().filter_map(|step| step.error.as_ref())
     }

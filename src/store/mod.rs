@@ -291,7 +291,7 @@ pub trait Store {
     /// Executions, newest first, optionally only those with `status`.
     fn executions(&self, status: Option<ExecutionStatus>) -> Result<Vec<ExecutionSummary>, StoreError>;
 
-    /// The steps of an execution in order, each with its attempts.
+    /// Lists the steps of an execution in order, each with its attempts.
     fn steps(&self, id: &str) -> Result<Vec<StepRecord>, StoreError>;
 
     fn notifications(&self, id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
