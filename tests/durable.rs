@@ -19,6 +19,18 @@ fn store_path(workspace: &Workspace) -> PathBuf {
     workspace.dir.path().join("store.db")
 }
 
+/// Runs `flow` as execution `id`, recorded in the store at `store`.
+fn run_stored(flow: &Path, store: &str, id: &str) -> (i32, String, String) {
+    output(&mut flowrun(&[
+        "run",
+        path_str(flow),
+        "--store",
+        store,
+        "--execution-id",
+        id,
+    ]))
+}
+
 fn targets(server: &TestServer) -> Vec<String> {
     server
         .requests()
@@ -325,14 +337,7 @@ fn resume_refuses_changed_earlier_steps_unless_forced() {
     let flow = write("one");
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, _) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--store",
-        store_arg,
-        "--execution-id",
-        "e",
-    ]));
+    let (code, _, _) = run_stored(&flow, store_arg, "e");
     assert_eq!(code, 3);
 
     write("changed");
@@ -760,14 +765,7 @@ fn concurrent_resumes_send_the_failed_step_once() {
     let flow = workspace.file("claims.flow", source);
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, _) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--store",
-        store_arg,
-        "--execution-id",
-        "c",
-    ]));
+    let (code, _, _) = run_stored(&flow, store_arg, "c");
     assert_eq!(code, 3);
 
     broken.store(false, Ordering::SeqCst);
@@ -806,14 +804,7 @@ fn resume_follows_the_failed_step_by_name() {
     let flow = workspace.file("claims.flow", step("One", "one") + &step("Two", "two"));
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, _) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--store",
-        store_arg,
-        "--execution-id",
-        "n",
-    ]));
+    let (code, _, _) = run_stored(&flow, store_arg, "n");
     assert_eq!(code, 3);
     broken.store(false, Ordering::SeqCst);
 
@@ -850,14 +841,7 @@ fn resumed_execution_keeps_earlier_continued_failures() {
     let flow = workspace.file("claims.flow", source);
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--store",
-        store_arg,
-        "--execution-id",
-        "k",
-    ]));
+    let (code, _, stderr) = run_stored(&flow, store_arg, "k");
     assert_eq!(code, 3);
     assert!(
         stderr.contains(&format!("flowrun resume k --store '{store_arg}'")),
@@ -896,14 +880,7 @@ fn forced_resume_after_a_reorder_still_reruns_the_failed_step() {
     let flow = workspace.file("claims.flow", step("A", "a") + &step("B", "b"));
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, _) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--store",
-        store_arg,
-        "--execution-id",
-        "r",
-    ]));
+    let (code, _, _) = run_stored(&flow, store_arg, "r");
     assert_eq!(code, 3);
 
     workspace.file(
@@ -968,14 +945,7 @@ fn silent_failures_do_not_fail_a_resumed_execution() {
     let flow = workspace.file("claims.flow", source);
     let store_file = store_path(&workspace);
     let store_arg = path_str(&store_file);
-    let (code, _, _) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--store",
-        store_arg,
-        "--execution-id",
-        "q",
-    ]));
+    let (code, _, _) = run_stored(&flow, store_arg, "q");
     assert_eq!(code, 3);
     broken.store(false, Ordering::SeqCst);
     let (code, _, _) = output(&mut flowrun(&["resume", "q", "--store", store_arg]));
