@@ -140,6 +140,17 @@ impl fmt::Display for Code {
     }
 }
 
+/// Where the documentation of each code is published: `docs/diagnostics.md`
+/// of the repository, one section per code.
+pub const DOCS_BASE: &str = "https://github.com/flowrun/flowrun/blob/main/docs/diagnostics.md";
+
+/// The address of the documentation section of a code such as
+/// `flow::check::unknown_method`.
+pub fn docs_url(code: &str) -> String {
+    let anchor: String = code.chars().filter(|c| *c != ':').collect();
+    format!("{DOCS_BASE}#{anchor}")
+}
+
 /// A secondary label pointing at another site, such as the first definition
 /// of a duplicated name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +298,14 @@ mod tests {
             assert_eq!(parts[0], "flow", "{code}");
             assert!(["syntax", "check", "input", "run"].contains(&parts[1]), "{code}");
         }
+    }
+
+    #[test]
+    fn docs_url_points_at_the_section_of_the_code() {
+        assert_eq!(
+            docs_url("flow::check::payload_on_get"),
+            format!("{DOCS_BASE}#flowcheckpayload_on_get")
+        );
     }
 
     #[test]

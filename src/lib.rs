@@ -8,6 +8,7 @@
 pub mod check;
 pub mod cli;
 pub mod diagnostic;
+pub mod format;
 pub mod input;
 pub mod llm;
 pub mod program;

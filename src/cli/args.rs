@@ -27,6 +27,21 @@ pub enum Command {
     Resume(ResumeArgs),
     /// List executions, or show one step by step.
     Runs(RunsArgs),
+    /// Rewrite workflows in the canonical layout.
+    Fmt(FmtArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FmtArgs {
+    /// The workflow files, or `-` to format standard input to standard
+    /// output.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Change nothing; list the files that are not in the canonical layout
+    /// and exit with 1 when there is one.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The location of the execution store.
@@ -175,7 +190,8 @@ pub struct CheckArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 
-    /// `human` for people, `json` for editors and CI.
+    /// `human` for people, `json` for editors and CI, `sarif` for code
+    /// scanning tools, `github` for GitHub Actions annotations.
     #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
     pub format: CheckFormat,
 }
@@ -190,9 +206,11 @@ pub enum LogFormat {
 pub enum CheckFormat {
     Human,
     Json,
+    Sarif,
+    Github,
 }
 
-const SUBCOMMANDS: [&str; 6] = ["run", "check", "resume", "runs", "help", "--help"];
+const SUBCOMMANDS: [&str; 7] = ["run", "check", "resume", "runs", "fmt", "help", "--help"];
 
 /// Inserts `run` when the first argument is a file rather than a command,
 /// so that `flowrun FILE.flow` works as `flowrun run FILE.flow`.

@@ -5,6 +5,7 @@
 
 pub mod args;
 mod executions;
+mod fmt;
 pub mod output;
 
 use std::path::Path;
@@ -38,6 +39,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check_command(args),
         Command::Resume(args) => executions::resume_command(args),
         Command::Runs(args) => executions::runs_command(args),
+        Command::Fmt(args) => fmt::fmt_command(args),
     };
     ExitCode::from(code)
 }
@@ -74,46 +76,58 @@ pub fn check_source(text: &str, path: &Path) -> Checked {
 
 fn check_command(args: CheckArgs) -> u8 {
     let mut any_error = false;
-    let mut problems = 0;
-    let mut json_reports = Vec::new();
+    let mut checked_files = Vec::new();
     for file in &args.files {
         let name = file.display().to_string();
-        let text = match input::read_flow(file) {
-            Ok(text) => text,
-            Err(diagnostic) => {
-                any_error = true;
-                match args.format {
-                    CheckFormat::Human => output::eprint_diagnostics(&[diagnostic], None),
-                    CheckFormat::Json => json_reports.extend(output::render_json(
-                        &[diagnostic],
-                        &Source {
-                            name: &name,
-                            text: "",
-                        },
-                    )),
-                }
-                continue;
+        let (text, diagnostics) = match input::read_flow(file) {
+            Ok(text) => {
+                let diagnostics = check_source(&text, file).diagnostics;
+                (text, diagnostics)
             }
+            Err(diagnostic) => (String::new(), vec![diagnostic]),
         };
-        let checked = check_source(&text, file);
-        any_error |= checked.diagnostics.iter().any(Diagnostic::is_error);
-        problems += checked.diagnostics.len();
-        let source = Source {
-            name: &name,
-            text: &text,
-        };
-        match args.format {
-            CheckFormat::Human => output::eprint_diagnostics(&checked.diagnostics, Some(&source)),
-            CheckFormat::Json => json_reports.extend(output::render_json(&checked.diagnostics, &source)),
+        any_error |= diagnostics.iter().any(Diagnostic::is_error);
+        checked_files.push((name, text, diagnostics));
+    }
+    let reports: Vec<output::FileReport<'_>> = checked_files
+        .iter()
+        .map(|(name, text, diagnostics)| output::FileReport {
+            source: Source { name, text },
+            diagnostics,
+        })
+        .collect();
+    let written = match args.format {
+        CheckFormat::Human => {
+            for report in &reports {
+                let source = Some(&report.source).filter(|source| !source.text.is_empty());
+                output::eprint_diagnostics(report.diagnostics, source);
+            }
+            let problems: usize = reports.iter().map(|report| report.diagnostics.len()).sum();
+            if problems == 0 {
+                let files = args.files.len();
+                let noun = if files == 1 { "file" } else { "files" };
+                output::eprint_line(&format!("{files} {noun} checked: no problems found"));
+            }
+            true
         }
-    }
-    if args.format == CheckFormat::Json && !output::print_json(&json_reports) {
+        CheckFormat::Json => {
+            let values: Vec<serde_json::Value> = reports
+                .iter()
+                .flat_map(|report| output::render_json(report.diagnostics, &report.source))
+                .collect();
+            output::print_json(&values)
+        }
+        CheckFormat::Sarif => output::print_json(&output::render_sarif(&reports)),
+        CheckFormat::Github => {
+            let lines: String = reports
+                .iter()
+                .map(|report| output::render_github(report.diagnostics, &report.source))
+                .collect();
+            output::print_stdout(&lines)
+        }
+    };
+    if !written {
         return EXIT_OUTPUT_FAILED;
-    }
-    if args.format == CheckFormat::Human && problems == 0 && !any_error {
-        let files = args.files.len();
-        let noun = if files == 1 { "file" } else { "files" };
-        output::eprint_line(&format!("{files} {noun} checked: no problems found"));
     }
     if any_error {
         EXIT_INVALID

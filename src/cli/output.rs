@@ -368,3 +368,157 @@ pub fn escape_controls(text: &str) -> String {
     }
     out
 }
+
+/// One checked file and what was found in it.
+pub struct FileReport<'a> {
+    pub source: Source<'a>,
+    pub diagnostics: &'a [Diagnostic],
+}
+
+/// Renders diagnostics as one SARIF 2.1.0 log, for code scanning tools.
+pub fn render_sarif(files: &[FileReport<'_>]) -> Value {
+    let mut rule_ids: Vec<&'static str> = Vec::new();
+    let mut results = Vec::new();
+    for file in files {
+        let lines = LineIndex::new(file.source.text);
+        let location = |span: Option<Span>, message: Option<&str>| {
+            let mut physical = json!({"artifactLocation": {"uri": sarif_uri(file.source.name)}});
+            if let Some(span) = span {
+                let (start_line, start_column) = lines.line_col(span.start);
+                let (end_line, end_column) = lines.line_col(span.end);
+                physical["region"] = json!({
+                    "startLine": start_line,
+                    "startColumn": start_column,
+                    "endLine": end_line,
+                    "endColumn": end_column,
+                });
+            }
+            let mut location = json!({"physicalLocation": physical});
+            if let Some(message) = message {
+                location["message"] = json!({"text": message});
+            }
+            location
+        };
+        for diagnostic in file.diagnostics {
+            let code = diagnostic.code.as_str();
+            let rule_index = match rule_ids.iter().position(|id| *id == code) {
+                Some(index) => index,
+                None => {
+                    rule_ids.push(code);
+                    rule_ids.len() - 1
+                }
+            };
+            let mut text = diagnostic.message.clone();
+            if let Some(help) = &diagnostic.help {
+                text.push_str("\nhelp: ");
+                text.push_str(help);
+            }
+            let mut result = json!({
+                "ruleId": code,
+                "ruleIndex": rule_index,
+                "level": match diagnostic.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                },
+                "message": {"text": text},
+                "locations": [location(diagnostic.span, None)],
+            });
+            if !diagnostic.related.is_empty() {
+                result["relatedLocations"] = diagnostic
+                    .related
+                    .iter()
+                    .enumerate()
+                    .map(|(id, related)| {
+                        let mut related_location = location(Some(related.span), Some(&related.message));
+                        related_location["id"] = json!(id);
+                        related_location
+                    })
+                    .collect();
+            }
+            results.push(result);
+        }
+    }
+    let rules: Vec<Value> = rule_ids
+        .iter()
+        .map(|id| {
+            json!({
+                "id": id,
+                "name": id,
+                "helpUri": crate::diagnostic::docs_url(id),
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "flowrun",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            "results": results,
+        }],
+    })
+}
+
+/// A file name as a relative SARIF URI: forward slashes, and spaces and
+/// other reserved characters percent-encoded.
+fn sarif_uri(name: &str) -> String {
+    let mut uri = String::with_capacity(name.len());
+    for byte in name.replace('\\', "/").bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {
+                uri.push(byte as char)
+            }
+            _ => uri.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    uri
+}
+
+/// Renders diagnostics as GitHub Actions workflow commands, one line each,
+/// which GitHub shows as annotations on the pull request.
+pub fn render_github(diagnostics: &[Diagnostic], source: &Source<'_>) -> String {
+    let lines = LineIndex::new(source.text);
+    let mut out = String::new();
+    for diagnostic in diagnostics {
+        let command = match diagnostic.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut properties = vec![format!("file={}", github_property(source.name))];
+        if let Some(span) = diagnostic.span {
+            let (line, column) = lines.line_col(span.start);
+            let (end_line, end_column) = lines.line_col(span.end);
+            properties.push(format!("line={line}"));
+            properties.push(format!("col={column}"));
+            properties.push(format!("endLine={end_line}"));
+            if end_line == line {
+                properties.push(format!("endColumn={end_column}"));
+            }
+        }
+        properties.push(format!("title={}", github_property(diagnostic.code.as_str())));
+        let mut message = diagnostic.message.clone();
+        if let Some(help) = &diagnostic.help {
+            message.push_str("\nhelp: ");
+            message.push_str(help);
+        }
+        out.push_str(&format!(
+            "::{command} {}::{}\n",
+            properties.join(","),
+            github_data(&message)
+        ));
+    }
+    out
+}
+
+/// Escapes the message of a workflow command.
+fn github_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Escapes a property value of a workflow command.
+fn github_property(text: &str) -> String {
+    github_data(text).replace(':', "%3A").replace(',', "%2C")
+}

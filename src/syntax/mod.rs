@@ -8,6 +8,7 @@ pub mod ast;
 mod errors;
 mod lower;
 pub mod template;
+pub mod tokens;
 
 use pest::Parser as _;
 

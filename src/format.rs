@@ -1,0 +1,383 @@
+//! The canonical layout of `.flow` files, shared by `flowrun fmt` and the
+//! language server.
+//!
+//! The formatter works on the grammar's tokens (see [`syntax::tokens`]).
+//! It indents lines by block depth and puts one space between tokens that
+//! were apart. It spaces punctuation, starts each step item on its own line
+//! and breaks a long action before each clause. Strings, triple-quoted strings
+//! and comments are copied byte for byte; a JSON block moves with its first
+//! line, so its payload stays the same.
+//!
+//! Every result is verified: the formatted text must parse to the same tree
+//! (spans aside) and keep the same comments. When the full layout would
+//! change either, a layout that keeps every line where it is is tried, and
+//! when that fails too the text is returned unchanged.
+
+use crate::diagnostic::Diagnostic;
+use crate::syntax::{self, tokens::Token, tokens::TokenKind};
+
+/// Lines longer than this break before each clause of their action.
+pub const MAX_WIDTH: usize = 100;
+
+const INDENT: &str = "  ";
+
+/// Formats a whole file. A file with syntax errors is not formatted: its
+/// syntax diagnostics are returned instead.
+pub fn format(source: &str) -> Result<String, Vec<Diagnostic>> {
+    let parsed = syntax::parse(source);
+    let syntax_errors: Vec<Diagnostic> = parsed
+        .diagnostics
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
+    if !syntax_errors.is_empty() {
+        return Err(syntax_errors);
+    }
+    let Some(tokens) = syntax::tokens::tokens(source) else {
+        return Ok(source.to_string());
+    };
+    let expected = tree_key(source);
+    let comments = comment_texts(source, &tokens);
+    for mode in [Mode::Full, Mode::KeepLines] {
+        let formatted = layout(source, &tokens, mode);
+        if formatted == source {
+            return Ok(formatted);
+        }
+        if same_meaning(&formatted, &expected, &comments) {
+            return Ok(formatted);
+        }
+    }
+    Ok(source.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Canonical layout: blank lines collapsed, steps and long actions
+    /// broken into lines, punctuation spaced.
+    Full,
+    /// Indentation and spacing only, every token on its original line, for
+    /// files whose meaning depends on line numbers (a bare action is named
+    /// after its line).
+    KeepLines,
+}
+
+fn same_meaning(formatted: &str, expected: &str, comments: &[String]) -> bool {
+    let parsed = syntax::parse(formatted);
+    if parsed.diagnostics.iter().any(Diagnostic::is_error) {
+        return false;
+    }
+    let Some(tokens) = syntax::tokens::tokens(formatted) else {
+        return false;
+    };
+    tree_key(formatted) == expected && comment_texts(formatted, &tokens) == comments
+}
+
+/// Prints the syntax tree of `source` without spans, to compare what two
+/// texts mean.
+pub fn tree_key(source: &str) -> String {
+    let printed = format!("{:?}", syntax::parse(source).file);
+    erase_spans(&printed)
+}
+
+/// Removes every `Span { start: N, end: M }` from a printed tree.
+fn erase_spans(printed: &str) -> String {
+    const MARK: &str = "Span { start: ";
+    let mut out = String::with_capacity(printed.len());
+    let mut rest = printed;
+    while let Some(index) = rest.find(MARK) {
+        out.push_str(&rest[..index]);
+        out.push_str("Span");
+        let after = &rest[index..];
+        rest = after.find('}').map_or("", |end| &after[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+fn comment_texts(source: &str, tokens: &[Token]) -> Vec<String> {
+    tokens
+        .iter()
+        .filter(|token| token.kind == TokenKind::Comment)
+        .map(|token| source[token.span.start..token.span.end].trim_end().to_string())
+        .collect()
+}
+
+fn text<'a>(source: &'a str, token: &Token) -> &'a str {
+    &source[token.span.start..token.span.end]
+}
+
+/// Lays out the tokens in `mode`.
+fn layout(source: &str, tokens: &[Token], mode: Mode) -> String {
+    let breaks = line_breaks(source, tokens, mode);
+    let mut out = String::with_capacity(source.len() + source.len() / 8);
+    let mut depth = 0usize;
+    let mut line_indent = 0usize;
+    for (index, token) in tokens.iter().enumerate() {
+        let previous = index.checked_sub(1).map(|before| &tokens[before]);
+        if token.kind == TokenKind::Close {
+            depth = depth.saturating_sub(1);
+        }
+        let newlines = breaks[index];
+        if previous.is_none() {
+            for _ in 0..newlines {
+                out.push('\n');
+            }
+            line_indent = depth * INDENT.len();
+        } else if newlines > 0 {
+            for _ in 0..newlines {
+                out.push('\n');
+            }
+            line_indent = depth * INDENT.len();
+            for _ in 0..depth {
+                out.push_str(INDENT);
+            }
+        } else if let Some(previous) = previous {
+            let apart = token.span.start > previous.span.end;
+            if spaced(source, previous, token, apart, mode) {
+                out.push(' ');
+            }
+        }
+        match token.kind {
+            TokenKind::Block => {
+                let old_indent = indent_of_line(source, token.span.start);
+                shift_block(text(source, token), old_indent, line_indent, &mut out);
+            }
+            _ => out.push_str(text(source, token)),
+        }
+        if token.kind == TokenKind::Open {
+            depth += 1;
+        }
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// Counts the line breaks to write before each token.
+fn line_breaks(source: &str, tokens: &[Token], mode: Mode) -> Vec<usize> {
+    let mut breaks: Vec<usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(index, token)| {
+            let gap_start = index.checked_sub(1).map_or(0, |before| tokens[before].span.end);
+            source[gap_start..token.span.start].matches('\n').count()
+        })
+        .collect();
+    if mode == Mode::KeepLines {
+        return breaks;
+    }
+    if let Some(first) = breaks.first_mut() {
+        *first = 0;
+    }
+    // A step's items each start a line, and its closing brace has its own.
+    let mut open_steps: Vec<usize> = Vec::new();
+    for index in 1..tokens.len() {
+        let token = &tokens[index];
+        let previous = &tokens[index - 1];
+        if previous.kind == TokenKind::Open && previous.step_brace && token.kind != TokenKind::Comment {
+            breaks[index] = breaks[index].max(1);
+        }
+        if token.step_brace && token.kind == TokenKind::Open {
+            open_steps.push(index);
+        }
+        if token.step_brace && token.kind == TokenKind::Close {
+            let opened = open_steps.pop();
+            if opened != Some(index - 1) {
+                breaks[index] = breaks[index].max(1);
+            }
+        }
+        // No blank line right inside a block, at most one elsewhere.
+        if previous.kind == TokenKind::Open || token.kind == TokenKind::Close {
+            breaks[index] = breaks[index].min(1);
+        }
+        breaks[index] = breaks[index].min(2);
+    }
+    break_long_actions(source, tokens, &mut breaks);
+    breaks
+}
+
+/// Breaks a line longer than [`MAX_WIDTH`] that contains an `http` or `llm`
+/// action and more than one of its clauses, before each clause.
+fn break_long_actions(source: &str, tokens: &[Token], breaks: &mut [usize]) {
+    let mut start = 0;
+    while start < tokens.len() {
+        let mut end = start + 1;
+        while end < tokens.len() && breaks[end] == 0 {
+            end += 1;
+        }
+        let first = text(source, &tokens[start]);
+        let clauses = tokens[start + 1..end]
+            .iter()
+            .filter(|token| token.clause_start)
+            .count();
+        if matches!(first, "http" | "llm")
+            && clauses > 1
+            && line_width(source, &tokens[start..end]) > MAX_WIDTH
+        {
+            for index in start + 1..end {
+                if tokens[index].clause_start {
+                    breaks[index] = 1;
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+/// Measures a line of tokens up to its first line break, at depth zero.
+fn line_width(source: &str, tokens: &[Token]) -> usize {
+    let mut width = 0;
+    for token in tokens {
+        let body = text(source, token);
+        match body.find('\n') {
+            Some(end) => return width + body[..end].chars().count(),
+            None => width += body.chars().count() + 1,
+        }
+    }
+    width
+}
+
+/// Decides whether to write a space between two tokens on one line. `apart`
+/// is true when the source had white space between them.
+fn spaced(source: &str, previous: &Token, token: &Token, apart: bool, mode: Mode) -> bool {
+    if mode == Mode::KeepLines {
+        return apart;
+    }
+    let before = text(source, previous);
+    let this = text(source, token);
+    let punct =
+        |token: &Token, text: &str, set: &[&str]| token.kind == TokenKind::Punct && set.contains(&text);
+    if token.kind == TokenKind::Comment {
+        return true;
+    }
+    if punct(token, this, &[":", ","]) {
+        return false;
+    }
+    if punct(previous, before, &[":", ","]) {
+        return true;
+    }
+    if punct(token, this, &["=", "->", "|"]) || punct(previous, before, &["=", "->", "|"]) {
+        return true;
+    }
+    if token.kind == TokenKind::Open || previous.kind == TokenKind::Close {
+        return true;
+    }
+    if (previous.kind == TokenKind::Open || token.kind == TokenKind::Close)
+        && !(previous.kind == TokenKind::Open && token.kind == TokenKind::Close)
+    {
+        return true;
+    }
+    apart
+}
+
+/// Measures the leading white space, in bytes, of the line containing `offset`.
+fn indent_of_line(source: &str, offset: usize) -> usize {
+    let line_start = source[..offset].rfind('\n').map_or(0, |index| index + 1);
+    let line = &source[line_start..offset];
+    line.len() - line.trim_start_matches([' ', '\t']).len()
+}
+
+/// Writes a JSON block whose first line moves from indentation `old` to
+/// `new`. The parser removes up to the first line's indentation from each
+/// later line, so each later line gains or loses the same amount (at most
+/// its own leading white space) and the payload stays byte for byte.
+fn shift_block(block: &str, old: usize, new: usize, out: &mut String) {
+    for (index, line) in block.split('\n').enumerate() {
+        if index == 0 {
+            out.push_str(line);
+            continue;
+        }
+        out.push('\n');
+        if line.is_empty() {
+            continue;
+        }
+        if new >= old {
+            for _ in 0..new - old {
+                out.push(' ');
+            }
+            out.push_str(line);
+        } else {
+            let leading = line.len() - line.trim_start_matches([' ', '\t']).len();
+            out.push_str(&line[leading.min(old - new)..]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn formatted(source: &str) -> String {
+        format(source).expect("the source parses")
+    }
+
+    #[test]
+    fn indents_by_depth_and_spaces_punctuation() {
+        let source = "workflow   \"W\"\nlet a=1\nstep \"s\"{\nhttp GET \"http://x.test/\"   headers {\"A\":\"b\",\"C\" : \"d\"}\n      timeout  5s   # slow\n}\n";
+        assert_eq!(
+            formatted(source),
+            "workflow \"W\"\nlet a = 1\nstep \"s\" {\n  http GET \"http://x.test/\" headers { \"A\": \"b\", \"C\": \"d\" }\n  timeout 5s # slow\n}\n"
+        );
+    }
+
+    #[test]
+    fn moves_a_json_block_with_its_first_line() {
+        let source = "step \"s\" {\n      http POST \"http://x.test/\" json {\n        \"a\": [\n          1\n        ]\n      }\n}\n";
+        assert_eq!(
+            formatted(source),
+            "step \"s\" {\n  http POST \"http://x.test/\" json {\n    \"a\": [\n      1\n    ]\n  }\n}\n"
+        );
+    }
+
+    #[test]
+    fn keeps_triple_strings_and_comments_byte_for_byte() {
+        let source =
+            "step \"s\" {\n# first\n    http PUT \"http://x.test/\" xml \"\"\"\n   <a>  x  </a>\n\"\"\"\n}\n";
+        assert_eq!(
+            formatted(source),
+            "step \"s\" {\n  # first\n  http PUT \"http://x.test/\" xml \"\"\"\n   <a>  x  </a>\n\"\"\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn puts_step_items_on_their_own_lines() {
+        let source = "step \"s\" { http GET \"http://x.test/\" }\n\n\n\nstep \"t\" {\n\n  http GET \"http://x.test/\"\n\n}";
+        assert_eq!(
+            formatted(source),
+            "step \"s\" {\n  http GET \"http://x.test/\"\n}\n\nstep \"t\" {\n  http GET \"http://x.test/\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn breaks_a_long_action_before_each_clause() {
+        let url = format!("http://x.test/{}", "a".repeat(60));
+        let source = format!(
+            "step \"s\" {{\n  http POST \"{url}\" json {{ \"a\": 1 }} headers {{ \"A\": \"b\" }}\n}}\n"
+        );
+        assert_eq!(
+            formatted(&source),
+            format!("step \"s\" {{\n  http POST \"{url}\"\n  json {{ \"a\": 1 }}\n  headers {{ \"A\": \"b\" }}\n}}\n")
+        );
+    }
+
+    #[test]
+    fn bare_action_keeps_its_line() {
+        let source = "\n\n\nhttp   GET \"http://x.test/\"\n";
+        assert_eq!(formatted(source), "\n\n\nhttp GET \"http://x.test/\"\n");
+    }
+
+    #[test]
+    fn is_idempotent() {
+        let source = "let a =   \"x\"\nstep \"s\"{ http POST \"http://x.test/\" json {\n\"a\": 1\n} headers { \"A\": \"b\" }\nsave response.status->entity.s\n}\n";
+        let once = formatted(source);
+        assert_eq!(formatted(&once), once);
+        assert_eq!(tree_key(&once), tree_key(source));
+    }
+
+    #[test]
+    fn refuses_a_file_with_syntax_errors() {
+        let errors = format("step \"s\" {").expect_err("a syntax error");
+        assert_eq!(errors[0].code, crate::diagnostic::Code::SyntaxError);
+    }
+}

@@ -1,0 +1,141 @@
+//! `flowrun fmt`: every sample and every parsing fixture formats to a fixed
+//! point with the same tree and comments, and the command line rewrites,
+//! checks and refuses files as documented.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use flowrun::format::{format, tree_key};
+use support::cli::flowrun;
+
+/// Every `.flow` file under `samples/` and `tests/diagnostics/`.
+fn workflows() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for folder in ["samples", "tests/diagnostics"] {
+        for entry in std::fs::read_dir(root.join(folder)).expect("the folder is readable") {
+            let path = entry.expect("the entry is readable").path();
+            if path.extension().is_some_and(|extension| extension == "flow") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn comments(text: &str) -> Vec<String> {
+    let tokens = flowrun::syntax::tokens::tokens(text).expect("the text parses");
+    tokens
+        .iter()
+        .filter(|token| token.kind == flowrun::syntax::tokens::TokenKind::Comment)
+        .map(|token| text[token.span.start..token.span.end].trim_end().to_string())
+        .collect()
+}
+
+#[test]
+fn formatting_twice_changes_nothing_and_keeps_tree_and_comments() {
+    let mut formatted_files = 0;
+    for path in workflows() {
+        let text = std::fs::read_to_string(&path).expect("the workflow is readable");
+        let Ok(once) = format(&text) else {
+            // Files with syntax errors are refused; the CLI test covers it.
+            assert!(
+                flowrun::syntax::parse(&text)
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.is_error()),
+                "{} was refused without a syntax error",
+                path.display()
+            );
+            continue;
+        };
+        let twice = format(&once).expect("formatted text parses");
+        assert_eq!(twice, once, "{} is not a fixed point", path.display());
+        assert_eq!(
+            tree_key(&once),
+            tree_key(&text),
+            "{} changed its tree",
+            path.display()
+        );
+        assert_eq!(
+            comments(&once),
+            comments(&text),
+            "{} changed its comments",
+            path.display()
+        );
+        formatted_files += 1;
+    }
+    assert!(formatted_files >= 30, "only {formatted_files} files formatted");
+}
+
+#[test]
+fn samples_are_in_the_canonical_layout() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let samples: Vec<PathBuf> = workflows()
+        .into_iter()
+        .filter(|path| path.starts_with(root.join("samples")))
+        .collect();
+    let mut command = flowrun(&[]);
+    command.arg("fmt").arg("--check").args(&samples);
+    let output = command.output().expect("flowrun runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn fmt_rewrites_a_file_and_check_reports_it() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let path = folder.path().join("messy.flow");
+    let messy = "step   \"s\"{\nhttp POST \"http://127.0.0.1:1/x\" json {\n\"a\": 1\n}   # the body\n}\n";
+    std::fs::write(&path, messy).expect("the file is written");
+
+    let output = flowrun(&[])
+        .arg("fmt")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("messy.flow: not formatted"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).expect("readable"), messy);
+
+    let output = flowrun(&[]).arg("fmt").arg(&path).output().expect("flowrun runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("readable"),
+        "step \"s\" {\n  http POST \"http://127.0.0.1:1/x\" json {\n  \"a\": 1\n  } # the body\n}\n"
+    );
+
+    let output = flowrun(&[])
+        .arg("fmt")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn fmt_refuses_a_file_with_a_syntax_error() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let path = folder.path().join("broken.flow");
+    let broken = "step \"s\" {\n  http GET \"http://127.0.0.1:1/\n}\n";
+    std::fs::write(&path, broken).expect("the file is written");
+    let output = flowrun(&[]).arg("fmt").arg(&path).output().expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("flow::syntax::unexpected"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).expect("readable"), broken);
+}
