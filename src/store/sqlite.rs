@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Savepoint, Transaction, TransactionBehavior,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -176,6 +178,24 @@ impl SqliteStore {
             path: display_path,
         })
     }
+
+    /// Opens a group: the writes that follow share one transaction, which
+    /// [`SqliteStore::commit_group`] commits. Each write still succeeds or
+    /// fails as a whole, as a savepoint. Until the group commits, its writes
+    /// are invisible to other connections and lost if the process dies.
+    pub fn begin_group(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").at(&self.path)
+    }
+
+    /// Commits the group [`SqliteStore::begin_group`] opened. When the commit
+    /// fails, every write of the group is rolled back.
+    pub fn commit_group(&mut self) -> Result<(), StoreError> {
+        let committed = self.conn.execute_batch("COMMIT").at(&self.path);
+        if committed.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        committed
+    }
 }
 
 fn configure(conn: &Connection, path: &str) -> Result<(), StoreError> {
@@ -280,9 +300,44 @@ impl<T> At<T> for rusqlite::Result<T> {
 /// would start as a reader. In WAL mode, a reader whose snapshot another
 /// process has since changed cannot become a writer, and SQLite fails it with
 /// SQLITE_BUSY at once, without calling the busy handler.
-fn begin_write<'c>(conn: &'c mut Connection, path: &str) -> Result<Transaction<'c>, StoreError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .at(path)
+///
+/// Inside a group opened by [`SqliteStore::begin_group`] the write is a
+/// savepoint instead, so that a failed write undoes only itself and the
+/// group commits once for all of its writes.
+fn begin_write<'c>(conn: &'c mut Connection, path: &str) -> Result<Write<'c>, StoreError> {
+    if conn.is_autocommit() {
+        conn.transaction_with_behavior(TransactionBehavior::Immediate)
+            .map(Write::Transaction)
+            .at(path)
+    } else {
+        conn.savepoint().map(Write::Savepoint).at(path)
+    }
+}
+
+/// One write: its own transaction, or a savepoint inside a group.
+enum Write<'c> {
+    Transaction(Transaction<'c>),
+    Savepoint(Savepoint<'c>),
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Write::Transaction(tx) => tx,
+            Write::Savepoint(savepoint) => savepoint,
+        }
+    }
+}
+
+impl Write<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Write::Transaction(tx) => tx.commit(),
+            Write::Savepoint(savepoint) => savepoint.commit(),
+        }
+    }
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
@@ -1350,6 +1405,35 @@ mod tests {
         store
             .set_status(id, ExecutionStatus::Succeeded, started_at)
             .unwrap();
+    }
+
+    #[test]
+    fn group_commits_once_and_a_failed_write_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let reader = SqliteStore::open(&path).unwrap();
+
+        store.begin_group().unwrap();
+        run_one_execution(&mut store, "ex-1", "2024-05-01T10:00:01Z");
+        let missing = store.begin_step("ex-none", 0, "fetch", &methods(), "2024-05-01T10:00:02Z", 1);
+        assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+        run_one_execution(&mut store, "ex-2", "2024-05-01T10:00:03Z");
+        // Nothing is visible to another connection before the group commits.
+        assert_eq!(reader.executions(None).unwrap().len(), 0);
+        store.commit_group().unwrap();
+
+        let ids: Vec<String> = reader
+            .executions(Some(ExecutionStatus::Succeeded))
+            .unwrap()
+            .into_iter()
+            .map(|summary| summary.id)
+            .collect();
+        assert_eq!(ids, ["ex-2", "ex-1"]);
+        assert_eq!(reader.steps("ex-2").unwrap()[0].attempts.len(), 1);
+        // Outside a group every write commits on its own again.
+        run_one_execution(&mut store, "ex-3", "2024-05-01T10:00:04Z");
+        assert_eq!(reader.executions(None).unwrap().len(), 3);
     }
 
     #[test]
