@@ -20,6 +20,8 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 pub struct Http {
     following: Client,
     manual: Client,
+    /// Gates and rate limits per host, shared by the executions of a batch.
+    politeness: Option<std::sync::Arc<crate::run::politeness::Politeness>>,
 }
 
 impl Http {
@@ -33,7 +35,18 @@ impl Http {
             .user_agent(user_agent)
             .redirect(redirect::Policy::none())
             .build()?;
-        Ok(Http { following, manual })
+        Ok(Http {
+            following,
+            manual,
+            politeness: None,
+        })
+    }
+
+    /// Makes every request wait at its host's gate and rate limit, and a 429
+    /// with a wait close the gate for every execution that shares `politeness`.
+    pub fn with_politeness(mut self, politeness: std::sync::Arc<crate::run::politeness::Politeness>) -> Http {
+        self.politeness = Some(politeness);
+        self
     }
 }
 
@@ -114,6 +127,9 @@ pub async fn send(
         .unwrap_or(0);
     loop {
         number += 1;
+        if let Some(politeness) = &http.politeness {
+            politeness.before_request(&request.url).await;
+        }
         let started = Instant::now();
         let result = send_once(client, request, settings.timeout).await;
         let duration = started.elapsed();
@@ -164,7 +180,12 @@ pub async fn send(
                             max_wait: settings.max_wait,
                         });
                     }
-                    Some(RetryAfter::Wait(wait)) => wait,
+                    Some(RetryAfter::Wait(wait)) => {
+                        if let Some(politeness) = &http.politeness {
+                            politeness.hold(&request.url, wait);
+                        }
+                        wait
+                    }
                     Some(RetryAfter::Unusable) => {
                         warn!(
                             value = header.unwrap_or_default(),

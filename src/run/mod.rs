@@ -11,6 +11,7 @@ mod execute;
 pub mod http;
 pub mod llm;
 pub mod notify;
+pub mod politeness;
 pub mod redact;
 pub mod report;
 mod request;

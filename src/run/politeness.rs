@@ -1,0 +1,240 @@
+//! Politeness towards the hosts a run calls, shared by every execution of a
+//! batch: a gate per host that a 429's `Retry-After` closes, and an optional
+//! rate limit per host.
+//!
+//! A host is a scheme, a host name and a port. Every request waits at its
+//! host's gate before it is sent. A 429 with a wait closes the gate for that
+//! long, so the other executions hold their next request to the host
+//! instead of collecting 429s of their own.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A request rate: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parses `50/s`, `600/m` or `1000/h`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let (count, unit) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not a rate; write it as COUNT/UNIT, such as 50/s"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|count| *count > 0)
+            .ok_or_else(|| format!("`{text}`: the count must be a whole number above 0, such as 50/s"))?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}`; use s, m or h, such as 50/s"
+                ))
+            }
+        };
+        Ok(Rate { count, per })
+    }
+
+    /// The time between two requests to one host.
+    pub fn interval(self) -> Duration {
+        self.per / self.count
+    }
+}
+
+/// What a request to a host does now.
+enum Decision {
+    Go,
+    /// The gate is closed until then.
+    Closed(Instant),
+    /// The request has the rate limit's slot at this instant.
+    Slot(Instant),
+}
+
+/// The shared state of every host a run has called.
+#[derive(Debug, Default)]
+pub struct Politeness {
+    interval: Option<Duration>,
+    hosts: Mutex<HashMap<String, Host>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Host {
+    /// No request goes to the host before this instant.
+    open_at: Instant,
+    /// The earliest instant the rate limit lets the next request go.
+    next_slot: Instant,
+}
+
+impl Politeness {
+    /// Creates the shared state; with a rate, requests to one host are
+    /// spaced evenly, one every `rate.interval()`, which is a token bucket
+    /// holding one token.
+    pub fn new(rate: Option<Rate>) -> Politeness {
+        Politeness {
+            interval: rate.map(Rate::interval),
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until a request to `url`'s host may go: until its gate is open
+    /// and, with a rate limit, until it has its own slot.
+    pub async fn before_request(&self, url: &reqwest::Url) {
+        let key = host_key(url);
+        loop {
+            match self.decide(&key) {
+                Decision::Go => return,
+                Decision::Closed(open_at) => tokio::time::sleep_until(open_at).await,
+                Decision::Slot(slot) => {
+                    // The slot is taken; after waiting for it, only a gate
+                    // closed in the meantime can hold the request back.
+                    tokio::time::sleep_until(slot).await;
+                    self.wait_for_gate(&key).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn decide(&self, key: &str) -> Decision {
+        let now = Instant::now();
+        let mut hosts = self.hosts.lock().unwrap_or_else(|poison| poison.into_inner());
+        let host = hosts.entry(key.to_string()).or_insert(Host {
+            open_at: now,
+            next_slot: now,
+        });
+        if host.open_at > now {
+            return Decision::Closed(host.open_at);
+        }
+        let Some(interval) = self.interval else {
+            return Decision::Go;
+        };
+        let slot = host.next_slot.max(now);
+        host.next_slot = slot + interval;
+        if slot <= now {
+            Decision::Go
+        } else {
+            Decision::Slot(slot)
+        }
+    }
+
+    async fn wait_for_gate(&self, key: &str) {
+        loop {
+            let now = Instant::now();
+            let open_at = {
+                let hosts = self.hosts.lock().unwrap_or_else(|poison| poison.into_inner());
+                hosts.get(key).map_or(now, |host| host.open_at)
+            };
+            if open_at <= now {
+                return;
+            }
+            tokio::time::sleep_until(open_at).await;
+        }
+    }
+
+    /// Closes `url`'s host's gate for `wait`, as a 429's `Retry-After`
+    /// asked. A gate already closed for longer stays closed.
+    pub fn hold(&self, url: &reqwest::Url, wait: Duration) {
+        let now = Instant::now();
+        let mut hosts = self.hosts.lock().unwrap_or_else(|poison| poison.into_inner());
+        let host = hosts.entry(host_key(url)).or_insert(Host {
+            open_at: now,
+            next_slot: now,
+        });
+        host.open_at = host.open_at.max(now + wait);
+        // With a rate limit, the requests held at the gate leave it one
+        // interval apart rather than all at once.
+        host.next_slot = host.next_slot.max(host.open_at);
+    }
+}
+
+/// The scheme, host and port of `url`, such as `https://api.example.com:443`.
+fn host_key(url: &reqwest::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or(0)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> reqwest::Url {
+        reqwest::Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn rates_parse_with_their_unit() {
+        assert_eq!(
+            Rate::parse("50/s").unwrap(),
+            Rate {
+                count: 50,
+                per: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            Rate::parse("600/m").unwrap().interval(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(Rate::parse("3600/h").unwrap().interval(), Duration::from_secs(1));
+        assert_eq!(
+            Rate::parse("50").unwrap_err(),
+            "`50` is not a rate; write it as COUNT/UNIT, such as 50/s"
+        );
+        assert_eq!(
+            Rate::parse("0/s").unwrap_err(),
+            "`0/s`: the count must be a whole number above 0, such as 50/s"
+        );
+        assert_eq!(
+            Rate::parse("5/d").unwrap_err(),
+            "`5/d`: unknown unit `d`; use s, m or h, such as 50/s"
+        );
+    }
+
+    #[test]
+    fn hosts_differ_by_scheme_host_and_port() {
+        assert_eq!(host_key(&url("http://127.0.0.1/a?b")), "http://127.0.0.1:80");
+        assert_eq!(host_key(&url("https://Example.com/x")), "https://example.com:443");
+        assert_eq!(host_key(&url("http://127.0.0.1:8080/")), "http://127.0.0.1:8080");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_delays_only_its_own_host() {
+        let politeness = Politeness::new(None);
+        let started = Instant::now();
+        politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(3));
+        politeness.before_request(&url("http://127.0.0.1:9001/y")).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        politeness.before_request(&url("http://127.0.0.1:9000/z")).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        // A shorter hold does not shorten a longer one.
+        politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(5));
+        politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(1));
+        politeness.before_request(&url("http://127.0.0.1:9000/z")).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_spaces_requests_evenly() {
+        let politeness = Politeness::new(Some(Rate::parse("4/s").unwrap()));
+        let started = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..4 {
+            politeness.before_request(&url("http://127.0.0.1:9000/")).await;
+            times.push(started.elapsed().as_millis());
+        }
+        assert_eq!(times, [0, 250, 500, 750]);
+    }
+}
