@@ -132,6 +132,8 @@ codes! {
     StoreUnavailable => "flow::input::store_unavailable",
     ResumeRefused => "flow::input::resume_refused",
     InvalidExecutionId => "flow::input::invalid_execution_id",
+    // Batch runs
+    InvalidRecord => "flow::input::invalid_record",
 }
 
 impl fmt::Display for Code {

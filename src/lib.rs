@@ -5,6 +5,7 @@
 //! into a [`program::Program`], and [`run`] executes the program against one
 //! entity. Only the command line in `main.rs` and [`cli`] calls every stage.
 
+pub mod batch;
 pub mod check;
 pub mod cli;
 pub mod diagnostic;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "flowrun",
     version,
     about = "Check and run .flow workflows against one record",
-    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input, 3 the execution paused, 4 standard output could not be written."
+    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input, 3 the execution paused, 4 standard output could not be written, 130 a batch was interrupted. With --entities: 1 when any record failed, otherwise 3 when any paused."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -182,6 +182,73 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    #[command(flatten)]
+    pub batch: BatchArgs,
+}
+
+/// Running one workflow over many records.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BatchArgs {
+    /// Run once per record of this file, or of standard input for `-`:
+    /// JSON Lines, a JSON array of objects, or CSV with a header row.
+    /// Prints each updated entity as one JSON line.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["entity", "execution_id", "dry_run", "report"]
+    )]
+    pub entities: Option<String>,
+
+    /// The layout of --entities. Default: CSV for a `.csv` file, a JSON
+    /// array when the input starts with `[`, otherwise JSON Lines.
+    #[arg(long, value_enum, value_name = "FORMAT", requires = "entities")]
+    pub entities_format: Option<EntitiesFormat>,
+
+    /// In CSV records, read cells that are JSON numbers as numbers and
+    /// `true`/`false` as booleans; other cells stay strings.
+    #[arg(long, requires = "entities")]
+    pub csv_types: bool,
+
+    /// How many executions run at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::batch::DEFAULT_CONCURRENCY,
+        value_parser = parse_concurrency,
+        requires = "entities"
+    )]
+    pub concurrency: usize,
+
+    /// Limit requests per host, shared by all executions, such as `50/s`,
+    /// `600/m` or `1000/h`. Requests are spaced evenly.
+    #[arg(long, value_name = "RATE", value_parser = crate::run::politeness::Rate::parse, requires = "entities")]
+    pub rate: Option<crate::run::politeness::Rate>,
+
+    /// Print each entity when its execution ends, not in input order.
+    #[arg(long, requires = "entities")]
+    pub unordered: bool,
+
+    /// Leave out the first N records, such as those an interrupted batch
+    /// already ran.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "entities")]
+    pub skip: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EntitiesFormat {
+    Jsonl,
+    Json,
+    Csv,
+}
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(count) if (1..=1024).contains(&count) => Ok(count),
+        _ => Err(format!(
+            "`{text}` is not a concurrency; give a whole number from 1 to 1024"
+        )),
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,9 +1,11 @@
 //! The command line: `flowrun run`, `check`, `resume` and `runs`.
 //!
 //! Exit codes: 0 success, 1 a step failed, 2 invalid workflow or input,
-//! 3 the execution paused.
+//! 3 the execution paused, 4 standard output could not be written, 130 a
+//! batch was interrupted.
 
 pub mod args;
+mod batch;
 mod executions;
 mod fmt;
 pub mod output;
@@ -30,6 +32,8 @@ pub const EXIT_STEP_FAILED: u8 = 1;
 pub const EXIT_INVALID: u8 = 2;
 pub const EXIT_PAUSED: u8 = 3;
 pub const EXIT_OUTPUT_FAILED: u8 = 4;
+/// A batch stopped taking records after Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -151,6 +155,9 @@ fn run_command(args: RunArgs) -> u8 {
         return fail_invalid(&checked.diagnostics, Some(&source));
     }
     output::eprint_diagnostics(&checked.diagnostics, Some(&source));
+    if let Some(entities) = &args.batch.entities {
+        return batch::batch_command(&args, entities, &checked.program, &source);
+    }
 
     let inputs = match read_inputs(&args) {
         Ok(inputs) => inputs,

@@ -180,13 +180,18 @@ pub fn format_dry_run(requests: &[RenderedRequest]) -> String {
 
 /// Sends the progress log to standard error, as text or JSON Lines.
 pub fn init_logging(format: LogFormat, verbose: bool) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-
     let level = if verbose {
         tracing::Level::DEBUG
     } else {
         tracing::Level::INFO
     };
+    init_logging_at(format, level);
+}
+
+/// Sends the progress log to standard error from `level` up.
+pub fn init_logging_at(format: LogFormat, level: tracing::Level) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
     let filter = tracing_subscriber::filter::Targets::new()
         .with_target("flowrun", level)
         .with_default(tracing::Level::WARN);

@@ -1,0 +1,265 @@
+//! Batch runs: one workflow over many records, each record its own
+//! execution with its own id, state and failure behaviour.
+//!
+//! [`records`] reads the input ahead on its own thread. [`run`] keeps up to
+//! `concurrency` executions going on one async thread and hands each
+//! finished one to the caller, in input order by default. [`writer`] groups
+//! the store writes of all executions into few transactions. The executions share one [`Http`], whose
+//! [`crate::run::politeness::Politeness`] paces every host.
+
+pub mod records;
+pub mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::diagnostic::Diagnostic;
+use crate::program::Program;
+use crate::run::http::Http;
+use crate::run::notify::Channels;
+use crate::run::report::{Outcome, Report};
+use crate::run::{self, Inputs, Options};
+use crate::store::{NewExecution, Store};
+use records::Record;
+use writer::StoreWriter;
+
+/// The default number of executions a batch runs at once. It hides network
+/// latency and opens about as many connections to one host as a browser does.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// The settings and resources every execution of a batch shares.
+pub struct Batch<'a> {
+    pub program: &'a Program,
+    pub source: &'a str,
+    /// The workflow file as the store records it, for `flowrun resume`.
+    pub source_path: String,
+    pub vars: Vec<(String, String)>,
+    pub secrets: HashMap<String, String>,
+    pub env: HashMap<String, String>,
+    pub channels: Channels,
+    pub http: &'a Http,
+    /// How many executions run at once; at least 1.
+    pub concurrency: usize,
+    /// Hand finished executions over in input order.
+    pub ordered: bool,
+    pub store: Option<&'a StoreWriter>,
+    /// The store file, for the resume hint of paused executions.
+    pub store_path: Option<PathBuf>,
+}
+
+/// A record's result.
+#[derive(Debug)]
+pub enum Finished {
+    /// The record ran as an execution.
+    Ran { number: u64, report: Box<Report> },
+    /// The record could not be read, or its execution could not start.
+    Rejected {
+        number: u64,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+impl Finished {
+    pub fn number(&self) -> u64 {
+        match self {
+            Finished::Ran { number, .. } | Finished::Rejected { number, .. } => *number,
+        }
+    }
+}
+
+/// Counts of a batch, for its summary and exit code.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub paused: u64,
+    /// Records that could not be read or could not start.
+    pub rejected: u64,
+    /// The number of the last record taken; after an interruption, the
+    /// records after it were not started.
+    pub last_taken: u64,
+    /// The run stopped taking records because `interrupt` fired.
+    pub interrupted: bool,
+}
+
+impl Totals {
+    fn count(&mut self, finished: &Finished) {
+        match finished {
+            Finished::Ran { report, .. } => match report.outcome {
+                Outcome::Succeeded => self.succeeded += 1,
+                Outcome::Failed => self.failed += 1,
+                Outcome::Paused => self.paused += 1,
+            },
+            Finished::Rejected { .. } => self.rejected += 1,
+        }
+    }
+}
+
+/// Runs every record from `records`, at most `batch.concurrency` at once,
+/// and passes each result to `finished`. Once `interrupt` completes, no
+/// further record starts; the running ones finish, each within its steps'
+/// timeouts.
+pub async fn run(
+    batch: &Batch<'_>,
+    mut records: mpsc::Receiver<Record>,
+    interrupt: impl Future<Output = ()>,
+    finished: &mut dyn FnMut(Finished, &Totals),
+) -> Totals {
+    let concurrency = batch.concurrency.max(1);
+    // In input order, a slow record holds back the output of those after
+    // it; the window bounds how many wait, and so the memory they take.
+    let window = concurrency * 8 + 64;
+    let step_hashes = run::step_hashes(batch.program, batch.source);
+    let workflow_hash = run::sha256_hex(batch.source);
+    let step_names: Vec<String> = batch.program.steps.iter().map(|step| step.name.clone()).collect();
+    let shared = Shared {
+        batch,
+        step_hashes: &step_hashes,
+        workflow_hash: &workflow_hash,
+        step_names: &step_names,
+    };
+
+    let mut totals = Totals::default();
+    let mut running = FuturesUnordered::new();
+    let mut waiting: BTreeMap<u64, Finished> = BTreeMap::new();
+    let mut next_out: Option<u64> = None;
+    let mut reading = true;
+    tokio::pin!(interrupt);
+
+    let mut deliver = |result: Finished,
+                       totals: &mut Totals,
+                       waiting: &mut BTreeMap<u64, Finished>,
+                       next_out: &mut Option<u64>| {
+        totals.count(&result);
+        if !batch.ordered {
+            finished(result, totals);
+            return;
+        }
+        waiting.insert(result.number(), result);
+        while let Some(entry) = waiting.first_entry() {
+            if next_out.is_some_and(|next| *entry.key() != next) {
+                break;
+            }
+            let result = entry.remove();
+            *next_out = Some(result.number() + 1);
+            finished(result, totals);
+        }
+    };
+
+    loop {
+        let room = running.len() < concurrency && (!batch.ordered || running.len() + waiting.len() < window);
+        let take = reading && !totals.interrupted && room;
+        if !take && running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            () = &mut interrupt, if !totals.interrupted => {
+                totals.interrupted = true;
+            }
+            record = records.recv(), if take => match record {
+                None => reading = false,
+                Some(record) => {
+                    totals.last_taken = record.number;
+                    if next_out.is_none() {
+                        next_out = Some(record.number);
+                    }
+                    match record.entity {
+                        Ok(entity) => running.push(shared.execute(record.number, entity)),
+                        Err(diagnostic) => deliver(
+                            Finished::Rejected { number: record.number, diagnostics: vec![diagnostic] },
+                            &mut totals,
+                            &mut waiting,
+                            &mut next_out,
+                        ),
+                    }
+                }
+            },
+            Some(result) = running.next(), if !running.is_empty() => {
+                deliver(result, &mut totals, &mut waiting, &mut next_out);
+            }
+        }
+    }
+    // Every taken record has finished, so nothing is left waiting; this
+    // only guards the order of output against a gap.
+    for (_, result) in std::mem::take(&mut waiting) {
+        finished(result, &totals);
+    }
+    totals
+}
+
+/// The parts of a batch that each execution reads.
+struct Shared<'a> {
+    batch: &'a Batch<'a>,
+    step_hashes: &'a [String],
+    workflow_hash: &'a str,
+    step_names: &'a [String],
+}
+
+impl Shared<'_> {
+    async fn execute(&self, number: u64, entity: Value) -> Finished {
+        let batch = self.batch;
+        let inputs = Inputs {
+            entity,
+            vars: batch.vars.clone(),
+            secrets: batch.secrets.clone(),
+            execution_id: None,
+            env: batch.env.clone(),
+        };
+        let execution = match run::prepare(batch.program, batch.source, inputs, false) {
+            Ok(execution) => execution,
+            Err(diagnostics) => return Finished::Rejected { number, diagnostics },
+        };
+        let mut handle = batch.store.map(StoreWriter::handle);
+        if let Some(handle) = handle.as_mut() {
+            let new = NewExecution {
+                id: &execution.id,
+                workflow: &batch.program.name,
+                source_path: &batch.source_path,
+                workflow_hash: self.workflow_hash,
+                step_hashes: self.step_hashes,
+                step_names: self.step_names,
+                entity: &execution.entity,
+                vars: &execution.stored_vars(),
+                started_at: &execution.started_at,
+                pid: std::process::id(),
+            };
+            if let Err(error) = handle.begin_execution(&new) {
+                return Finished::Rejected {
+                    number,
+                    diagnostics: vec![Diagnostic::error(
+                        crate::diagnostic::Code::StoreFailed,
+                        format!("the execution store failed: {error}; the record did not run"),
+                    )],
+                };
+            }
+        }
+        let options = Options {
+            dry_run: false,
+            sleeper: Arc::new(run::retry::TokioSleeper),
+            channels: batch.channels.clone(),
+            first_step: 0,
+            earlier_failures: false,
+            store_path: batch.store_path.clone(),
+        };
+        let store = handle.as_mut().map(|handle| handle as &mut dyn Store);
+        let report = run::execute(
+            batch.program,
+            batch.source,
+            execution,
+            batch.http,
+            &options,
+            store,
+        )
+        .await;
+        Finished::Ran {
+            number,
+            report: Box::new(report),
+        }
+    }
+}

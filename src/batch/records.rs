@@ -1,0 +1,622 @@
+//! Reads the records of a batch one at a time: JSON Lines, a JSON array, or
+//! CSV with a header row. A thread reads and parses ahead of the executions
+//! into a bounded channel, so memory stays flat however long the input is.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::Deserialize as _;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::diagnostic::{Code, Diagnostic};
+
+/// How many parsed records wait for an execution at most.
+const READ_AHEAD: usize = 256;
+
+/// The layout of the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line; blank lines are skipped.
+    JsonLines,
+    /// One JSON array of objects.
+    JsonArray,
+    /// A header row, then one record per row.
+    Csv,
+}
+
+/// One record of the input, numbered from 1 in input order.
+#[derive(Debug)]
+pub struct Record {
+    pub number: u64,
+    /// The entity, or why this record cannot be read.
+    pub entity: Result<Value, Diagnostic>,
+}
+
+/// Where the records come from and how to read them.
+pub struct Source {
+    pub reader: Box<dyn Read + Send>,
+    /// How messages name the input: `records.jsonl` or `standard input`.
+    pub shown: String,
+    pub format: Format,
+    /// With CSV, turn cells that are JSON numbers or `true`/`false` into
+    /// numbers and booleans; otherwise every cell is a string.
+    pub csv_types: bool,
+    /// Leave out this many records at the start.
+    pub skip: u64,
+}
+
+/// Opens `path` (or standard input for `-`) and works out its format: the
+/// one given, else CSV for a `.csv` file, else a JSON array when the first
+/// character is `[`, else JSON Lines.
+pub fn open(path: &str, format: Option<Format>, csv_types: bool, skip: u64) -> Result<Source, Diagnostic> {
+    let (reader, shown): (Box<dyn Read + Send>, String) = if path == "-" {
+        (Box::new(std::io::stdin()), "standard input".to_string())
+    } else {
+        let file = std::fs::File::open(path).map_err(|error| {
+            Diagnostic::error(
+                Code::InvalidRecord,
+                format!("cannot read the records `{path}`: {error}"),
+            )
+            .with_help("check the path given to --entities, or pass `-` to read standard input")
+        })?;
+        (Box::new(file), format!("`{path}`"))
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let format = match format {
+        Some(format) => format,
+        None if Path::new(path)
+            .extension()
+            .is_some_and(|extension| extension.eq_ignore_ascii_case("csv")) =>
+        {
+            Format::Csv
+        }
+        None => {
+            let first = reader
+                .fill_buf()
+                .map_err(|error| read_error(&shown, &error))?
+                .iter()
+                .copied()
+                .find(|byte| !byte.is_ascii_whitespace() && !matches!(byte, 0xEF | 0xBB | 0xBF));
+            if first == Some(b'[') {
+                Format::JsonArray
+            } else {
+                Format::JsonLines
+            }
+        }
+    };
+    Ok(Source {
+        reader: Box::new(reader),
+        shown,
+        format,
+        csv_types,
+        skip,
+    })
+}
+
+fn read_error(shown: &str, error: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(
+        Code::InvalidRecord,
+        format!("cannot read the records from {shown}: {error}"),
+    )
+    .with_help("check that the input is readable and UTF-8")
+}
+
+/// Reads `source` on its own thread and returns the records in order. The
+/// thread stops at the end of the input, at an error that ends it, or when
+/// the receiver is dropped.
+pub fn spawn(source: Source) -> mpsc::Receiver<Record> {
+    let (sender, receiver) = mpsc::channel(READ_AHEAD);
+    std::thread::spawn(move || {
+        let skip = source.skip;
+        let mut send = |record: Record| {
+            if record.number <= skip {
+                return true;
+            }
+            sender.blocking_send(record).is_ok()
+        };
+        match source.format {
+            Format::JsonLines => read_lines(source.reader, &source.shown, &mut send),
+            Format::JsonArray => read_array(source.reader, &source.shown, &mut send),
+            Format::Csv => read_csv(source.reader, &source.shown, source.csv_types, &mut send),
+        }
+    });
+    receiver
+}
+
+fn not_object(shown: &str, place: &str, value: &Value) -> Diagnostic {
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    Diagnostic::error(
+        Code::InvalidRecord,
+        format!("{place} of {shown} is {kind}, not a JSON object"),
+    )
+    .with_help("each record is one JSON object, such as {\"id\": \"C-1\"}")
+}
+
+fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Record) -> bool) {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut line = String::new();
+    let mut line_number = 0u64;
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        line_number += 1;
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                number += 1;
+                send(Record {
+                    number,
+                    entity: Err(read_error(shown, &error)),
+                });
+                return;
+            }
+        }
+        let text = line.strip_prefix('\u{FEFF}').unwrap_or(&line).trim();
+        if text.is_empty() {
+            continue;
+        }
+        number += 1;
+        let entity = match serde_json::from_str::<Value>(text) {
+            Ok(value) if value.is_object() => Ok(value),
+            Ok(value) => Err(not_object(shown, &format!("line {line_number}"), &value)),
+            Err(error) => Err(Diagnostic::error(
+                Code::InvalidRecord,
+                format!(
+                    "line {line_number} of {shown} is not valid JSON: {} at column {}",
+                    strip_position(&error.to_string()),
+                    error.column()
+                ),
+            )
+            .with_help("JSON Lines holds one JSON object per line")),
+        };
+        if !send(Record { number, entity }) {
+            return;
+        }
+    }
+}
+
+fn strip_position(message: &str) -> &str {
+    message
+        .find(" at line ")
+        .map_or(message, |index| &message[..index])
+}
+
+/// Reads `[ {...}, {...} ]` one element at a time. Elements must be
+/// objects, whose closing brace ends them, so the parser never reads past
+/// an element.
+fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Record) -> bool) {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut number = 0u64;
+    let fail = |number: u64, message: String, send: &mut dyn FnMut(Record) -> bool| {
+        send(Record {
+            number,
+            entity: Err(Diagnostic::error(Code::InvalidRecord, message)
+                .with_help("a JSON array of records looks like [{\"id\": \"C-1\"}, {\"id\": \"C-2\"}]")),
+        });
+    };
+    // The opening bracket, after an optional byte order mark.
+    match next_token(&mut reader) {
+        Ok(Some(b'[')) => {}
+        Ok(other) => {
+            fail(
+                1,
+                format!("{shown} does not start with `[`, found {}", describe(other)),
+                send,
+            );
+            return;
+        }
+        Err(error) => {
+            send(Record {
+                number: 1,
+                entity: Err(read_error(shown, &error)),
+            });
+            return;
+        }
+    }
+    let mut first = true;
+    loop {
+        let token = match peek_token(&mut reader) {
+            Ok(token) => token,
+            Err(error) => {
+                send(Record {
+                    number: number + 1,
+                    entity: Err(read_error(shown, &error)),
+                });
+                return;
+            }
+        };
+        match token {
+            Some(b']') => return,
+            Some(b',') if !first => {
+                reader.consume(1);
+            }
+            _ if first => {}
+            other => {
+                fail(
+                    number + 1,
+                    format!(
+                        "after record {number} of {shown}, expected `,` or `]`, found {}",
+                        describe(other)
+                    ),
+                    send,
+                );
+                return;
+            }
+        }
+        first = false;
+        number += 1;
+        match peek_token(&mut reader) {
+            Ok(Some(b'{')) => {}
+            Ok(other) => {
+                fail(
+                    number,
+                    format!(
+                        "record {number} of {shown} is not a JSON object: found {}",
+                        describe(other)
+                    ),
+                    send,
+                );
+                return;
+            }
+            Err(error) => {
+                send(Record {
+                    number,
+                    entity: Err(read_error(shown, &error)),
+                });
+                return;
+            }
+        }
+        let mut deserializer = serde_json::Deserializer::from_reader(&mut reader);
+        let entity = match Value::deserialize(&mut deserializer) {
+            Ok(value) => value,
+            Err(error) => {
+                fail(
+                    number,
+                    format!(
+                        "record {number} of {shown} is not valid JSON: {}",
+                        strip_position(&error.to_string())
+                    ),
+                    send,
+                );
+                return;
+            }
+        };
+        if !send(Record {
+            number,
+            entity: Ok(entity),
+        }) {
+            return;
+        }
+    }
+}
+
+fn describe(token: Option<u8>) -> String {
+    match token {
+        Some(byte) if byte.is_ascii_graphic() => format!("`{}`", byte as char),
+        Some(byte) => format!("byte 0x{byte:02x}"),
+        None => "the end of the input".to_string(),
+    }
+}
+
+/// Skips whitespace and a byte order mark, and returns the next byte
+/// without consuming it.
+fn peek_token(reader: &mut impl BufRead) -> std::io::Result<Option<u8>> {
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(None);
+        }
+        let skipped = buffer
+            .iter()
+            .take_while(|byte| byte.is_ascii_whitespace() || matches!(byte, 0xEF | 0xBB | 0xBF))
+            .count();
+        if skipped < buffer.len() {
+            let byte = buffer[skipped];
+            reader.consume(skipped);
+            return Ok(Some(byte));
+        }
+        let length = buffer.len();
+        reader.consume(length);
+    }
+}
+
+fn next_token(reader: &mut impl BufRead) -> std::io::Result<Option<u8>> {
+    let token = peek_token(reader)?;
+    if token.is_some() {
+        reader.consume(1);
+    }
+    Ok(token)
+}
+
+fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut dyn FnMut(Record) -> bool) {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(reader);
+    let headers: Vec<String> = match csv.headers() {
+        Ok(headers) => headers
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let name = if index == 0 {
+                    name.strip_prefix('\u{FEFF}').unwrap_or(name)
+                } else {
+                    name
+                };
+                name.to_string()
+            })
+            .collect(),
+        Err(error) => {
+            send(Record {
+                number: 1,
+                entity: Err(csv_error(shown, &error)),
+            });
+            return;
+        }
+    };
+    if let Some(duplicate) = headers
+        .iter()
+        .enumerate()
+        .find(|(index, name)| headers[..*index].contains(name))
+    {
+        send(Record {
+            number: 1,
+            entity: Err(Diagnostic::error(
+                Code::InvalidRecord,
+                format!(
+                    "the header row of {shown} names the column `{}` twice",
+                    duplicate.1
+                ),
+            )
+            .with_help("give every column its own name; columns become the fields of each entity")),
+        });
+        return;
+    }
+    let mut row = csv::StringRecord::new();
+    let mut number = 0u64;
+    loop {
+        number += 1;
+        let entity = match csv.read_record(&mut row) {
+            Ok(false) => return,
+            Ok(true) => {
+                let mut entity = Map::new();
+                for (name, cell) in headers.iter().zip(row.iter()) {
+                    let value = if typed {
+                        typed_cell(cell)
+                    } else {
+                        Value::String(cell.to_string())
+                    };
+                    entity.insert(name.clone(), value);
+                }
+                Ok(Value::Object(entity))
+            }
+            // A row with the wrong number of cells is that record's problem;
+            // the rows after it are still read.
+            Err(error) if matches!(error.kind(), csv::ErrorKind::UnequalLengths { .. }) => {
+                Err(csv_error(shown, &error))
+            }
+            Err(error) => {
+                send(Record {
+                    number,
+                    entity: Err(csv_error(shown, &error)),
+                });
+                return;
+            }
+        };
+        if !send(Record { number, entity }) {
+            return;
+        }
+    }
+}
+
+fn csv_error(shown: &str, error: &csv::Error) -> Diagnostic {
+    let line = error
+        .position()
+        .map(|position| format!("line {} of ", position.line()))
+        .unwrap_or_default();
+    let help = match error.kind() {
+        csv::ErrorKind::UnequalLengths { .. } => {
+            "every row needs as many cells as the header row has columns"
+        }
+        csv::ErrorKind::Utf8 { .. } => "save the file as UTF-8",
+        _ => "check that the input is CSV with a header row",
+    };
+    let message = match error.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{line}{shown} has {len} cells, but the header row has {expected_len} columns"),
+        _ => format!("{line}{shown} cannot be read as CSV: {error}"),
+    };
+    Diagnostic::error(Code::InvalidRecord, message).with_help(help)
+}
+
+/// A CSV cell under `--csv-types`: a JSON number (so `42`, `-1.5`, `2e3`,
+/// but not `007` or `+1`, which stay text), `true` or `false`; anything
+/// else, the empty cell included, stays a string.
+pub fn typed_cell(cell: &str) -> Value {
+    match cell {
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        _ => {}
+    }
+    if is_json_number(cell) {
+        if let Ok(number) = serde_json::from_str::<serde_json::Number>(cell) {
+            return Value::Number(number);
+        }
+    }
+    Value::String(cell.to_string())
+}
+
+/// Follows the number grammar of RFC 8259.
+fn is_json_number(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut index = 0;
+    if bytes.first() == Some(&b'-') {
+        index += 1;
+    }
+    match bytes.get(index) {
+        Some(b'0') => index += 1,
+        Some(b'1'..=b'9') => {
+            while bytes.get(index).is_some_and(u8::is_ascii_digit) {
+                index += 1;
+            }
+        }
+        _ => return false,
+    }
+    if bytes.get(index) == Some(&b'.') {
+        index += 1;
+        let start = index;
+        while bytes.get(index).is_some_and(u8::is_ascii_digit) {
+            index += 1;
+        }
+        if index == start {
+            return false;
+        }
+    }
+    if matches!(bytes.get(index), Some(b'e' | b'E')) {
+        index += 1;
+        if matches!(bytes.get(index), Some(b'+' | b'-')) {
+            index += 1;
+        }
+        let start = index;
+        while bytes.get(index).is_some_and(u8::is_ascii_digit) {
+            index += 1;
+        }
+        if index == start {
+            return false;
+        }
+    }
+    index == bytes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(text: &'static str, format: Format, csv_types: bool, skip: u64) -> Vec<Result<Value, String>> {
+        let source = Source {
+            reader: Box::new(text.as_bytes()),
+            shown: "`in`".to_string(),
+            format,
+            csv_types,
+            skip,
+        };
+        let mut receiver = spawn(source);
+        let mut records = Vec::new();
+        let mut expected = skip;
+        while let Some(record) = receiver.blocking_recv() {
+            expected += 1;
+            assert_eq!(record.number, expected);
+            records.push(record.entity.map_err(|diagnostic| diagnostic.message));
+        }
+        records
+    }
+
+    #[test]
+    fn json_lines_skip_blank_lines_and_report_bad_ones() {
+        let records = read(
+            "{\"a\":1}\n\n  {\"a\":2}\n[1]\n{\"a\":\n{\"a\":3}",
+            Format::JsonLines,
+            false,
+            0,
+        );
+        assert_eq!(
+            records,
+            [
+                Ok(json!({"a": 1})),
+                Ok(json!({"a": 2})),
+                Err("line 4 of `in` is an array, not a JSON object".to_string()),
+                Err("line 5 of `in` is not valid JSON: EOF while parsing a value at column 5".to_string()),
+                Ok(json!({"a": 3})),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_arrays_stream_object_by_object() {
+        let records = read(
+            " [ {\"a\": [1, {\"b\": \"]\"}]} ,\n{\"a\":2}]",
+            Format::JsonArray,
+            false,
+            0,
+        );
+        assert_eq!(records, [Ok(json!({"a": [1, {"b": "]"}]})), Ok(json!({"a": 2}))]);
+        assert_eq!(read("[]", Format::JsonArray, false, 0), []);
+        assert_eq!(
+            read("[{\"a\":1} {\"a\":2}]", Format::JsonArray, false, 0),
+            [
+                Ok(json!({"a": 1})),
+                Err("after record 1 of `in`, expected `,` or `]`, found `{`".to_string())
+            ]
+        );
+        assert_eq!(
+            read("[{\"a\":1}, 7]", Format::JsonArray, false, 0),
+            [
+                Ok(json!({"a": 1})),
+                Err("record 2 of `in` is not a JSON object: found `7`".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_cells_are_strings_unless_typed() {
+        let text = "id,amount,zip,active,note\nC-1,12.50,00123,true,\nC-2,-3,9,false,x\n";
+        assert_eq!(
+            read(text, Format::Csv, false, 0)[0],
+            Ok(json!({"id": "C-1", "amount": "12.50", "zip": "00123", "active": "true", "note": ""}))
+        );
+        let typed = read(text, Format::Csv, true, 0);
+        // The number keeps its digits exactly as written.
+        assert_eq!(
+            serde_json::to_string(typed[0].as_ref().unwrap()).unwrap(),
+            r#"{"id":"C-1","amount":12.50,"zip":"00123","active":true,"note":""}"#
+        );
+        assert_eq!(
+            typed[1],
+            Ok(json!({"id": "C-2", "amount": -3, "zip": 9, "active": false, "note": "x"}))
+        );
+    }
+
+    #[test]
+    fn csv_rows_of_the_wrong_length_fail_alone() {
+        let records = read("a,b\n1,2\n3\n4,5\n", Format::Csv, false, 0);
+        assert_eq!(records.len(), 3);
+        assert_eq!(
+            records[1],
+            Err("line 3 of `in` has 1 cells, but the header row has 2 columns".to_string())
+        );
+        assert_eq!(records[2], Ok(json!({"a": "4", "b": "5"})));
+        assert_eq!(
+            read("a,a\n1,2\n", Format::Csv, false, 0),
+            [Err(
+                "the header row of `in` names the column `a` twice".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn skipped_records_keep_their_numbers() {
+        let records = read("{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n", Format::JsonLines, false, 2);
+        assert_eq!(records, [Ok(json!({"a": 3}))]);
+    }
+
+    #[test]
+    fn numbers_follow_the_json_grammar() {
+        for text in ["0", "-0", "12", "1.5", "-2e10", "3E+2", "0.25e-1"] {
+            assert!(is_json_number(text), "{text}");
+        }
+        for text in ["", "-", "007", "+1", "1.", ".5", "1e", "0x10", "1,5", "NaN", " 1"] {
+            assert!(!is_json_number(text), "{text}");
+        }
+    }
+}

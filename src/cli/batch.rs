@@ -1,0 +1,415 @@
+//! `flowrun run FILE --entities RECORDS`: the batch command. Prints each
+//! updated entity as one JSON line on standard output, a progress bar on a
+//! terminal's standard error, a line for each record that failed, paused
+//! or could not run, and a summary at the end.
+
+use std::io::{self, BufWriter, IsTerminal as _, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::batch::records::{self, Format};
+use crate::batch::writer::StoreWriter;
+use crate::batch::{self, Batch, Finished, Totals};
+use crate::cli::args::{EntitiesFormat, RunArgs};
+use crate::cli::output::{self, Source};
+use crate::cli::{
+    executions, fail_invalid, EXIT_INTERRUPTED, EXIT_OUTPUT_FAILED, EXIT_PAUSED, EXIT_STEP_FAILED,
+    EXIT_SUCCESS,
+};
+use crate::diagnostic::{Code, Diagnostic};
+use crate::input;
+use crate::program::Program;
+use crate::run::http::Http;
+use crate::run::politeness::Politeness;
+use crate::run::report::Outcome;
+use crate::run::{self, Inputs};
+
+/// How long entity lines may wait in the output buffer.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs `program` once per record of `entities` and returns the exit code.
+pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, source: &Source<'_>) -> u8 {
+    let format = args.batch.entities_format.map(|format| match format {
+        EntitiesFormat::Jsonl => Format::JsonLines,
+        EntitiesFormat::Json => Format::JsonArray,
+        EntitiesFormat::Csv => Format::Csv,
+    });
+    let records = match records::open(entities, format, args.batch.csv_types, args.batch.skip) {
+        Ok(records) => records,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
+    if args.batch.csv_types && records.format != Format::Csv {
+        let diagnostic = Diagnostic::error(
+            Code::InvalidRecord,
+            format!(
+                "--csv-types applies to CSV records, but {} is read as JSON",
+                records.shown
+            ),
+        )
+        .with_help("leave out --csv-types, or pass --entities-format csv");
+        return fail_invalid(&[diagnostic], None);
+    }
+
+    let secrets = match input::read_secrets(std::env::vars(), args.secrets.as_deref()) {
+        Ok(secrets) => secrets,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
+    let mut vars = Vec::new();
+    let mut diagnostics = Vec::new();
+    for text in &args.vars {
+        match input::parse_var(text) {
+            Ok(pair) => vars.push(pair),
+            Err(diagnostic) => diagnostics.push(diagnostic),
+        }
+    }
+    if !diagnostics.is_empty() {
+        return fail_invalid(&diagnostics, None);
+    }
+    let env = run::llm::provider_env(std::env::vars());
+    // Unknown --var names, missing secrets and variables without a value
+    // are the same for every record, so they stop the batch before it starts.
+    let trial = Inputs {
+        entity: serde_json::Value::Object(Default::default()),
+        vars: vars.clone(),
+        secrets: secrets.clone(),
+        execution_id: None,
+        env: env.clone(),
+    };
+    if let Err(diagnostics) = run::prepare(program, source.text, trial, false) {
+        let for_all: Vec<Diagnostic> = diagnostics
+            .into_iter()
+            .filter(|diagnostic| {
+                matches!(
+                    diagnostic.code,
+                    Code::InvalidVar | Code::SecretNotSet | Code::MissingVar
+                )
+            })
+            .collect();
+        if !for_all.is_empty() {
+            return fail_invalid(&for_all, Some(source));
+        }
+    }
+
+    let mut store_path = None;
+    let mut writer = None;
+    if !args.no_store {
+        let path = executions::store_path(&args.store, Some(&args.file));
+        match executions::open_store(&path) {
+            Ok(store) => writer = Some(StoreWriter::start(store)),
+            Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+        }
+        store_path = Some(path);
+    }
+
+    let level = if args.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
+    output::init_logging_at(args.log_format, level);
+
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return startup_failed(&format!("cannot start the async runtime: {error}")),
+    };
+    let http = match Http::new() {
+        Ok(http) => http.with_politeness(Arc::new(Politeness::new(args.batch.rate))),
+        Err(error) => return startup_failed(&format!("cannot create the HTTP client: {error}")),
+    };
+    let source_path = std::fs::canonicalize(&args.file).unwrap_or_else(|_| args.file.clone());
+    let batch = Batch {
+        program,
+        source: source.text,
+        source_path: source_path.display().to_string(),
+        vars,
+        secrets,
+        env,
+        channels: executions::channels(&args.notify),
+        http: &http,
+        concurrency: args.batch.concurrency,
+        ordered: !args.batch.unordered,
+        store: writer.as_ref(),
+        store_path: store_path.clone(),
+    };
+
+    let progress = progress_bar(entities, records.format);
+    let mut printer = Printer {
+        out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+        flushed_at: Instant::now(),
+        output_error: None,
+        progress: &progress,
+        source,
+    };
+    let started = Instant::now();
+    let receiver = records::spawn(records);
+    let interrupt = async {
+        // Without a signal handler the run cannot be interrupted cleanly,
+        // but it still runs.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let totals = runtime.block_on(batch::run(
+        &batch,
+        receiver,
+        interrupt,
+        &mut |finished, totals| {
+            printer.finished(finished, totals);
+        },
+    ));
+    let elapsed = started.elapsed();
+    printer.flush();
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    drop(batch);
+    // Every handle is gone once the batch returns, so this waits only for
+    // the last group to commit.
+    let store_failure = writer.map(StoreWriter::finish).and_then(Result::err);
+
+    summarize(&totals, elapsed, store_path.as_deref(), args, entities);
+    if let Some(message) = &store_failure {
+        output::eprint_diagnostics(
+            &[Diagnostic::error(
+                Code::StoreFailed,
+                format!("the execution store failed: {message}"),
+            )
+            .with_help("free disk space or fix the store's permissions; the executions after the failure are not recorded")],
+            None,
+        );
+    }
+    if printer.output_error.is_some() {
+        return EXIT_OUTPUT_FAILED;
+    }
+    exit_code(&totals, store_failure.is_some())
+}
+
+/// The exit code of a batch: 130 when interrupted, else 1 when any record
+/// failed or could not run (or the store failed), else 3 when any paused,
+/// else 0.
+pub(crate) fn exit_code(totals: &Totals, store_failed: bool) -> u8 {
+    if totals.interrupted {
+        EXIT_INTERRUPTED
+    } else if totals.failed > 0 || totals.rejected > 0 || store_failed {
+        EXIT_STEP_FAILED
+    } else if totals.paused > 0 {
+        EXIT_PAUSED
+    } else {
+        EXIT_SUCCESS
+    }
+}
+
+fn startup_failed(message: &str) -> u8 {
+    fail_invalid(&[Diagnostic::error(Code::StartupFailed, message)], None)
+}
+
+/// Writes what each finished record leaves behind.
+struct Printer<'a, W: io::Write> {
+    out: BufWriter<W>,
+    flushed_at: Instant,
+    output_error: Option<io::Error>,
+    progress: &'a Option<ProgressBar>,
+    source: &'a Source<'a>,
+}
+
+impl<W: io::Write> Printer<'_, W> {
+    fn finished(&mut self, finished: Finished, totals: &Totals) {
+        match finished {
+            Finished::Ran { number, report } => {
+                let id = &report.execution_id;
+                match report.outcome {
+                    Outcome::Succeeded => {}
+                    Outcome::Failed | Outcome::Paused => {
+                        let verb = if report.outcome == Outcome::Failed {
+                            "failed"
+                        } else {
+                            "paused"
+                        };
+                        let step = report
+                            .steps
+                            .iter()
+                            .find(|step| step.outcome == Outcome::Failed)
+                            .map(|step| format!(" at step \"{}\"", step.name))
+                            .unwrap_or_default();
+                        let reason = report
+                            .store_error
+                            .as_ref()
+                            .or_else(|| report.failure())
+                            .map(|diagnostic| format!(": {}", diagnostic.message))
+                            .unwrap_or_default();
+                        self.say(&format!("record {number} (execution {id}) {verb}{step}{reason}"));
+                    }
+                }
+                self.write_entity(&report.entity);
+            }
+            Finished::Rejected { number, diagnostics } => {
+                let source = Some(self.source)
+                    .filter(|_| diagnostics.iter().any(|diagnostic| diagnostic.span.is_some()));
+                self.suspend(|| {
+                    output::eprint_line(&format!("record {number} did not run:"));
+                    output::eprint_diagnostics(&diagnostics, source);
+                });
+            }
+        }
+        if let Some(bar) = self.progress {
+            bar.inc(1);
+            if totals.failed + totals.paused + totals.rejected > 0 {
+                bar.set_message(format!(
+                    "{} failed, {} paused, {} not run",
+                    totals.failed, totals.paused, totals.rejected
+                ));
+            }
+        }
+    }
+
+    fn write_entity(&mut self, entity: &serde_json::Value) {
+        if self.output_error.is_some() {
+            return;
+        }
+        let written = serde_json::to_writer(&mut self.out, entity)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        let written = written.and_then(|()| {
+            if self.flushed_at.elapsed() >= FLUSH_EVERY {
+                self.flushed_at = Instant::now();
+                self.out.flush()
+            } else {
+                Ok(())
+            }
+        });
+        self.note(written);
+    }
+
+    fn flush(&mut self) {
+        if self.output_error.is_none() {
+            let flushed = self.out.flush();
+            self.note(flushed);
+        }
+    }
+
+    /// Keeps the first write error. A reader that went away, as with
+    /// `| head`, ends the output quietly.
+    fn note(&mut self, result: io::Result<()>) {
+        match result {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                self.output_error = Some(error);
+            }
+            Err(error) => {
+                output::eprint_line(&format!("error: cannot write to standard output: {error}"));
+                self.output_error = Some(error);
+            }
+        }
+    }
+
+    fn say(&self, line: &str) {
+        self.suspend(|| output::eprint_line(line));
+    }
+
+    fn suspend(&self, write: impl FnOnce()) {
+        match self.progress {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+/// A progress bar on standard error when it is a terminal. For a JSON Lines
+/// or CSV file the number of lines gives the total, and so an ETA.
+fn progress_bar(entities: &str, format: Format) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let total = (entities != "-" && format != Format::JsonArray)
+        .then(|| count_lines(Path::new(entities)))
+        .flatten()
+        .map(|lines| {
+            if format == Format::Csv {
+                lines.saturating_sub(1)
+            } else {
+                lines
+            }
+        });
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{bar:30} {pos}/{len} done, {per_sec}, ETA {eta} {msg}",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {pos} done, {per_sec} {msg}",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+/// Counts the non-empty lines of a file without keeping it in memory.
+fn count_lines(path: &Path) -> Option<u64> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buffer = vec![0; 64 * 1024];
+    let mut lines = 0u64;
+    let mut previous = b'\n';
+    loop {
+        let read = file.read(&mut buffer).ok()?;
+        if read == 0 {
+            break;
+        }
+        for &byte in &buffer[..read] {
+            if byte == b'\n' && previous != b'\n' {
+                lines += 1;
+            }
+            previous = byte;
+        }
+    }
+    if previous != b'\n' {
+        lines += 1;
+    }
+    Some(lines)
+}
+
+fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &RunArgs, entities: &str) {
+    let records = totals.succeeded + totals.failed + totals.paused + totals.rejected;
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        records as f64 / seconds
+    } else {
+        0.0
+    };
+    output::eprint_line(&format!(
+        "{records} records in {seconds:.2} s ({rate:.0} per second): {} succeeded, {} failed, {} paused, {} not run",
+        totals.succeeded, totals.failed, totals.paused, totals.rejected
+    ));
+    if totals.paused > 0 {
+        let line = match store {
+            Some(store) => {
+                let store = quote(&store.display().to_string());
+                format!(
+                    "paused executions wait in the store: list them with `flowrun runs --status paused --store {store}`, \
+                     and after fixing the cause continue each with `flowrun resume ID --store {store}`"
+                )
+            }
+            None => "paused executions cannot be resumed: the batch ran with --no-store".to_string(),
+        };
+        output::eprint_line(&line);
+    }
+    if totals.interrupted {
+        let skip = totals.last_taken.max(args.batch.skip);
+        output::eprint_line(&format!(
+            "interrupted: records up to number {skip} ran to the end; to run the rest, repeat the command with \
+             --skip {skip} (input {})",
+            quote(entities)
+        ));
+    }
+}
+
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}

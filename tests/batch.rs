@@ -1,0 +1,541 @@
+//! Batch runs: the `flowrun` binary over many records against a recording
+//! server on 127.0.0.1 and a real SQLite store.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowrun::store::sqlite::SqliteStore;
+use flowrun::store::{ExecutionStatus, Store};
+use serde_json::{json, Value};
+use support::cli::{flowrun, output, path_str, Workspace};
+use support::server::{Recorded, Reply, TestServer};
+
+/// Writes a one-step workflow that POSTs each record to `/claims/<<entity.id>>`
+/// and saves the server's `status` into the entity.
+fn post_flow(workspace: &Workspace, server: &TestServer, extra: &str) -> PathBuf {
+    workspace.file(
+        "sync.flow",
+        format!(
+            "workflow \"Sync\"\n\nstep \"Send\" {{\n  http POST \"{}/claims/<<entity.id>>\" json {{\n    \"id\": \"<<entity.id>>\"\n  }}\n  save response.json.status -> entity.status\n{extra}}}\n",
+            server.url()
+        ),
+    )
+}
+
+fn records(workspace: &Workspace, count: usize) -> PathBuf {
+    let lines: String = (0..count)
+        .map(|index| format!("{{\"id\":\"C-{index}\"}}\n"))
+        .collect();
+    workspace.file("records.jsonl", lines)
+}
+
+fn ok_server() -> TestServer {
+    TestServer::start(|_| Reply::json(200, json!({"status": "ok"})))
+}
+
+/// Returns the record id in a request target such as `/claims/C-7`.
+fn record_id(request: &Recorded) -> &str {
+    request.target.trim_start_matches("/claims/")
+}
+
+fn lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn ids(entities: &[Value]) -> Vec<String> {
+    entities
+        .iter()
+        .map(|entity| entity["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn expected_ids(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|index| format!("C-{index}")).collect()
+}
+
+fn statuses(store: &Path) -> Vec<ExecutionStatus> {
+    let store = SqliteStore::open(store).unwrap();
+    store
+        .executions(None)
+        .unwrap()
+        .into_iter()
+        .map(|summary| summary.status)
+        .collect()
+}
+
+#[test]
+fn output_follows_input_order_unless_unordered() {
+    // Earlier records answer later, so completion order is reversed.
+    let server = TestServer::start(|request| {
+        let index: u64 = record_id(request).trim_start_matches("C-").parse().unwrap();
+        Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(40 * (6 - index)))
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 6);
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "6",
+        "--no-store",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let entities = lines(&stdout);
+    assert_eq!(ids(&entities), expected_ids(0..6));
+    assert_eq!(entities[0], json!({"id": "C-0", "status": "ok"}));
+    assert!(
+        stderr.contains("6 records in ") && stderr.contains(": 6 succeeded, 0 failed, 0 paused, 0 not run"),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "6",
+        "--no-store",
+        "--unordered",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let mut reversed = expected_ids(0..6);
+    reversed.reverse();
+    assert_eq!(ids(&lines(&stdout)), reversed);
+}
+
+#[test]
+fn one_failing_record_fails_alone() {
+    let server = TestServer::start(|request| match record_id(request) {
+        "C-7" => Reply::status(500).body("broken"),
+        _ => Reply::json(200, json!({"status": "ok"})),
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "  on error continue notify\n");
+    let input = records(&workspace, 20);
+    let store = workspace.dir.path().join("store.db");
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    let entities = lines(&stdout);
+    assert_eq!(ids(&entities), expected_ids(0..20));
+    assert_eq!(entities[7], json!({"id": "C-7"}));
+    assert_eq!(entities[8], json!({"id": "C-8", "status": "ok"}));
+    assert!(stderr.contains("record 8 (execution "), "{stderr}");
+    assert!(
+        stderr.contains(") failed at step \"Send\": POST ")
+            && stderr.contains("returned 500 Internal Server Error"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(": 19 succeeded, 1 failed, 0 paused, 0 not run"),
+        "{stderr}"
+    );
+    assert_eq!(server.request_count(), 20);
+
+    let statuses = statuses(&store);
+    assert_eq!(statuses.len(), 20);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == ExecutionStatus::Failed)
+            .count(),
+        1
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|status| **status == ExecutionStatus::Succeeded)
+            .count(),
+        19
+    );
+}
+
+#[test]
+fn a_paused_record_resumes_on_its_own() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let flag = broken.clone();
+    let server = TestServer::start(move |request| {
+        if record_id(request) == "C-2" && flag.load(Ordering::SeqCst) {
+            return Reply::status(503);
+        }
+        Reply::json(200, json!({"status": "ok"}))
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 5);
+    let store = workspace.dir.path().join("store.db");
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(0..5));
+    assert!(
+        stderr.contains(": 4 succeeded, 0 failed, 1 paused, 0 not run"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("flowrun runs --status paused --store '"),
+        "{stderr}"
+    );
+
+    let opened = SqliteStore::open(&store).unwrap();
+    let paused = opened.executions(Some(ExecutionStatus::Paused)).unwrap();
+    assert_eq!(paused.len(), 1);
+    let record = opened.execution(&paused[0].id).unwrap();
+    assert_eq!(record.entity_before, json!({"id": "C-2"}));
+    drop(opened);
+
+    broken.store(false, Ordering::SeqCst);
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "resume",
+        &paused[0].id,
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"id": "C-2", "status": "ok"})
+    );
+    let c2: Vec<Recorded> = server
+        .requests()
+        .into_iter()
+        .filter(|request| record_id(request) == "C-2")
+        .collect();
+    assert_eq!(c2.len(), 2);
+    assert_eq!(c2[0].header("idempotency-key"), c2[1].header("idempotency-key"));
+    assert!(statuses(&store)
+        .iter()
+        .all(|status| *status == ExecutionStatus::Succeeded));
+}
+
+#[test]
+fn a_retry_after_holds_every_execution_of_the_host() {
+    let served_429 = Arc::new(AtomicBool::new(false));
+    let flag = served_429.clone();
+    let server = TestServer::start(move |request| {
+        if record_id(request) == "C-3" && !flag.swap(true, Ordering::SeqCst) {
+            return Reply::status(429).header("Retry-After", "1");
+        }
+        Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(20))
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 24);
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "4",
+        "--no-store",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(0..24));
+
+    let requests = server.requests();
+    // Exactly one extra request, for the record that got the 429.
+    assert_eq!(requests.len(), 25);
+    let c3: Vec<&Recorded> = requests
+        .iter()
+        .filter(|request| record_id(request) == "C-3")
+        .collect();
+    assert_eq!(c3.len(), 2);
+    let refused_at = c3[0].received_at;
+    // Requests already on their way when the 429 left are the only ones in
+    // the second after it; every later request waited for the gate.
+    let early: Vec<&str> = requests
+        .iter()
+        .filter(|request| {
+            request.received_at > refused_at + Duration::from_millis(150)
+                && request.received_at < refused_at + Duration::from_secs(1)
+        })
+        .map(record_id)
+        .collect();
+    assert_eq!(early, Vec::<&str>::new());
+    let after: Vec<&Recorded> = requests
+        .iter()
+        .filter(|request| request.received_at >= refused_at + Duration::from_secs(1))
+        .collect();
+    assert!(after.len() >= 16, "{} requests after the wait", after.len());
+    assert!(c3[1].received_at >= refused_at + Duration::from_secs(1));
+}
+
+#[test]
+fn a_rate_spaces_requests_to_one_host() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 11);
+
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "8",
+        "--rate",
+        "10/s",
+        "--no-store",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let times: Vec<Instant> = server
+        .requests()
+        .iter()
+        .map(|request| request.received_at)
+        .collect();
+    assert_eq!(times.len(), 11);
+    let spread = times[10].duration_since(times[0]);
+    assert!(
+        spread >= Duration::from_millis(950),
+        "11 requests at 10/s took {spread:?}"
+    );
+    for pair in times.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap >= Duration::from_millis(60), "requests {gap:?} apart");
+    }
+}
+
+#[test]
+fn bad_rates_and_concurrency_are_refused() {
+    let workspace = Workspace::new();
+    let flow = workspace.file("w.flow", "step \"A\" {\n  http GET \"http://127.0.0.1:9/\"\n}\n");
+    let input = workspace.file("r.jsonl", "{}\n");
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--rate",
+        "50",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("`50` is not a rate; write it as COUNT/UNIT, such as 50/s"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "0",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("`0` is not a concurrency; give a whole number from 1 to 1024"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn csv_columns_become_fields_typed_on_request() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "csv.flow",
+        format!(
+            "step \"Send\" {{\n  http POST \"{}/claims/<<entity.id>>\" json {{\n    \"amount\": <<entity.amount>>,\n    \"zip\": <<entity.zip>>,\n    \"open\": <<entity.open>>\n  }}\n}}\n",
+            server.url()
+        ),
+    );
+    let input = workspace.file(
+        "claims.csv",
+        "id,amount,zip,open\nC-1,12.50,00123,true\n\"C-2\",-3,9,false\n",
+    );
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--csv-types",
+        "--no-store",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "{\"id\":\"C-1\",\"amount\":12.50,\"zip\":\"00123\",\"open\":true}\n{\"id\":\"C-2\",\"amount\":-3,\"zip\":9,\"open\":false}\n"
+    );
+    let bodies: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|request| request.body_text().to_string())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "{\n  \"amount\": 12.50,\n  \"zip\": \"00123\",\n  \"open\": true\n}",
+            "{\n  \"amount\": -3,\n  \"zip\": 9,\n  \"open\": false\n}"
+        ]
+    );
+
+    // Without --csv-types every cell is a string.
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--no-store",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        lines(&stdout)[0],
+        json!({"id": "C-1", "amount": "12.50", "zip": "00123", "open": "true"})
+    );
+    assert_eq!(
+        server.requests()[2..]
+            .iter()
+            .find(|request| request.target == "/claims/C-1")
+            .unwrap()
+            .body_text(),
+        "{\n  \"amount\": \"12.50\",\n  \"zip\": \"00123\",\n  \"open\": \"true\"\n}"
+    );
+}
+
+#[test]
+fn a_json_array_on_standard_input_and_a_bad_record() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let mut child = flowrun(&["run", path_str(&flow), "--entities", "-", "--no-store"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"[{\"id\": \"C-0\"}, {\"id\": \"C-1\"}, 3]")
+        .unwrap();
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        ids(&lines(&String::from_utf8(result.stdout).unwrap())),
+        expected_ids(0..2)
+    );
+    assert!(stderr.contains("record 3 did not run:"), "{stderr}");
+    assert!(
+        stderr.contains("record 3 of standard input is not a JSON object: found `3`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(": 2 succeeded, 0 failed, 0 paused, 1 not run"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ctrl_c_lets_running_executions_finish_and_skip_continues() {
+    let server =
+        TestServer::start(|_| Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(600)));
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 40);
+    let store = workspace.dir.path().join("store.db");
+
+    let child = flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "3",
+        "--store",
+        path_str(&store),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.request_count() < 3 {
+        assert!(Instant::now() < deadline, "the batch never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
+
+    // The three executions in flight finished and were recorded; nothing
+    // else started.
+    let sent: BTreeSet<String> = server
+        .requests()
+        .iter()
+        .map(|request| record_id(request).to_string())
+        .collect();
+    assert_eq!(sent, expected_ids(0..3).into_iter().collect());
+    assert_eq!(
+        ids(&lines(&String::from_utf8(result.stdout).unwrap())),
+        expected_ids(0..3)
+    );
+    assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 3]);
+    assert!(
+        stderr.contains(": 3 succeeded, 0 failed, 0 paused, 0 not run"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("repeat the command with --skip 3"), "{stderr}");
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "40",
+        "--skip",
+        "3",
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(3..40));
+    let mut all: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|request| record_id(request).to_string())
+        .collect();
+    all.sort_by_key(|id| id.trim_start_matches("C-").parse::<u32>().unwrap());
+    assert_eq!(all, expected_ids(0..40));
+    assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 40]);
+}
