@@ -99,6 +99,11 @@ codes! {
     InvalidSchema => "flow::check::invalid_schema",
     UnknownProvider => "flow::check::unknown_provider",
     InvalidProvider => "flow::check::invalid_provider",
+    // Entity schema
+    UnknownEntityField => "flow::check::unknown_entity_field",
+    EntityTypeMismatch => "flow::check::entity_type_mismatch",
+    EntityWriteType => "flow::check::entity_write_type",
+    InvalidEntitySchema => "flow::check::invalid_entity_schema",
     FileNotFound => "flow::input::file_not_found",
     FileUnreadable => "flow::input::file_unreadable",
     FileNotUtf8 => "flow::input::not_utf8",

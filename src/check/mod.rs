@@ -4,6 +4,7 @@
 //! finds and still returns the program, which is only meant to run when no
 //! diagnostic is an error.
 
+pub mod entity;
 mod fields;
 mod json;
 mod llm;

@@ -8,7 +8,7 @@ use crate::program::{Compiled, NotifySeverity, OnError};
 use crate::syntax::ast::StepOption;
 
 /// Workflow settings, the lines outside steps that are not `let`.
-pub const SETTINGS: [&str; 2] = ["on", "notify"];
+pub const SETTINGS: [&str; 3] = ["on", "notify", "entity"];
 
 const ON_ERROR_FORMS: &str = "write `on error continue notify`, `on error pause notify` or \
                               `on error continue silently`, optionally followed by \
@@ -48,6 +48,7 @@ impl Checker {
                         result.webhooks.push(webhook);
                     }
                 }
+                "entity" => self.entity_setting(setting),
                 name => self.diagnostics.push(
                     Diagnostic::error(Code::UnknownSetting, format!("unknown workflow setting `{name}`"))
                         .with_label(setting.name.span, "not a setting")
@@ -59,6 +60,25 @@ impl Checker {
             }
         }
         result
+    }
+
+    /// Checks the form of `entity schema "FILE"`; `cli` reads the file.
+    fn entity_setting(&mut self, setting: &StepOption) {
+        let args = &setting.args;
+        let well_formed = args.len() == 2
+            && args[0].text == "schema"
+            && args[1].quoted
+            && args[1]
+                .template
+                .as_ref()
+                .is_some_and(|template| template.as_plain().is_some());
+        if !well_formed {
+            self.diagnostics.push(
+                Diagnostic::error(Code::InvalidEntitySchema, "the entity schema line must name one file")
+                    .with_label(setting.span, "not `entity schema \"FILE\"`")
+                    .with_help("write `entity schema \"claim.schema.json\"`: a JSON Schema or a sample entity, relative to the workflow"),
+            );
+        }
     }
 
     pub(crate) fn duplicate_on_error(&mut self, option: &StepOption, first: Span) {

@@ -29,6 +29,21 @@ pub enum Command {
     Runs(RunsArgs),
     /// Rewrite workflows in the canonical layout.
     Fmt(FmtArgs),
+    /// Run the language server for editors, over standard input and output.
+    Lsp(LspArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LspArgs {
+    /// The entity schema for workflows without an `entity schema` line: a
+    /// JSON Schema file or a sample entity JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub entity_schema: Option<PathBuf>,
+
+    /// Accepted for editors that pass it; standard input and output are
+    /// the only transport.
+    #[arg(long, hide = true)]
+    pub stdio: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -261,6 +276,11 @@ pub struct CheckArgs {
     /// scanning tools, `github` for GitHub Actions annotations.
     #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
     pub format: CheckFormat,
+
+    /// The entity schema for workflows without an `entity schema` line: a
+    /// JSON Schema file or a sample entity JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub entity_schema: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -277,7 +297,7 @@ pub enum CheckFormat {
     Github,
 }
 
-const SUBCOMMANDS: [&str; 7] = ["run", "check", "resume", "runs", "fmt", "help", "--help"];
+const SUBCOMMANDS: [&str; 8] = ["run", "check", "resume", "runs", "fmt", "lsp", "help", "--help"];
 
 /// Inserts `run` when the first argument is a file rather than a command,
 /// so that `flowrun FILE.flow` works as `flowrun run FILE.flow`.

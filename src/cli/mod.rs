@@ -44,12 +44,19 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => executions::resume_command(args),
         Command::Runs(args) => executions::runs_command(args),
         Command::Fmt(args) => fmt::fmt_command(args),
+        Command::Lsp(args) => crate::lsp::serve(args.entity_schema.as_deref()),
     };
     ExitCode::from(code)
 }
 
 /// Parses and checks one workflow's source.
 pub fn check_source(text: &str, path: &Path) -> Checked {
+    check_source_with(text, path, None)
+}
+
+/// Parses and checks one workflow's source, with `entity_schema` as the
+/// entity schema when the workflow names none.
+pub fn check_source_with(text: &str, path: &Path, entity_schema: Option<&Path>) -> Checked {
     let parsed = syntax::parse(text);
     let default_name = path
         .file_stem()
@@ -64,6 +71,13 @@ pub fn check_source(text: &str, path: &Path) -> Checked {
     };
     let mut checked = check::check_with_providers(&parsed.file, &default_name, providers);
     checked.diagnostics.extend(project_error);
+    let (schema, schema_error) = crate::schema::for_workflow(&parsed.file, path, entity_schema);
+    checked.diagnostics.extend(schema_error);
+    if let Some(schema) = &schema {
+        checked
+            .diagnostics
+            .extend(check::entity::check(&parsed.file, schema));
+    }
     let mut diagnostics = parsed.diagnostics;
     if !diagnostics.is_empty() {
         // Steps that failed to parse are missing from the tree, so "no
@@ -85,7 +99,7 @@ fn check_command(args: CheckArgs) -> u8 {
         let name = file.display().to_string();
         let (text, diagnostics) = match input::read_flow(file) {
             Ok(text) => {
-                let diagnostics = check_source(&text, file).diagnostics;
+                let diagnostics = check_source_with(&text, file, args.entity_schema.as_deref()).diagnostics;
                 (text, diagnostics)
             }
             Err(diagnostic) => (String::new(), vec![diagnostic]),

@@ -1,0 +1,538 @@
+//! The language server as editors run it: `flowrun lsp` as a child process,
+//! spoken to in JSON-RPC over its standard input and output.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use serde_json::{json, Value};
+
+/// A running `flowrun lsp` and the messages it sent that no request has
+/// taken yet.
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: i64,
+    notifications: Vec<Value>,
+}
+
+impl Client {
+    fn start(args: &[&str]) -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowrun"))
+            .arg("lsp")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flowrun lsp starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut client = Client {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+            notifications: Vec::new(),
+        };
+        let result = client.request(
+            "initialize",
+            json!({"processId": null, "rootUri": null, "capabilities": {}}),
+        );
+        assert_eq!(result["capabilities"]["positionEncoding"], "utf-16");
+        assert_eq!(result["capabilities"]["documentFormattingProvider"], true);
+        client.notify("initialized", json!({}));
+        client
+    }
+
+    fn send(&mut self, message: &Value) {
+        let body = message.to_string();
+        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).expect("the server reads");
+        self.stdin.flush().expect("the server reads");
+    }
+
+    fn receive(&mut self) -> Value {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.stdout.read_line(&mut line).expect("readable") > 0,
+                "the server closed its output"
+            );
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(value) = line.strip_prefix("Content-Length: ") {
+                length = value.parse().expect("a length");
+            }
+        }
+        let mut body = vec![0; length];
+        self.stdout.read_exact(&mut body).expect("a body");
+        serde_json::from_slice(&body).expect("the body is JSON")
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let message = self.receive();
+            if message["id"] == json!(id) {
+                assert!(message.get("error").is_none(), "{method} failed: {message}");
+                return message["result"].clone();
+            }
+            self.notifications.push(message);
+        }
+    }
+
+    /// Waits for the next diagnostics published for `uri`.
+    fn diagnostics(&mut self, uri: &str) -> Value {
+        if let Some(index) = self.notifications.iter().position(|message| {
+            message["method"] == "textDocument/publishDiagnostics" && message["params"]["uri"] == uri
+        }) {
+            return self.notifications.remove(index)["params"].clone();
+        }
+        loop {
+            let message = self.receive();
+            if message["method"] == "textDocument/publishDiagnostics" && message["params"]["uri"] == uri {
+                return message["params"].clone();
+            }
+            self.notifications.push(message);
+        }
+    }
+
+    fn open(&mut self, uri: &str, text: &str) -> Value {
+        self.notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri, "languageId": "flow", "version": 1, "text": text}}),
+        );
+        self.diagnostics(uri)
+    }
+
+    fn stop(mut self) {
+        assert_eq!(self.request("shutdown", Value::Null), Value::Null);
+        self.notify("exit", Value::Null);
+        let status = self.child.wait().expect("the server exits");
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lsp").join(name)
+}
+
+fn uri_of(path: &Path) -> String {
+    format!("file://{}", path.display()).replace(' ', "%20")
+}
+
+fn position(text: &str, needle: &str, delta: usize) -> Value {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} in the text"))
+        + delta;
+    let line = text[..offset].matches('\n').count();
+    let line_start = text[..offset].rfind('\n').map_or(0, |index| index + 1);
+    json!({"line": line, "character": text[line_start..offset].encode_utf16().count()})
+}
+
+fn labels(completion: &Value) -> Vec<String> {
+    completion["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["label"].as_str().expect("a label").to_string())
+        .collect()
+}
+
+#[test]
+fn published_diagnostics_match_the_fixture() {
+    let path = fixture("problems.flow");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let uri = uri_of(&path);
+    let mut client = Client::start(&[]);
+    let published = client.open(&uri, &text);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("problems.diagnostics.json")).expect("fixture"),
+    )
+    .expect("fixture is JSON");
+    let expected = serde_json::to_string_pretty(&expected)
+        .unwrap()
+        .replace("FILE_URI", &uri);
+    assert_eq!(
+        serde_json::to_string_pretty(&published["diagnostics"]).unwrap(),
+        expected
+    );
+    assert_eq!(published["version"], 1);
+
+    // The same codes and places as `flowrun check --format json`, whose
+    // lines and columns count from 1.
+    let output = Command::new(env!("CARGO_BIN_EXE_flowrun"))
+        .args(["check", "--format", "json"])
+        .arg(&path)
+        .output()
+        .expect("flowrun check runs");
+    let checked: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let from_check: Vec<(String, u64, u64, u64, u64)> = checked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let range = &entry["range"];
+            (
+                entry["code"].as_str().unwrap().to_string(),
+                range["start"]["line"].as_u64().unwrap() - 1,
+                range["start"]["column"].as_u64().unwrap() - 1,
+                range["end"]["line"].as_u64().unwrap() - 1,
+                range["end"]["column"].as_u64().unwrap() - 1,
+            )
+        })
+        .collect();
+    let from_server: Vec<(String, u64, u64, u64, u64)> = published["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|diagnostic| {
+            let range = &diagnostic["range"];
+            (
+                diagnostic["code"].as_str().unwrap().to_string(),
+                range["start"]["line"].as_u64().unwrap(),
+                range["start"]["character"].as_u64().unwrap(),
+                range["end"]["line"].as_u64().unwrap(),
+                range["end"]["character"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(from_server, from_check);
+
+    // Fixing the method leaves the other two problems, published again.
+    client.notify(
+        "textDocument/didChange",
+        json!({
+            "textDocument": {"uri": uri, "version": 2},
+            "contentChanges": [{"range": {"start": position(&text, "POTS", 0), "end": position(&text, "POTS", 4)}, "text": "POST"}],
+        }),
+    );
+    let published = client.diagnostics(&uri);
+    assert_eq!(published["version"], 2);
+    let codes: Vec<&str> = published["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|diagnostic| diagnostic["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["flow::check::unknown_variable", "flow::check::payload_on_get"]
+    );
+    client.stop();
+}
+
+#[test]
+fn code_actions_fix_a_misspelling_and_a_get_payload() {
+    let path = fixture("problems.flow");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let uri = uri_of(&path);
+    let mut client = Client::start(&[]);
+    client.open(&uri, &text);
+    let actions = client.request(
+        "textDocument/codeAction",
+        json!({
+            "textDocument": {"uri": uri},
+            "range": {"start": position(&text, "POTS", 1), "end": position(&text, "POTS", 1)},
+            "context": {"diagnostics": []},
+        }),
+    );
+    assert_eq!(actions[0]["title"], "Replace with `POST`");
+    assert_eq!(actions[0]["kind"], "quickfix");
+    assert_eq!(
+        actions[0]["edit"]["changes"][&uri],
+        json!([{"range": {"start": {"line": 5, "character": 7}, "end": {"line": 5, "character": 11}}, "newText": "POST"}])
+    );
+    assert_eq!(
+        actions[0]["diagnostics"][0]["code"],
+        "flow::check::unknown_method"
+    );
+
+    let get_line = position(&text, "http GET", 0);
+    let actions = client.request(
+        "textDocument/codeAction",
+        json!({
+            "textDocument": {"uri": uri},
+            "range": {"start": get_line, "end": position(&text, "{ \"a\": 1 }", 3)},
+            "context": {"diagnostics": []},
+        }),
+    );
+    let titles: Vec<&str> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|action| action["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["Replace with `api`", "Remove the payload from the GET request"]
+    );
+    assert_eq!(
+        actions[0]["edit"]["changes"][&uri],
+        json!([{"range": {"start": {"line": 11, "character": 19}, "end": {"line": 11, "character": 23}}, "newText": "api"}])
+    );
+    assert_eq!(
+        actions[1]["edit"]["changes"][&uri],
+        json!([{"range": {"start": {"line": 11, "character": 33}, "end": {"line": 11, "character": 49}}, "newText": ""}])
+    );
+    client.stop();
+}
+
+#[test]
+fn completion_offers_what_fits_the_cursor() {
+    let text = "let api = \"http://127.0.0.1:9\"\nlet token_name = \"x\"\nstep \"A\" {\n  http POST \"<<vars.>>\" json { \"n\": \"<<secret.KEY>>\" }\n  \n}\n\n";
+    let uri = "untitled:completion.flow";
+    let mut client = Client::start(&[]);
+    client.open(uri, text);
+    let at = |client: &mut Client, position: Value| {
+        labels(&client.request(
+            "textDocument/completion",
+            json!({"textDocument": {"uri": uri}, "position": position}),
+        ))
+    };
+    let vars = at(&mut client, position(text, "<<vars.", 7));
+    assert_eq!(vars, ["api", "token_name"]);
+    let roots = at(&mut client, position(text, "<<vars.", 2));
+    assert_eq!(
+        roots,
+        [
+            "entity",
+            "vars",
+            "execution",
+            "secret",
+            "default",
+            "upper",
+            "lower",
+            "json",
+            "date"
+        ]
+    );
+    let in_step = at(&mut client, json!({"line": 4, "character": 2}));
+    assert!(in_step.contains(&"http".to_string()), "{in_step:?}");
+    assert!(in_step.contains(&"timeout".to_string()), "{in_step:?}");
+    assert!(in_step.contains(&"http json".to_string()), "{in_step:?}");
+    let top = at(&mut client, json!({"line": 6, "character": 0}));
+    assert!(top.contains(&"step http".to_string()), "{top:?}");
+    assert!(top.contains(&"workflow".to_string()), "{top:?}");
+    assert!(!top.contains(&"timeout".to_string()), "{top:?}");
+
+    // Typing an action line: methods, then payload kinds.
+    let typed = text.replace("  \n}", "  http \n}");
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": typed}]}),
+    );
+    let methods = at(&mut client, json!({"line": 4, "character": 7}));
+    assert_eq!(methods, ["GET", "POST", "PUT", "PATCH", "DELETE"]);
+    let typed = text.replace("  \n}", "  http PUT \"http://x.test/\" \n}");
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 3}, "contentChanges": [{"text": typed}]}),
+    );
+    let kinds = at(&mut client, json!({"line": 4, "character": 29}));
+    assert_eq!(kinds, ["json", "xml", "xhtml", "javascript", "html", "headers"]);
+    let typed = text.replace("  \n}", "  http PUT \"http://x.test/\" \"text/\n}");
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 4}, "contentChanges": [{"text": typed}]}),
+    );
+    let types = at(&mut client, json!({"line": 4, "character": 35}));
+    assert!(types.contains(&"text/csv".to_string()), "{types:?}");
+    client.stop();
+}
+
+#[test]
+fn hover_definition_symbols_and_formatting() {
+    let text =
+        "let api = \"http://127.0.0.1:9\"\nstep   \"A\" {\nhttp GET \"<<vars.api>>/<<execution.id>>\"\n}\n";
+    let uri = "untitled:nav.flow";
+    let mut client = Client::start(&[]);
+    client.open(uri, text);
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": uri}, "position": position(text, "vars.api", 6)}),
+    );
+    assert_eq!(
+        hover["contents"]["value"],
+        "```flow\nlet api = \"http://127.0.0.1:9\"\n```\n\nVariable (string), declared on line 1."
+    );
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": uri}, "position": position(text, "http GET", 1)}),
+    );
+    assert_eq!(
+        hover["contents"]["value"],
+        "`http METHOD \"URL\" [PAYLOAD] [headers { ... }]`: sends one HTTP request."
+    );
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": uri}, "position": position(text, "execution.id", 11)}),
+    );
+    assert_eq!(
+        hover["contents"]["value"],
+        "`execution.id`: the execution id: a new UUID per run, or `--execution-id`"
+    );
+
+    let definition = client.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": uri}, "position": position(text, "vars.api", 6)}),
+    );
+    assert_eq!(
+        definition,
+        json!({"uri": uri, "range": {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 7}}})
+    );
+
+    let symbols = client.request(
+        "textDocument/documentSymbol",
+        json!({"textDocument": {"uri": uri}}),
+    );
+    assert_eq!(symbols[0]["name"], "api");
+    assert_eq!(symbols[0]["kind"], 13);
+    assert_eq!(symbols[1]["name"], "A");
+    assert_eq!(symbols[1]["kind"], 12);
+    assert_eq!(
+        symbols[1]["children"][0]["name"],
+        "GET \"<<vars.api>>/<<execution.id>>\""
+    );
+
+    let edits = client.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(
+        edits,
+        json!([{
+            "range": {"start": {"line": 0, "character": 0}, "end": {"line": 4, "character": 0}},
+            "newText": "let api = \"http://127.0.0.1:9\"\nstep \"A\" {\n  http GET \"<<vars.api>>/<<execution.id>>\"\n}\n",
+        }])
+    );
+    client.stop();
+}
+
+#[test]
+fn a_half_typed_file_never_stops_the_server() {
+    let full = "workflow \"W\"\nlet api = \"http://127.0.0.1:9\"\nstep \"A\" {\n  http POST \"<<vars.api>>/<<entity.id>>\" json {\n    \"a\": [<<entity.n>>, \"<<default entity.x \"y\">>\"]\n  } headers { \"A\": \"b\" }\n  save response.json.id -> entity.id\n}\n";
+    let uri = "untitled:typing.flow";
+    let mut client = Client::start(&[]);
+    client.open(uri, "");
+    let mut typed = String::new();
+    for (version, c) in full.chars().enumerate() {
+        typed.push(c);
+        client.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": uri, "version": version + 2}, "contentChanges": [{"text": typed}]}),
+        );
+        if version % 7 == 0 {
+            let end = position(&typed, &typed[typed.len() - c.len_utf8()..], c.len_utf8());
+            let end = json!({"line": typed.matches('\n').count(), "character": end["character"]});
+            for method in [
+                "textDocument/completion",
+                "textDocument/hover",
+                "textDocument/definition",
+            ] {
+                client.request(method, json!({"textDocument": {"uri": uri}, "position": end}));
+            }
+            client.request(
+                "textDocument/documentSymbol",
+                json!({"textDocument": {"uri": uri}}),
+            );
+            client.request(
+                "textDocument/formatting",
+                json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
+            );
+        }
+    }
+    let published = loop {
+        let published = client.diagnostics(uri);
+        if published["version"] == json!(full.chars().count() + 1) {
+            break published;
+        }
+    };
+    assert_eq!(published["diagnostics"], json!([]));
+    client.stop();
+}
+
+#[test]
+fn the_entity_schema_drives_checks_completion_and_hover() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    std::fs::copy(
+        fixture("claim.schema.json"),
+        folder.path().join("claim.schema.json"),
+    )
+    .expect("copied");
+    let path = folder.path().join("claim.flow");
+    let text = "entity schema \"claim.schema.json\"\nstep \"A\" {\n  http GET \"http://127.0.0.1:9/<<entity.policy.idd>>/<<entity.policy>>\" headers { \"T\": \"<<entity.tags>>\" }\n  save response.status -> entity.status_code\n}\n";
+    std::fs::write(&path, text).expect("written");
+    let uri = uri_of(&path);
+    let mut client = Client::start(&[]);
+    let published = client.open(&uri, text);
+    let found: Vec<(String, String)> = published["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|diagnostic| {
+            (
+                diagnostic["code"].as_str().unwrap().to_string(),
+                diagnostic["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("flow::check::unknown_entity_field".to_string(), "`idd` is not a field of `entity.policy` in the entity schema\nhelp: did you mean `id`?".to_string()),
+            ("flow::check::entity_type_mismatch".to_string(), "`entity.policy` is an object, which cannot go into a URL\nhelp: use one of its fields, such as `entity.policy.FIELD`, or `json entity.policy` to send it as JSON text".to_string()),
+            ("flow::check::entity_type_mismatch".to_string(), "`entity.tags` is an array, which cannot go into a header value\nhelp: use one of its elements, such as `entity.tags[0]`, or `json entity.tags` to send it as JSON text".to_string()),
+            ("flow::check::entity_write_type".to_string(), "this writes an integer to `entity.status_code`, which is a string in the entity schema\nhelp: write to a field of the same type, or change the field's type in the entity schema".to_string()),
+        ]
+    );
+    let completion = client.request(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": position(text, "entity.policy.idd", 14)}),
+    );
+    let fields = labels(&completion);
+    assert_eq!(&fields[..2], ["holder", "id"]);
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": uri}, "position": position(text, "entity.policy>>", 9)}),
+    );
+    assert!(
+        hover["contents"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("`entity.policy`: `object`"),
+        "{hover}"
+    );
+
+    // A fix in the file replaces the schema's findings.
+    let fixed = text.replace("entity.policy.idd", "entity.policy.id");
+    client.notify(
+        "textDocument/didChange",
+        json!({"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": fixed}]}),
+    );
+    let published = client.diagnostics(&uri);
+    assert_eq!(published["diagnostics"].as_array().unwrap().len(), 3);
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": uri}, "position": position(&fixed, "entity.policy.id", 15)}),
+    );
+    assert_eq!(
+        hover["contents"]["value"],
+        format!(
+            "`entity.policy.id`: `string`\n\nExample: `\"P-77\"`\n\nFrom `{}`.",
+            folder.path().join("claim.schema.json").display()
+        )
+    );
+    client.stop();
+}
