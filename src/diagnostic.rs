@@ -139,6 +139,12 @@ codes! {
     InvalidExecutionId => "flow::input::invalid_execution_id",
     // Batch runs
     InvalidRecord => "flow::input::invalid_record",
+    // File extraction and audio transcription
+    InvalidExtract => "flow::check::invalid_extract",
+    InvalidTranscribe => "flow::check::invalid_transcribe",
+    SourceUnavailable => "flow::run::source_unavailable",
+    ExtractFailed => "flow::run::extract_failed",
+    TranscribeFailed => "flow::run::transcribe_failed",
 }
 
 impl fmt::Display for Code {

@@ -197,8 +197,9 @@ fn line_breaks(source: &str, tokens: &[Token], mode: Mode) -> Vec<usize> {
     breaks
 }
 
-/// Breaks a line longer than [`MAX_WIDTH`] that contains an `http` or `llm`
-/// action and more than one of its clauses, before each clause.
+/// Breaks a line longer than [`MAX_WIDTH`] that contains an `http`, `llm`,
+/// `extract` or `transcribe` action and more than one of its clauses, before
+/// each clause.
 fn break_long_actions(source: &str, tokens: &[Token], breaks: &mut [usize]) {
     let mut start = 0;
     while start < tokens.len() {
@@ -211,7 +212,7 @@ fn break_long_actions(source: &str, tokens: &[Token], breaks: &mut [usize]) {
             .iter()
             .filter(|token| token.clause_start)
             .count();
-        if matches!(first, "http" | "llm")
+        if matches!(first, "http" | "llm" | "extract" | "transcribe")
             && clauses > 1
             && line_width(source, &tokens[start..end]) > MAX_WIDTH
         {

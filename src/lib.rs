@@ -5,10 +5,12 @@
 //! into a [`program::Program`], and [`run`] executes the program against one
 //! entity. Only the command line in `main.rs` and [`cli`] calls every stage.
 
+pub mod audio;
 pub mod batch;
 pub mod check;
 pub mod cli;
 pub mod diagnostic;
+pub mod document;
 pub mod format;
 pub mod input;
 pub mod llm;

@@ -38,6 +38,8 @@ pub struct ProviderConfig {
 pub enum Action {
     Http(Request),
     Llm(LlmCall),
+    Extract(ExtractCall),
+    Transcribe(TranscribeCall),
 }
 
 impl Action {
@@ -48,6 +50,8 @@ impl Action {
         match self {
             Action::Http(request) => request.method.as_str(),
             Action::Llm(_) => "LLM",
+            Action::Extract(_) => "EXTRACT",
+            Action::Transcribe(_) => "TRANSCRIBE",
         }
     }
 
@@ -55,6 +59,62 @@ impl Action {
         match self {
             Action::Http(request) => request.span,
             Action::Llm(call) => call.span,
+            Action::Extract(call) => call.span,
+            Action::Transcribe(call) => call.span,
+        }
+    }
+}
+
+/// `extract entity.FILE fields { ... } -> target`: reads a document and
+/// asks a model for the declared fields.
+#[derive(Debug, Clone)]
+pub struct ExtractCall {
+    /// The entity path or variable that holds the document reference.
+    pub source: Expr,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// Instructions added to the extraction prompt.
+    pub prompt: Option<Compiled>,
+    pub system: Option<Compiled>,
+    pub fields: Vec<Field>,
+    pub target: Option<LlmTarget>,
+    pub span: Span,
+}
+
+/// `transcribe entity.FILE language "en" -> target`: sends audio to a
+/// speech-to-text endpoint.
+#[derive(Debug, Clone)]
+pub struct TranscribeCall {
+    /// The entity path or variable that holds the audio reference.
+    pub source: Expr,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// An ISO 639-1 code such as `en`; `None` lets the provider detect it.
+    pub language: Option<String>,
+    pub prompt: Option<Compiled>,
+    pub transcript: Option<LlmTarget>,
+    pub segments: Option<LlmTarget>,
+    pub detected_language: Option<LlmTarget>,
+    pub span: Span,
+}
+
+/// Limits of the steps that read files, from the step's option lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaParams {
+    /// The largest file a step reads or downloads, in bytes.
+    pub max_file_size: u64,
+    /// The most characters of document text sent in one extraction request.
+    pub input_budget: usize,
+    /// The largest audio upload one transcription request carries, in bytes.
+    pub upload_limit: u64,
+}
+
+impl Default for MediaParams {
+    fn default() -> MediaParams {
+        MediaParams {
+            max_file_size: 200 * 1024 * 1024,
+            input_budget: 24_000,
+            upload_limit: 25 * 1024 * 1024,
         }
     }
 }
@@ -252,6 +312,9 @@ pub struct Settings {
     /// Send an `Idempotency-Key` header with POST and PATCH requests.
     pub idempotency_key: bool,
     pub llm: LlmParams,
+    pub media: MediaParams,
+    /// The largest response body read, in bytes.
+    pub max_response_bytes: usize,
 }
 
 impl Default for Settings {
@@ -269,6 +332,8 @@ impl Default for Settings {
                 repair: true,
                 ..LlmParams::default()
             },
+            media: MediaParams::default(),
+            max_response_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -170,7 +170,7 @@ fn flowrun_toml_configures_the_local_provider() {
             .flat_map(|step| &step.actions)
             .filter_map(|action| match action {
                 Action::Llm(call) => Some(call.provider.as_deref()),
-                Action::Http(_) => None,
+                Action::Http(_) | Action::Extract(_) | Action::Transcribe(_) => None,
             })
             .collect();
         assert_eq!(llm_providers, [Some("local")], "llm steps of {}", sample.name);

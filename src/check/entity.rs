@@ -5,7 +5,9 @@
 use crate::check::names::{quote_list, suggest};
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::schema::{split_path, EntitySchema, Lookup, Type};
-use crate::syntax::ast::{Expr, File, Item, LetValue, LlmClause, PathKey, StepItem, StepOption, Template};
+use crate::syntax::ast::{
+    Expr, File, Item, LetValue, LlmClause, PathKey, StepItem, StepOption, Template, TranscribeClause,
+};
 
 /// Where a template's value goes, which decides what types fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,30 @@ impl EntityChecker<'_> {
                         "string"
                     };
                     self.write(target, span, written);
+                }
+            }
+            StepItem::Extract(action) => {
+                for clause in &action.clauses {
+                    match clause {
+                        LlmClause::Text { value, .. } => self.template(&value.template, Place::Other),
+                        LlmClause::Output { target, span } if target != "entity" => {
+                            self.write(target, *span, "object")
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            StepItem::Transcribe(action) => {
+                for clause in &action.clauses {
+                    match clause {
+                        TranscribeClause::Text { value, .. } => self.template(&value.template, Place::Other),
+                        TranscribeClause::Output {
+                            part: None,
+                            target,
+                            span,
+                        } => self.write(target, *span, "string"),
+                        TranscribeClause::Output { .. } => {}
+                    }
                 }
             }
             StepItem::Option(option) => {

@@ -291,10 +291,13 @@ impl Checker {
     ) {
         for step in steps {
             for action in &step.actions {
-                let crate::program::Action::Llm(call) = action else {
-                    continue;
+                let (provider, span) = match action {
+                    crate::program::Action::Llm(call) => (&call.provider, call.span),
+                    crate::program::Action::Extract(call) => (&call.provider, call.span),
+                    crate::program::Action::Transcribe(call) => (&call.provider, call.span),
+                    crate::program::Action::Http(_) => continue,
                 };
-                let name = match &call.provider {
+                let name = match provider {
                     Some(name) => name.as_str(),
                     None if providers.len() == 1 => providers[0].name.as_str(),
                     None => continue,
@@ -320,11 +323,11 @@ impl Checker {
                                 Code::UnknownVariable,
                                 format!("provider `{name}` reads `vars.{key}`, which this workflow does not declare"),
                             )
-                            .with_label(call.span, "this action uses the provider")
+                            .with_label(span, "this action uses the provider")
                             .with_help(format!("declare it with `let {key} = \"...\"`")),
                         ),
                         "secret" if !self.program_secrets.iter().any(|(known, _)| known == key) => {
-                            self.program_secrets.push((key.clone(), call.span));
+                            self.program_secrets.push((key.clone(), span));
                         }
                         _ => {}
                     }
@@ -333,7 +336,7 @@ impl Checker {
         }
     }
 
-    fn check_provider_name(&mut self, name: &str, span: Span, known: &[String]) {
+    pub(super) fn check_provider_name(&mut self, name: &str, span: Span, known: &[String]) {
         if known.iter().any(|known| known == name) {
             return;
         }
@@ -363,7 +366,7 @@ impl Checker {
         );
     }
 
-    fn llm_target(&mut self, text: &str, span: Span) -> Option<LlmTarget> {
+    pub(super) fn llm_target(&mut self, text: &str, span: Span) -> Option<LlmTarget> {
         let mut diagnostics = Vec::new();
         let expr = template::parse_expression(text, span.start, span, &mut diagnostics);
         let path = match expr {
@@ -398,7 +401,7 @@ impl Checker {
         );
     }
 
-    fn schema_fields(&mut self, fields: &[SchemaField]) -> Vec<Field> {
+    pub(super) fn schema_fields(&mut self, fields: &[SchemaField]) -> Vec<Field> {
         let mut seen: Vec<(String, Span)> = Vec::new();
         let mut result = Vec::new();
         for field in fields {

@@ -8,6 +8,7 @@ pub mod entity;
 mod fields;
 mod json;
 mod llm;
+mod media;
 pub mod names;
 mod options;
 mod policy;
@@ -257,10 +258,27 @@ impl Checker {
                         actions.push(Action::Llm(call));
                     }
                 }
+                StepItem::Extract(action) => {
+                    let known = self.provider_names.clone();
+                    if let Some(call) = self.extract_call(action, &known) {
+                        actions.push(Action::Extract(call));
+                    }
+                }
+                StepItem::Transcribe(action) => {
+                    let known = self.provider_names.clone();
+                    if let Some(call) = self.transcribe_call(action, &known) {
+                        actions.push(Action::Transcribe(call));
+                    }
+                }
                 StepItem::Option(option) => option_items.push((actions.len(), option)),
             }
         }
-        let has_llm = step.items.iter().any(|item| matches!(item, StepItem::Llm(_)));
+        let has_llm = step.items.iter().any(|item| {
+            matches!(
+                item,
+                StepItem::Llm(_) | StepItem::Extract(_) | StepItem::Transcribe(_)
+            )
+        });
         if actions.is_empty() && !has_llm {
             self.diagnostics.push(
                 Diagnostic::error(Code::EmptyStep, format!("step \"{}\" has no action", step.name))

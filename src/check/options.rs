@@ -12,7 +12,7 @@ use crate::program::{Action, Encoding, Piece, Request, Save, SaveSource, SaveTar
 use crate::syntax::ast::{Expr, OptionArg, PathKey, StepOption};
 use crate::syntax::template;
 
-pub const OPTIONS: [&str; 14] = [
+pub const OPTIONS: [&str; 17] = [
     "timeout",
     "retries",
     "max_wait",
@@ -27,6 +27,9 @@ pub const OPTIONS: [&str; 14] = [
     "top_p",
     "seed",
     "repair",
+    "max_file_size",
+    "input_budget",
+    "upload_limit",
 ];
 
 /// The longest timeout or wait a step accepts.
@@ -103,6 +106,9 @@ impl Checker {
                         .map(|n| n as i64)
                 }
                 "repair" => settings.llm.repair = self.switch_arg(option).unwrap_or(true),
+                "max_file_size" | "input_budget" | "upload_limit" => {
+                    self.media_option(option, &mut settings.media)
+                }
                 "save" => {
                     let Some(save) = self.save(option) else { continue };
                     match actions_before
@@ -110,7 +116,7 @@ impl Checker {
                         .and_then(|index| actions.get_mut(index))
                         .and_then(|action| match action {
                             Action::Http(request) => Some(request),
-                            Action::Llm(_) => None,
+                            Action::Llm(_) | Action::Extract(_) | Action::Transcribe(_) => None,
                         }) {
                         Some(request) => request.saves.push(save),
                         None => self.diagnostics.push(
@@ -127,7 +133,7 @@ impl Checker {
         if !encode {
             for request in actions.iter_mut().filter_map(|action| match action {
                 Action::Http(request) => Some(request),
-                Action::Llm(_) => None,
+                Action::Llm(_) | Action::Extract(_) | Action::Transcribe(_) => None,
             }) {
                 turn_off_encoding(request);
             }

@@ -142,6 +142,20 @@ pub fn symbols(document: &mut Document, encoding: Encoding) -> Value {
                                 target.map_or_else(|| "llm".to_string(), |target| format!("llm -> {target}"));
                             Some(symbol(&name, METHOD, action.span, action.span, Vec::new()))
                         }
+                        StepItem::Extract(action) => Some(symbol(
+                            &format!("extract {}", action.source),
+                            METHOD,
+                            action.span,
+                            action.source_span,
+                            Vec::new(),
+                        )),
+                        StepItem::Transcribe(action) => Some(symbol(
+                            &format!("transcribe {}", action.source),
+                            METHOD,
+                            action.span,
+                            action.source_span,
+                            Vec::new(),
+                        )),
                         StepItem::Option(_) => None,
                     })
                     .collect();

@@ -90,7 +90,7 @@ pub(crate) fn failure_diagnostic_for(
             format!("{target}: {}", describe(failure)),
             "raise the limit with a line such as `max_wait 10m`, or run the workflow later".to_string(),
         ),
-        Failure::BodyTooLarge => (
+        Failure::BodyTooLarge(_) => (
             Code::ResponseTooLarge,
             format!("{target}: {}", describe(failure)),
             "save only small responses; ask the server for a smaller page or a summary".to_string(),

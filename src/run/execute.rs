@@ -15,7 +15,7 @@ use crate::run::http::{self, Http};
 use crate::run::notify::{self, Notification, NotificationError};
 use crate::run::report::{Outcome, RenderedRequest, Report, StepReport};
 use crate::run::request::{build, idempotency_key, rendered};
-use crate::run::{llm, now, save, Execution, Options};
+use crate::run::{llm, media, now, save, Execution, Options};
 use crate::store::{AttemptRecord, ExecutionStatus, StepEnd, StepStatus, Store};
 
 /// Runs the steps of `program` from `options.first_step` on and returns the
@@ -268,10 +268,33 @@ async fn run_step(
     let mut failures: Vec<Diagnostic> = Vec::new();
     let mut successes = 0;
     let mut llm_usage = Vec::new();
+    let mut provenance = Vec::new();
 
     for (action, step_action) in step.actions.iter().enumerate() {
         let request = match step_action {
             Action::Http(request) => request,
+            Action::Extract(_) | Action::Transcribe(_) => {
+                let context = llm::CallContext {
+                    program,
+                    step,
+                    action,
+                    http,
+                    sleeper: options.sleeper.as_ref(),
+                    lines,
+                    dry_run: options.dry_run,
+                };
+                let mut records = media::Records {
+                    attempts: &mut attempts,
+                    usage: &mut llm_usage,
+                    provenance: &mut provenance,
+                    dry_run,
+                };
+                match media::run(step_action, &context, execution, &mut records).await {
+                    Ok(()) => successes += 1,
+                    Err(diagnostic) => failures.push(diagnostic),
+                }
+                continue;
+            }
             Action::Llm(call) => {
                 let context = llm::CallContext {
                     program,
@@ -407,5 +430,6 @@ async fn run_step(
         error,
         partial_failures,
         llm_usage,
+        provenance,
     }
 }

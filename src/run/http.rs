@@ -13,8 +13,6 @@ use crate::run::retry::{backoff, parse_retry_after, RetryAfter, Sleeper};
 
 /// Redirects a client follows before it gives up.
 pub const MAX_REDIRECTS: usize = 10;
-/// The largest response body flowrun reads; a larger one fails the step.
-pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Pooled clients shared by every step of a run.
 pub struct Http {
@@ -88,7 +86,8 @@ pub enum Failure {
         wait: Duration,
         max_wait: Duration,
     },
-    BodyTooLarge,
+    /// The body exceeded this many bytes.
+    BodyTooLarge(usize),
 }
 
 /// The parts of a step that sending one request uses.
@@ -131,7 +130,7 @@ pub async fn send(
             politeness.before_request(&request.url).await;
         }
         let started = Instant::now();
-        let result = send_once(client, request, settings.timeout).await;
+        let result = send_once(client, request, settings.timeout, settings.max_response_bytes).await;
         let duration = started.elapsed();
         attempts.push(Attempt {
             action: context.action,
@@ -239,7 +238,12 @@ pub async fn send(
     }
 }
 
-async fn send_once(client: &Client, request: &Outgoing, timeout: Duration) -> Result<Exchange, Failure> {
+async fn send_once(
+    client: &Client,
+    request: &Outgoing,
+    timeout: Duration,
+    limit: usize,
+) -> Result<Exchange, Failure> {
     let mut builder = client
         .request(request.method.clone(), request.url.clone())
         .headers(request.headers.clone())
@@ -252,8 +256,8 @@ async fn send_once(client: &Client, request: &Outgoing, timeout: Duration) -> Re
     let headers = response.headers().clone();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| classify(error, timeout))? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(Failure::BodyTooLarge);
+        if body.len() + chunk.len() > limit {
+            return Err(Failure::BodyTooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -293,6 +297,16 @@ fn error_chain(error: &reqwest::Error) -> String {
     }
 }
 
+/// Says that a body is larger than `limit` bytes, in MiB when the limit is
+/// a whole number of them.
+fn format_size_limit(limit: usize) -> String {
+    if limit.is_multiple_of(1 << 20) {
+        format!("the response body is larger than {} MiB", limit >> 20)
+    } else {
+        format!("the response body is larger than {limit} bytes")
+    }
+}
+
 /// Describes a failure in one line, for reports.
 pub fn describe(failure: &Failure) -> String {
     match failure {
@@ -306,10 +320,7 @@ pub fn describe(failure: &Failure) -> String {
             format_duration(*wait),
             format_duration(*max_wait)
         ),
-        Failure::BodyTooLarge => format!(
-            "the response body is larger than {} MiB",
-            MAX_RESPONSE_BYTES >> 20
-        ),
+        Failure::BodyTooLarge(limit) => format_size_limit(*limit),
     }
 }
 

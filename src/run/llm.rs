@@ -23,7 +23,7 @@ use crate::run::save::set_path;
 use crate::run::Execution;
 
 /// Environment variables that configure the built-in providers.
-pub const PROVIDER_ENV: [&str; 8] = [
+pub const PROVIDER_ENV: [&str; 9] = [
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
     "FLOWRUN_OPENAI_MODEL",
@@ -32,6 +32,7 @@ pub const PROVIDER_ENV: [&str; 8] = [
     "FLOWRUN_ANTHROPIC_MODEL",
     "FLOWRUN_LLM_PROVIDER",
     "FLOWRUN_LLM_MODEL",
+    "FLOWRUN_TRANSCRIBE_MODEL",
 ];
 
 /// A provider ready to call.
@@ -476,7 +477,7 @@ fn type_placeholder(ty: &schema::FieldType) -> Value {
     }
 }
 
-fn outgoing(
+pub(crate) fn outgoing(
     provider: &Provider,
     request: &ChatRequest,
     execution: &Execution,
@@ -526,7 +527,7 @@ fn outgoing(
 }
 
 /// Sends one request to a model and parses the answer.
-async fn complete(
+pub(crate) async fn complete(
     provider: &Provider,
     request: &ChatRequest,
     context: &CallContext<'_>,

@@ -8,8 +8,10 @@
 
 mod errors;
 mod execute;
+mod extract;
 pub mod http;
 pub mod llm;
+mod media;
 pub mod notify;
 pub mod politeness;
 pub mod redact;
@@ -17,6 +19,7 @@ pub mod report;
 mod request;
 pub mod retry;
 mod save;
+mod transcribe;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -67,6 +67,21 @@ pub struct StepReport {
     pub partial_failures: Vec<String>,
     /// Token usage and latency of each model call.
     pub llm_usage: Vec<LlmUsage>,
+    /// Where each value that an `extract` action wrote came from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub provenance: Vec<Provenance>,
+}
+
+/// The source of one extracted field: the page, paragraph or row, and the
+/// text around the value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Provenance {
+    pub field: String,
+    /// Such as `page 2`, `paragraph 3` or `row 4`; `None` when the value
+    /// was not found as written in the document.
+    pub location: Option<String>,
+    /// The line of the document that holds the value, at most 200 bytes.
+    pub snippet: Option<String>,
 }
 
 /// What one model call cost.

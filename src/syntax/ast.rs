@@ -142,7 +142,56 @@ pub struct Step {
 pub enum StepItem {
     Http(HttpAction),
     Llm(LlmAction),
+    Extract(ExtractAction),
+    Transcribe(TranscribeAction),
     Option(StepOption),
+}
+
+/// `extract entity.FILE fields { ... } -> target`: structured extraction
+/// from a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtractAction {
+    /// The path of the field that holds the document, as written.
+    pub source: String,
+    pub source_span: Span,
+    /// `fields { ... }`, `model`, `provider`, `prompt`, `system` and `->`,
+    /// in the order written; `fields` is kept as a `Schema` clause.
+    pub clauses: Vec<LlmClause>,
+    pub span: Span,
+}
+
+/// `transcribe entity.FILE language "en" -> target`, with optional
+/// `segments -> target` and `detected_language -> target` clauses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscribeAction {
+    pub source: String,
+    pub source_span: Span,
+    pub clauses: Vec<TranscribeClause>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TranscribeClause {
+    /// `language`, `model`, `provider` or `prompt` with a string.
+    Text { keyword: Ident, value: StringLit },
+    /// `-> target` for the transcript, or `segments -> target` and
+    /// `detected_language -> target`, where `part` names the part.
+    Output {
+        part: Option<Ident>,
+        target: String,
+        span: Span,
+    },
+}
+
+impl TranscribeClause {
+    pub fn span(&self) -> Span {
+        match self {
+            TranscribeClause::Text { keyword, value } => Span::new(keyword.span.start, value.span.end),
+            TranscribeClause::Output { part, span, .. } => {
+                Span::new(part.as_ref().map_or(span.start, |part| part.span.start), span.end)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,12 +7,27 @@ use pest::iterators::Pair;
 
 use crate::diagnostic::{Code, Diagnostic, LineIndex, Span};
 use crate::syntax::ast::{
-    File, Header, HeaderPair, HttpAction, Ident, Item, Let, LetValue, LlmAction, LlmClause, OptionArg,
-    Payload, PayloadBody, PayloadKind, ProviderBlock, ProviderEntry, ProviderValue, SchemaField, SchemaType,
-    Step, StepItem, StepOption, StringLit,
+    ExtractAction, File, Header, HeaderPair, HttpAction, Ident, Item, Let, LetValue, LlmAction, LlmClause,
+    OptionArg, Payload, PayloadBody, PayloadKind, ProviderBlock, ProviderEntry, ProviderValue, SchemaField,
+    SchemaType, Step, StepItem, StepOption, StringLit, TranscribeAction, TranscribeClause,
 };
 use crate::syntax::template::{self, Mode};
 use crate::syntax::Rule;
+
+/// A clause written on its own line.
+enum Clause {
+    Llm(LlmClause),
+    Transcribe(TranscribeClause),
+}
+
+impl Clause {
+    fn span(&self) -> Span {
+        match self {
+            Clause::Llm(clause) => clause.span(),
+            Clause::Transcribe(clause) => clause.span(),
+        }
+    }
+}
 
 pub(crate) struct Lowerer<'a> {
     pub diagnostics: Vec<Diagnostic>,
@@ -104,28 +119,15 @@ impl Lowerer<'_> {
                 Rule::string if name.is_none() => name = Some(self.string(child)),
                 Rule::http_action => items.push(StepItem::Http(self.http_action(child))),
                 Rule::llm_action => items.push(StepItem::Llm(self.llm_action(child))),
+                Rule::extract_action => items.push(StepItem::Extract(self.extract_action(child))),
+                Rule::transcribe_action => items.push(StepItem::Transcribe(self.transcribe_action(child))),
                 Rule::llm_text | Rule::llm_list | Rule::llm_schema | Rule::llm_output => {
                     let clause = self.llm_clause(child);
-                    // A clause on its own line, after option lines, belongs to
-                    // the `llm` action above it.
-                    match items
-                        .iter_mut()
-                        .rev()
-                        .find(|item| !matches!(item, StepItem::Option(_)))
-                    {
-                        Some(StepItem::Llm(action)) => {
-                            action.span =
-                                Span::new(action.span.start, action.span.end.max(clause.span().end));
-                            action.clauses.push(clause);
-                        }
-                        _ => self.diagnostics.push(
-                            Diagnostic::error(Code::SyntaxError, "this line belongs to an `llm` action")
-                                .with_label(clause.span(), "no `llm` action above it")
-                                .with_help(
-                                    "start the action with `llm prompt \"...\"`, and put this line after it",
-                                ),
-                        ),
-                    }
+                    self.attach_clause(&mut items, Clause::Llm(clause));
+                }
+                Rule::transcribe_text | Rule::transcribe_part => {
+                    let clause = self.transcribe_clause(child);
+                    self.attach_clause(&mut items, Clause::Transcribe(clause));
                 }
                 Rule::option => items.push(StepItem::Option(self.option(child))),
                 rule => unreachable!("Lowerer::step: unexpected rule {rule:?}"),
@@ -418,6 +420,142 @@ impl Lowerer<'_> {
                 }
             }
             rule => unreachable!("Lowerer::llm_clause: unexpected rule {rule:?}"),
+        }
+    }
+
+    fn extract_action(&mut self, pair: Pair<'_, Rule>) -> ExtractAction {
+        let span = self.span_to_last_child(&pair);
+        let mut source = None;
+        let mut clauses = Vec::new();
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::kw_extract => {}
+                Rule::target_path if source.is_none() => {
+                    source = Some((child.as_str().to_string(), self.span(&child)));
+                }
+                Rule::extract_fields => {
+                    let fields_span = self.span(&child);
+                    let object = child
+                        .into_inner()
+                        .find(|part| part.as_rule() == Rule::schema_object)
+                        .expect("Lowerer::extract_action: the grammar requires fields");
+                    clauses.push(LlmClause::Schema {
+                        fields: self.schema_object(object),
+                        span: fields_span,
+                    });
+                }
+                _ => clauses.push(self.llm_clause(child)),
+            }
+        }
+        let (source, source_span) = source.expect("Lowerer::extract_action: the grammar requires a source");
+        ExtractAction {
+            source,
+            source_span,
+            clauses,
+            span,
+        }
+    }
+
+    fn transcribe_action(&mut self, pair: Pair<'_, Rule>) -> TranscribeAction {
+        let span = self.span_to_last_child(&pair);
+        let mut source = None;
+        let mut clauses = Vec::new();
+        for child in pair.into_inner() {
+            match child.as_rule() {
+                Rule::kw_transcribe => {}
+                Rule::target_path if source.is_none() => {
+                    source = Some((child.as_str().to_string(), self.span(&child)));
+                }
+                _ => clauses.push(self.transcribe_clause(child)),
+            }
+        }
+        let (source, source_span) =
+            source.expect("Lowerer::transcribe_action: the grammar requires a source");
+        TranscribeAction {
+            source,
+            source_span,
+            clauses,
+            span,
+        }
+    }
+
+    fn transcribe_clause(&mut self, pair: Pair<'_, Rule>) -> TranscribeClause {
+        match pair.as_rule() {
+            Rule::transcribe_text => {
+                let mut inner = pair.into_inner();
+                let keyword = self.ident(
+                    inner
+                        .next()
+                        .expect("Lowerer::transcribe_clause: the grammar requires a keyword"),
+                );
+                let value = self.string(
+                    inner
+                        .next()
+                        .expect("Lowerer::transcribe_clause: the grammar requires a string"),
+                );
+                TranscribeClause::Text { keyword, value }
+            }
+            Rule::transcribe_part | Rule::llm_output => {
+                let mut part = None;
+                let mut target = None;
+                for piece in pair.into_inner() {
+                    match piece.as_rule() {
+                        Rule::transcribe_part_name => part = Some(self.ident(piece)),
+                        _ => target = Some((piece.as_str().to_string(), self.span(&piece))),
+                    }
+                }
+                let (target, span) =
+                    target.expect("Lowerer::transcribe_clause: the grammar requires a target");
+                TranscribeClause::Output { part, target, span }
+            }
+            rule => unreachable!("Lowerer::transcribe_clause: unexpected rule {rule:?}"),
+        }
+    }
+
+    /// Adds a clause written on its own line, after option lines, to the
+    /// action above it.
+    fn attach_clause(&mut self, items: &mut [StepItem], clause: Clause) {
+        let span = clause.span();
+        let above = items
+            .iter_mut()
+            .rev()
+            .find(|item| !matches!(item, StepItem::Option(_)));
+        let widen = |action_span: &mut Span| {
+            *action_span = Span::new(action_span.start, action_span.end.max(span.end))
+        };
+        match (above, clause) {
+            (Some(StepItem::Llm(action)), Clause::Llm(clause)) => {
+                widen(&mut action.span);
+                action.clauses.push(clause);
+            }
+            (Some(StepItem::Extract(action)), Clause::Llm(clause @ (LlmClause::Text { .. } | LlmClause::Output { .. }))) => {
+                widen(&mut action.span);
+                action.clauses.push(clause);
+            }
+            (Some(StepItem::Transcribe(action)), Clause::Transcribe(clause)) => {
+                widen(&mut action.span);
+                action.clauses.push(clause);
+            }
+            (Some(StepItem::Transcribe(action)), Clause::Llm(LlmClause::Output { target, span })) => {
+                widen(&mut action.span);
+                action.clauses.push(TranscribeClause::Output { part: None, target, span });
+            }
+            (Some(StepItem::Transcribe(action)), Clause::Llm(LlmClause::Text { keyword, value }))
+                if keyword.text != "system" =>
+            {
+                widen(&mut action.span);
+                action.clauses.push(TranscribeClause::Text { keyword, value });
+            }
+            (Some(StepItem::Transcribe(_) | StepItem::Extract(_)), _) => self.diagnostics.push(
+                Diagnostic::error(Code::SyntaxError, "this line does not belong to the action above it")
+                    .with_label(span, "not a clause of that action")
+                    .with_help("see docs/extraction.md and docs/transcription.md for the clauses of `extract` and `transcribe`"),
+            ),
+            _ => self.diagnostics.push(
+                Diagnostic::error(Code::SyntaxError, "this line belongs to an `llm` action")
+                    .with_label(span, "no `llm` action above it")
+                    .with_help("start the action with `llm prompt \"...\"`, and put this line after it"),
+            ),
         }
     }
 

@@ -76,7 +76,15 @@ fn walk(pair: Pair<'_, Rule>, source: &str, out: &mut Vec<Token>, clause_start: 
     }
     let starts_clause = matches!(
         rule,
-        Rule::payload | Rule::headers | Rule::llm_text | Rule::llm_list | Rule::llm_schema | Rule::llm_output
+        Rule::payload
+            | Rule::headers
+            | Rule::llm_text
+            | Rule::llm_list
+            | Rule::llm_schema
+            | Rule::llm_output
+            | Rule::extract_fields
+            | Rule::transcribe_text
+            | Rule::transcribe_part
     );
     let mut pending_clause = clause_start || starts_clause;
     let mut cursor = span.start;

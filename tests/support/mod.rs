@@ -4,6 +4,8 @@
 #[allow(dead_code)]
 pub mod cli;
 #[allow(dead_code)]
+pub mod media;
+#[allow(dead_code)]
 pub mod model;
 #[allow(dead_code)]
 pub mod server;
