@@ -58,6 +58,16 @@ pub fn check_source(text: &str, path: &Path) -> Checked {
 /// entity schema when the workflow names none.
 pub fn check_source_with(text: &str, path: &Path, entity_schema: Option<&Path>) -> Checked {
     let parsed = syntax::parse(text);
+    check_tree(&parsed.file, parsed.diagnostics, path, entity_schema)
+}
+
+/// Checks a parsed workflow; `syntax_diagnostics` are the parser's.
+pub fn check_tree(
+    file: &syntax::ast::File,
+    syntax_diagnostics: Vec<Diagnostic>,
+    path: &Path,
+    entity_schema: Option<&Path>,
+) -> Checked {
     let default_name = path
         .file_stem()
         .map_or_else(|| "workflow".into(), |stem| stem.to_string_lossy());
@@ -69,16 +79,14 @@ pub fn check_source_with(text: &str, path: &Path, entity_schema: Option<&Path>) 
         Ok(providers) => (providers, None),
         Err(diagnostic) => (Vec::new(), Some(diagnostic)),
     };
-    let mut checked = check::check_with_providers(&parsed.file, &default_name, providers);
+    let mut checked = check::check_with_providers(file, &default_name, providers);
     checked.diagnostics.extend(project_error);
-    let (schema, schema_error) = crate::schema::for_workflow(&parsed.file, path, entity_schema);
+    let (schema, schema_error) = crate::schema::for_workflow(file, path, entity_schema);
     checked.diagnostics.extend(schema_error);
     if let Some(schema) = &schema {
-        checked
-            .diagnostics
-            .extend(check::entity::check(&parsed.file, schema));
+        checked.diagnostics.extend(check::entity::check(file, schema));
     }
-    let mut diagnostics = parsed.diagnostics;
+    let mut diagnostics = syntax_diagnostics;
     if !diagnostics.is_empty() {
         // Steps that failed to parse are missing from the tree, so "no
         // steps" would only repeat the syntax errors.

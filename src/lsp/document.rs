@@ -70,8 +70,13 @@ impl Document {
     pub fn analysis(&mut self) -> &Analysis {
         if self.analysis.is_none() {
             let path = self.check_path();
-            let checked = crate::cli::check_source_with(&self.text, &path, self.entity_schema.as_deref());
             let parsed = syntax::parse(&self.text);
+            let checked = crate::cli::check_tree(
+                &parsed.file,
+                parsed.diagnostics.clone(),
+                &path,
+                self.entity_schema.as_deref(),
+            );
             let schema = crate::schema::for_workflow(&parsed.file, &path, self.entity_schema.as_deref()).0;
             self.analysis = Some(Analysis {
                 parsed,
