@@ -9,11 +9,17 @@ Serves, on 127.0.0.1 only:
   POST /los/applications                        opens a loan application
   GET  /bureau/score?consent=...                returns a credit score
   POST /v1/chat/completions                     returns a model reply (OpenAI chat completions)
+  POST /v1/audio/transcriptions                 returns the transcript of a sample recording
 
 The chat completions route replaces a language model. It picks its reply by
 keyword rules on the prompt, so the same request always gets the same reply,
-in the shape that the request's response_format sets. The samples' `llm` steps
-thus run without a model.
+in the shape that the request's response_format sets. An extraction request
+(the schema named "extraction") gets, for each field, the text after the
+document line labelled with the field's name, as in "Annual premium: $1,842.00"
+for `annual_premium`. The transcriptions route answers with the transcript
+stored beside the recording in samples/files/, under the uploaded file's
+name with `.txt`. The samples' `llm`, `extract` and `transcribe` steps thus
+run without a model.
 
 Every request is printed to standard error with its answer. The value of an
 Authorization header is masked, so the token given to flowrun stays out of
@@ -23,7 +29,10 @@ Usage: python3 samples/server.py [--port 8080]
 """
 
 import argparse
+import email.parser
+import email.policy
 import itertools
+import os
 import json
 import re
 import sys
@@ -286,6 +295,16 @@ def fill_schema(schema, name, known):
     return None
 
 
+def extract_fields(schema, prompt):
+    """Returns, for each property of `schema`, the text after the line of `prompt` labelled with its name."""
+    values = {}
+    for name in schema.get("properties", {}):
+        label = r"\s+".join(re.escape(word) for word in name.split("_"))
+        match = re.search(rf"^\s*{label}\s*:\s*(.+?)\s*$", prompt, re.IGNORECASE | re.MULTILINE)
+        values[name] = match.group(1) if match else None
+    return values
+
+
 def summarise(prompt):
     """Returns the first sentence of the text after the prompt's first colon, or of the whole prompt."""
     _, colon, rest = prompt.partition(":")
@@ -302,6 +321,8 @@ def reply_content(call, prompt):
         json_schema = response_format.get("json_schema") or {}
     schema = json_schema.get("schema") or {}
 
+    if json_schema.get("name") == "extraction":
+        return json.dumps(extract_fields(schema, prompt))
     if json_schema.get("name") == "choice":
         choices = schema.get("properties", {}).get("choice", {}).get("enum") or []
         if not choices:
@@ -361,6 +382,46 @@ def chat_completion(request):
     return Reply(HTTPStatus.OK, body)
 
 
+# The folder of the samples' files, where each recording's transcript lies
+# beside it.
+FILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files")
+
+
+def transcription(request):
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.startswith("multipart/form-data"):
+        return error(HTTPStatus.BAD_REQUEST, "the body must be multipart/form-data")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + request.body
+    )
+    upload = None
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            upload = (part.get_filename() or "", part.get_payload(decode=True))
+    if upload is None:
+        return error(HTTPStatus.BAD_REQUEST, "the file part is missing")
+    name, audio = upload
+    stem = os.path.basename(name).rsplit(".", 1)[0]
+    path = os.path.join(FILES, stem + ".txt")
+    if not os.path.isfile(path):
+        return error(HTTPStatus.BAD_REQUEST, f"no transcript for {name!r} in samples/files")
+    with open(path) as file:
+        text = file.read().strip()
+    duration = 0.0
+    if audio[:4] == b"RIFF" and audio[8:12] == b"WAVE":
+        rate = int.from_bytes(audio[24:28], "little")
+        bytes_per_second = int.from_bytes(audio[28:32], "little")
+        duration = round((len(audio) - 44) / bytes_per_second, 3) if rate and bytes_per_second else 0.0
+    body = {
+        "task": "transcribe",
+        "language": "english",
+        "duration": duration,
+        "text": text,
+        "segments": [{"id": 0, "start": 0.0, "end": duration, "text": text}],
+    }
+    return Reply(HTTPStatus.OK, body)
+
+
 # (method, path pattern, handler). Path groups are passed to the handler
 # percent-decoded.
 ROUTES = [
@@ -370,6 +431,7 @@ ROUTES = [
     ("POST", r"/los/applications", open_application),
     ("GET", r"/bureau/score", credit_score),
     ("POST", r"/v1/chat/completions", chat_completion),
+    ("POST", r"/v1/audio/transcriptions", transcription),
 ]
 
 
@@ -457,7 +519,9 @@ class Handler(BaseHTTPRequestHandler):
                 scheme, _, token = value.partition(" ")
                 value = f"{scheme} ***" if token else "***"
             lines.append(f"  {name}: {value}")
-        if request.body:
+        if request.body and request.headers.get("Content-Type", "").startswith("multipart/"):
+            lines.append(f"  ({len(request.body)} bytes of multipart/form-data)")
+        elif request.body:
             lines.append("")
             lines.extend("  " + line for line in request.body.decode("utf-8", "replace").splitlines())
         lines.append(f"-> {int(reply.status)} {HTTPStatus(reply.status).phrase}")

@@ -201,6 +201,7 @@ impl Run {
 /// Runs a sample with its entity file, its base URLs pointed at `server`, a fixed execution id
 /// and the claims token in the environment.
 fn run_sample(name: &str, server: &TestServer) -> Run {
+    support::media::media_tools();
     let sample = sample(name);
     let mut command = Command::new(env!("CARGO_BIN_EXE_flowrun"));
     command
@@ -212,7 +213,9 @@ fn run_sample(name: &str, server: &TestServer) -> Run {
         .arg(EXECUTION_ID)
         // The samples folder is part of the repository; the store would
         // land in it, and a second run would find the fixed id taken.
-        .arg("--no-store");
+        .arg("--no-store")
+        // The entities name their files relative to the repository's root.
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     for (variable, prefix) in sample.bases {
         command
             .arg("--var")
@@ -293,6 +296,27 @@ fn chat_completion(request: &Recorded, content: &str) -> Reply {
     )
 }
 
+/// True for the structured-output request of an `extract` action.
+fn is_extraction(request: &Recorded) -> bool {
+    let body: Value = serde_json::from_str(request.body_text()).unwrap_or_default();
+    body["response_format"]["json_schema"]["name"] == "extraction"
+}
+
+/// Asserts that `request` is the extraction request of a sample and that
+/// the document's text reached the model; returns the field names of its
+/// schema.
+fn extraction_fields(request: &Recorded, line: &str) -> Vec<String> {
+    let body = chat_body(request);
+    let prompt = body["messages"][1]["content"].as_str().unwrap_or_default();
+    assert!(prompt.contains(line), "{prompt}");
+    body["response_format"]["json_schema"]["schema"]["properties"]
+        .as_object()
+        .expect("the schema has properties")
+        .keys()
+        .cloned()
+        .collect()
+}
+
 /// Asserts that `request` is a model call without credentials and returns its body.
 fn chat_body(request: &Recorded) -> Value {
     assert_eq!(
@@ -325,6 +349,17 @@ fn json_body(request: &Recorded) -> Value {
 fn claim_intake_classifies_and_files_the_claim() {
     let server = TestServer::start(
         |request| match (request.method.as_str(), request.target.as_str()) {
+            ("POST", CHAT_COMPLETIONS) if is_extraction(request) => chat_completion(
+                request,
+                &json!({
+                    "policy_number": "POL-HO-7731902",
+                    "effective_date": "January 15, 2026",
+                    "annual_premium": "$1,842.00",
+                    "deductible": "$1,000.00",
+                    "coverage_level": "Standard"
+                })
+                .to_string(),
+            ),
             ("POST", CHAT_COMPLETIONS) => chat_completion(request, r#"{"choice": "property"}"#),
             ("POST", "/claims-api/claims/CLM-2026-004817") => Reply::json(
                 201,
@@ -349,6 +384,7 @@ fn claim_intake_classifies_and_files_the_claim() {
             ("POST", CHAT_COMPLETIONS),
             ("POST", "/claims-api/claims/CLM-2026-004817"),
             ("PUT", "/claims-api/policies/POL-HO-7731902/status"),
+            ("POST", CHAT_COMPLETIONS),
         ]
     );
 
@@ -387,7 +423,7 @@ fn claim_intake_classifies_and_files_the_claim() {
     );
 
     let bearer = format!("Bearer {CLAIMS_TOKEN}");
-    for request in &requests[1..] {
+    for request in &requests[1..3] {
         assert_eq!(
             request.header("Authorization"),
             Some(bearer.as_str()),
@@ -428,11 +464,33 @@ fn claim_intake_classifies_and_files_the_claim() {
          <claimId>CS-400101</claimId>\n  <lossDate>2026-11-28</lossDate>\n</policyStatus>"
     );
 
+    assert_eq!(
+        extraction_fields(&requests[3], "Policy number: POL-HO-7731902"),
+        [
+            "policy_number",
+            "effective_date",
+            "annual_premium",
+            "deductible",
+            "coverage_level"
+        ]
+    );
+
     let mut expected = read_json(&entity_file("claim_intake"));
     expected["claim_type"] = json!("property");
     expected["claims_system_id"] = json!("CS-400101");
+    // The values as printed are coerced to their declared types.
+    expected["policy"]["terms"] = json!({
+        "policy_number": "POL-HO-7731902",
+        "effective_date": "2026-01-15",
+        "annual_premium": 1842,
+        "deductible": 1000,
+        "coverage_level": "standard"
+    });
     assert_eq!(entity, expected);
 }
+
+/// The transcript of `samples/files/patient_call.wav`, as `samples/server.py` sends it.
+const PATIENT_CALL: &str = "The patient called to confirm the appointment for next Tuesday.";
 
 /// The summary that `samples/server.py` sends for the prior authorization sample's clinical notes,
 /// which is their first sentence.
@@ -445,6 +503,16 @@ fn prior_auth_saves_decision_and_notes_summary() {
         let path = request.target.split('?').next().unwrap_or_default();
         match (request.method.as_str(), path) {
             ("POST", CHAT_COMPLETIONS) => chat_completion(request, PRIOR_AUTH_SUMMARY),
+            ("POST", "/v1/audio/transcriptions") => Reply::json(
+                200,
+                json!({
+                    "task": "transcribe",
+                    "language": "english",
+                    "duration": 4.971,
+                    "text": PATIENT_CALL,
+                    "segments": [{"id": 0, "start": 0.0, "end": 4.971, "text": PATIENT_CALL}]
+                }),
+            ),
             ("GET", "/auth-api/auth") => Reply::json(
                 200,
                 json!({
@@ -472,6 +540,7 @@ fn prior_auth_saves_decision_and_notes_summary() {
                 "/auth-api/auth?member=XGH884213907&code=73721&npi=1487652093&date=2026-12-15"
             ),
             ("POST", CHAT_COMPLETIONS),
+            ("POST", "/v1/audio/transcriptions"),
         ]
     );
     assert_eq!(requests[0].header("Accept"), Some("application/json"));
@@ -502,6 +571,23 @@ fn prior_auth_saves_decision_and_notes_summary() {
         "trace_id": "trace-5f2c9a"
     });
     expected["notes_summary"] = json!(PRIOR_AUTH_SUMMARY);
+
+    let upload = &requests[2];
+    assert!(
+        upload
+            .header("Content-Type")
+            .is_some_and(|value| value.starts_with("multipart/form-data; boundary=")),
+        "{upload:?}"
+    );
+    let recording = std::fs::read(samples_dir().join("files/patient_call.wav")).unwrap();
+    let head = String::from_utf8_lossy(&upload.body[..upload.body.len() - recording.len()]).into_owned();
+    assert!(
+        head.contains("name=\"file\"; filename=\"patient_call.wav\"\r\nContent-Type: audio/wav\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("name=\"language\"\r\n\r\nen\r\n"), "{head}");
+    expected["call_transcript"] = json!(PATIENT_CALL);
+    expected["call_segments"] = json!([{"start": 0.0, "end": 4.971, "text": PATIENT_CALL}]);
     assert_eq!(entity, expected);
 }
 
@@ -524,6 +610,16 @@ fn loan_application_is_submitted_scored_and_reviewed() {
     let server = TestServer::start(|request| {
         let path = request.target.split('?').next().unwrap_or_default();
         match (request.method.as_str(), path) {
+            ("POST", CHAT_COMPLETIONS) if is_extraction(request) => chat_completion(
+                request,
+                &json!({
+                    "gross_annual_income": "$86,400.00",
+                    "monthly_debt_payments": "$1,150.00",
+                    "total_liabilities": "$31,780.00",
+                    "statement_date": "November 30, 2026"
+                })
+                .to_string(),
+            ),
             ("POST", CHAT_COMPLETIONS) => chat_completion(request, &loan_review().to_string()),
             ("POST", "/los/applications") => Reply::json(
                 201,
@@ -548,6 +644,7 @@ fn loan_application_is_submitted_scored_and_reviewed() {
         [
             ("POST", "/los/applications"),
             ("GET", "/bureau/score?consent=CNS-7f3a91&reference=LN-5100234"),
+            ("POST", CHAT_COMPLETIONS),
             ("POST", CHAT_COMPLETIONS),
         ]
     );
@@ -619,5 +716,21 @@ fn loan_application_is_submitted_scored_and_reviewed() {
     expected["credit_score"] = json!(712);
     expected["credit_score_model"] = json!("FICO Score 8");
     expected["compliance_review"] = loan_review();
+
+    assert_eq!(
+        extraction_fields(&requests[3], "Gross annual income: $86,400.00"),
+        [
+            "gross_annual_income",
+            "monthly_debt_payments",
+            "total_liabilities",
+            "statement_date"
+        ]
+    );
+    expected["statement"] = json!({
+        "gross_annual_income": 86400,
+        "monthly_debt_payments": 1150,
+        "total_liabilities": 31780,
+        "statement_date": "2026-11-30"
+    });
     assert_eq!(entity, expected);
 }
