@@ -73,3 +73,33 @@ fn an_unreadable_schema_is_an_error_at_its_line() {
         value[0]
     );
 }
+
+#[test]
+fn fields_written_by_earlier_lines_are_known() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "claim.flow",
+        "step \"Read\" {\n  extract entity.doc fields {\n    policy_number: text\n  } -> entity\n}\nstep \"Send\" {\n  http GET \"http://127.0.0.1:9/p/<<entity.policy_number>>/<<entity.holder>>\"\n  save response.body -> entity.reply\n}\nstep \"Again\" {\n  http GET \"http://127.0.0.1:9/r/<<entity.reply>>/<<entity.polcy>>\"\n}\n",
+    );
+    let sample = workspace.file("sample.json", r#"{"doc": "/tmp/policy.pdf", "policy": "P-1"}"#);
+    let output = flowrun(&["check", "--format", "json", "--entity-schema"])
+        .arg(&sample)
+        .arg(&flow)
+        .output()
+        .expect("flowrun runs");
+    let value: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let unknown: Vec<&str> = value
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["code"] == "flow::check::unknown_entity_field")
+        .map(|entry| entry["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            "`holder` is not a field of `entity` in the entity schema",
+            "`polcy` is not a field of `entity` in the entity schema"
+        ]
+    );
+}

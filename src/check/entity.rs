@@ -50,11 +50,53 @@ impl EntityChecker<'_> {
                         LlmClause::Output { target, .. } => Some(target.clone()),
                         _ => None,
                     }),
+                    StepItem::Extract(action) => {
+                        self.collect_extract_writes(action);
+                        None
+                    }
+                    StepItem::Transcribe(action) => {
+                        for clause in &action.clauses {
+                            if let TranscribeClause::Output { target, .. } = clause {
+                                self.push_write(target);
+                            }
+                        }
+                        None
+                    }
                     _ => None,
                 };
                 if let Some((root, keys)) = target.map(|target| split_path(&target)) {
                     if root == "entity" {
                         self.writes.push(Write { keys });
+                    }
+                }
+            }
+        }
+    }
+
+    fn push_write(&mut self, target: &str) {
+        let (root, keys) = split_path(target);
+        if root == "entity" {
+            self.writes.push(Write { keys });
+        }
+    }
+
+    /// Records the fields an `extract` writes: each declared field when it
+    /// writes into the whole entity, else its target.
+    fn collect_extract_writes(&mut self, action: &crate::syntax::ast::ExtractAction) {
+        for clause in &action.clauses {
+            let LlmClause::Output { target, .. } = clause else {
+                continue;
+            };
+            if target != "entity" {
+                self.push_write(target);
+                continue;
+            }
+            for other in &action.clauses {
+                if let LlmClause::Schema { fields, .. } = other {
+                    for field in fields {
+                        self.writes.push(Write {
+                            keys: vec![PathKey::Field(field.name.text.clone())],
+                        });
                     }
                 }
             }

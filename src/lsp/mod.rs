@@ -28,7 +28,7 @@ use transport::ReadError;
 
 /// How long a document must stay unchanged before its diagnostics are
 /// published again.
-pub const DEBOUNCE: Duration = Duration::from_millis(20);
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_REQUEST: i64 = -32600;

@@ -148,6 +148,13 @@ fn gap(source: &str, span: Span, parent: Rule, clause_start: bool, out: &mut Vec
                 index += 2;
                 TokenKind::Punct
             }
+            // Comparison operators such as `==`, `!=` and `<=` stay one token.
+            b'=' | b'!' | b'<' | b'>' => {
+                while index < bytes.len() && matches!(bytes[index], b'=' | b'!' | b'<' | b'>') {
+                    index += 1;
+                }
+                TokenKind::Punct
+            }
             _ if byte.is_ascii_alphanumeric() || byte == b'_' => {
                 while index < bytes.len() && (bytes[index].is_ascii_alphanumeric() || bytes[index] == b'_') {
                     index += 1;
@@ -210,6 +217,18 @@ mod tests {
         let source = "step \"a\" {\n  http GET \"u\"\n  save response.headers[\"X-Id\"] -> entity.id\n}\n";
         let words: Vec<&str> = texts(source).into_iter().map(|(_, text)| text).collect();
         assert!(words.contains(&"response.headers[\"X-Id\"]"), "{words:?}");
+    }
+
+    #[test]
+    fn comparison_operators_are_one_token() {
+        let source = "a == b != c -> d";
+        let mut out = Vec::new();
+        gap(source, Span::new(0, source.len()), Rule::file, false, &mut out);
+        let texts: Vec<&str> = out
+            .iter()
+            .map(|token| &source[token.span.start..token.span.end])
+            .collect();
+        assert_eq!(texts, ["a", "==", "b", "!=", "c", "->", "d"]);
     }
 
     #[test]
