@@ -31,6 +31,8 @@ pub struct ProviderConfig {
     pub base_url: Option<Compiled>,
     pub api_key: Option<Compiled>,
     pub model: Option<String>,
+    /// True when the provider's model reads images, set with `vision true`.
+    pub vision: bool,
 }
 
 /// One action of a step.

@@ -34,6 +34,7 @@ struct ProviderEntry {
     base_url: Option<String>,
     api_key: Option<String>,
     model: Option<String>,
+    vision: Option<bool>,
 }
 
 /// Reads the providers of `flowrun.toml` in `folder`; none when the file
@@ -94,6 +95,7 @@ pub fn load_providers(folder: &Path) -> Result<Vec<ProviderConfig>, Diagnostic> 
             base_url: template(entry.base_url, "base_url")?,
             api_key: template(entry.api_key, "api_key")?,
             model: entry.model,
+            vision: entry.vision.unwrap_or(false),
             kind,
             name,
         });

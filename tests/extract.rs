@@ -7,6 +7,7 @@ mod support;
 use flowrun::document::{self, DocumentError, Format, Location, Part};
 use support::cli::{flowrun, output, path_str, Workspace};
 use support::media::{fixture, media_tools};
+use support::server::{Reply, TestServer};
 
 fn read(name: &str) -> Result<document::Document, DocumentError> {
     media_tools();
@@ -236,4 +237,86 @@ fn other_url_schemes_are_refused() {
         stderr.contains("uses the scheme `ftp`, which flowrun cannot read"),
         "{stderr}"
     );
+}
+
+const PNG: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==";
+
+/// Runs an extraction of `document` with a provider marked `vision true`
+/// whose server answers with a fixed policy number; returns the exit code,
+/// the entity, the body of the model request and standard error.
+fn run_with_vision(document: &str) -> (i32, serde_json::Value, serde_json::Value, String) {
+    media_tools();
+    let answer = serde_json::json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "vision-model",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": "{\"policy_number\": \"HM-2024-00417\"}"},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    });
+    let server = TestServer::scripted(vec![Reply::json(200, answer)]);
+    let flow = format!(
+        "provider eyes {{\n  kind openai\n  base_url \"{}/v1\"\n  model \"vision-model\"\n  vision true\n}}\n\n\
+         step \"Read scan\" {{\n  extract entity.policy_document fields {{ policy_number: text }} -> entity\n}}\n",
+        server.url()
+    );
+    let workspace = Workspace::new();
+    let flow = workspace.file("vision.flow", flow);
+    let entity = workspace.file(
+        "entity.json",
+        serde_json::json!({ "policy_document": document }).to_string(),
+    );
+    let (code, stdout, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entity",
+            path_str(&entity),
+            "--no-store",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("FLOWRUN_LLM_PROVIDER"),
+    );
+    let requests = server.requests();
+    let body = requests
+        .first()
+        .map(|request| serde_json::from_slice(&request.body).unwrap())
+        .unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(&stdout).unwrap_or_default(),
+        body,
+        stderr,
+    )
+}
+
+#[test]
+fn image_goes_to_a_vision_model() {
+    let (code, entity, body, stderr) = run_with_vision(&format!("data:image/png;base64,{PNG}"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["policy_number"], "HM-2024-00417");
+    let content = &body["messages"][1]["content"];
+    assert_eq!(content[0]["type"], "text");
+    assert_eq!(content[1]["type"], "image_url");
+    assert_eq!(
+        content[1]["image_url"]["url"],
+        format!("data:image/png;base64,{PNG}")
+    );
+    assert_eq!(content.as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn scanned_pdf_pages_go_to_a_vision_model() {
+    let (code, entity, body, stderr) = run_with_vision(&fixture("scanned.pdf"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["policy_number"], "HM-2024-00417");
+    let content = body["messages"][1]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 2, "one text part and one page");
+    let url = content[1]["image_url"]["url"].as_str().unwrap();
+    assert!(url.starts_with("data:image/png;base64,iVBORw0KGgo"), "{url}");
 }

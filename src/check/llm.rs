@@ -14,7 +14,7 @@ use crate::syntax::template;
 /// Providers available to every workflow, configured from environment variables.
 pub const BUILT_IN_PROVIDERS: [&str; 2] = ["openai", "anthropic"];
 
-const PROVIDER_KEYS: [&str; 4] = ["kind", "base_url", "api_key", "model"];
+const PROVIDER_KEYS: [&str; 5] = ["kind", "base_url", "api_key", "model", "vision"];
 const PROVIDER_KINDS: [&str; 2] = ["openai", "anthropic"];
 const FIELD_TYPES: [&str; 5] = ["text", "number", "integer", "boolean", "date"];
 
@@ -51,6 +51,7 @@ impl Checker {
                 base_url: None,
                 api_key: None,
                 model: None,
+                vision: false,
             };
             for entry in &block.entries {
                 let key = entry.key.text.as_str();
@@ -92,6 +93,9 @@ impl Checker {
                         }
                         config.api_key = Some(self.provider_template(value));
                     }
+                    ("vision", ProviderValue::Word(word)) if word.text == "true" || word.text == "false" => {
+                        config.vision = word.text == "true";
+                    }
                     ("model", ProviderValue::String(value)) => match value.as_plain() {
                         Some(model) => config.model = Some(model),
                         None => self.plain_text_required(value, "a model name"),
@@ -99,7 +103,7 @@ impl Checker {
                     (key, _) if PROVIDER_KEYS.contains(&key) => self.diagnostics.push(
                         Diagnostic::error(Code::InvalidProvider, format!("invalid value for `{key}`"))
                             .with_label(entry.span, "wrong kind of value")
-                            .with_help("write `kind openai`, `base_url \"...\"`, `api_key \"<<secret.NAME>>\"` or `model \"...\"`"),
+                            .with_help("write `kind openai`, `base_url \"...\"`, `api_key \"<<secret.NAME>>\"`, `model \"...\"` or `vision true`"),
                     ),
                     (key, _) => self.diagnostics.push(
                         Diagnostic::error(Code::InvalidProvider, format!("unknown provider setting `{key}`"))

@@ -150,6 +150,11 @@ pub fn detect(bytes: &[u8]) -> Result<Format, DocumentError> {
     Ok(Format::Text)
 }
 
+/// Renders the first `max_pages` pages of a PDF as PNG images.
+pub fn pdf_page_images(bytes: &[u8], max_pages: usize) -> Result<Vec<Vec<u8>>, DocumentError> {
+    pdf::page_images(bytes, max_pages)
+}
+
 /// Reads the text of a document of any supported format.
 pub fn read(bytes: &[u8]) -> Result<Document, DocumentError> {
     let format = detect(bytes)?;

@@ -77,6 +77,74 @@ pub(crate) fn pages(bytes: &[u8]) -> Result<Vec<Part>, DocumentError> {
     Ok(parts)
 }
 
+/// The environment variable that names the `pdftoppm` program; by default
+/// it is looked up on `PATH`.
+pub const PDFTOPPM_ENV: &str = "FLOWRUN_PDFTOPPM";
+
+/// Renders the first `max_pages` pages as PNG images at 150 dpi, with
+/// poppler's `pdftoppm`, for a model that reads images.
+pub(crate) fn page_images(bytes: &[u8], max_pages: usize) -> Result<Vec<Vec<u8>>, DocumentError> {
+    let program = std::env::var(PDFTOPPM_ENV).unwrap_or_else(|_| "pdftoppm".to_string());
+    let folder = std::env::temp_dir().join(format!("flowrun-pages-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).map_err(|error| {
+        DocumentError::Damaged(Format::Pdf, format!("no folder for page images: {error}"))
+    })?;
+    let result = render(&program, bytes, max_pages, &folder);
+    let _ = std::fs::remove_dir_all(&folder);
+    result
+}
+
+fn render(
+    program: &str,
+    bytes: &[u8],
+    max_pages: usize,
+    folder: &std::path::Path,
+) -> Result<Vec<Vec<u8>>, DocumentError> {
+    let mut child = Command::new(program)
+        .args(["-q", "-png", "-r", "150", "-l", &max_pages.to_string(), "-"])
+        .arg(folder.join("page"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| {
+            DocumentError::ReaderMissing(format!(
+                "rendering PDF pages needs poppler's `pdftoppm`, which could not be started ({error}); install poppler-utils, or set {PDFTOPPM_ENV} to its path"
+            ))
+        })?;
+    let mut stdin = child.stdin.take();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || {
+        if let Some(stdin) = stdin.as_mut() {
+            let _ = stdin.write_all(&input);
+        }
+    });
+    let output = child
+        .wait_with_output()
+        .map_err(|error| DocumentError::Damaged(Format::Pdf, format!("pdftoppm failed: {error}")))?;
+    let _ = writer.join();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(DocumentError::Damaged(
+            Format::Pdf,
+            format!("pdftoppm could not render it: {}", stderr.trim()),
+        ));
+    }
+    // pdftoppm pads page numbers to the same width, so names sort in page order.
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(folder)
+        .map_err(|error| DocumentError::Damaged(Format::Pdf, error.to_string()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "png"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| {
+            std::fs::read(path).map_err(|error| DocumentError::Damaged(Format::Pdf, error.to_string()))
+        })
+        .collect()
+}
+
 /// True when the trailer names an encryption dictionary, the fallback when
 /// `pdftotext` says nothing about a password.
 fn is_encrypted_with_password(bytes: &[u8]) -> bool {

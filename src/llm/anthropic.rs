@@ -70,10 +70,32 @@ pub fn headers(api_key: Option<&str>) -> Vec<(String, String)> {
 /// schema, forced with `tool_choice`. The answer then arrives as that tool's
 /// input, which [`parse_response`] returns as JSON text.
 pub fn request_body(request: &ChatRequest) -> Value {
+    let first_user = request
+        .messages
+        .iter()
+        .position(|message| message.role == crate::llm::Role::User);
     let messages: Vec<Value> = request
         .messages
         .iter()
-        .map(|message| json!({ "role": role_name(message.role), "content": message.content }))
+        .enumerate()
+        .map(|(index, message)| {
+            if Some(index) == first_user && !request.images.is_empty() {
+                let mut blocks: Vec<Value> = request
+                    .images
+                    .iter()
+                    .map(|image| {
+                        json!({
+                            "type": "image",
+                            "source": { "type": "base64", "media_type": image.media_type, "data": image.base64() }
+                        })
+                    })
+                    .collect();
+                blocks.push(json!({ "type": "text", "text": message.content }));
+                json!({ "role": role_name(message.role), "content": blocks })
+            } else {
+                json!({ "role": role_name(message.role), "content": message.content })
+            }
+        })
         .collect();
 
     let mut body = Map::new();
@@ -271,6 +293,23 @@ mod tests {
     use super::*;
     use crate::llm::{Message, StructuredOutput};
 
+    #[test]
+    fn images_precede_the_text_as_base64_blocks() {
+        let mut request = ChatRequest::hello("claude");
+        request.images = vec![crate::llm::Image {
+            media_type: "image/png".to_string(),
+            data: b"PNG".to_vec(),
+        }];
+        let body = request_body(&request);
+        assert_eq!(
+            body["messages"][0]["content"],
+            json!([
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "UE5H"}},
+                {"type": "text", "text": "Hello"}
+            ])
+        );
+    }
+
     fn minimal_request() -> ChatRequest {
         ChatRequest::hello("claude-sonnet-4-5")
     }
@@ -376,6 +415,7 @@ mod tests {
             top_p: Some(0.9),
             seed: Some(42),
             structured: None,
+            images: Vec::new(),
         };
 
         let body = request_body(&request);

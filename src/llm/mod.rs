@@ -37,6 +37,24 @@ pub struct ChatRequest {
     pub seed: Option<i64>,
     /// A JSON Schema the answer must follow, with a name for it.
     pub structured: Option<StructuredOutput>,
+    /// Images sent with the first user message, for models that read images.
+    pub images: Vec<Image>,
+}
+
+/// An image sent to a model that reads images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// The media type, such as `image/png`.
+    pub media_type: String,
+    pub data: Vec<u8>,
+}
+
+impl Image {
+    /// Encodes the image as base64.
+    pub fn base64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&self.data)
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +74,7 @@ impl ChatRequest {
             top_p: None,
             seed: None,
             structured: None,
+            images: Vec::new(),
         }
     }
 }

@@ -55,8 +55,22 @@ pub fn request_body(request: &ChatRequest) -> Value {
     if let Some(system) = &request.system {
         messages.push(json!({ "role": "system", "content": system }));
     }
-    for message in &request.messages {
-        messages.push(json!({ "role": role_name(message.role), "content": message.content }));
+    let first_user = request
+        .messages
+        .iter()
+        .position(|message| message.role == crate::llm::Role::User);
+    for (index, message) in request.messages.iter().enumerate() {
+        let content = if Some(index) == first_user && !request.images.is_empty() {
+            let mut parts = vec![json!({ "type": "text", "text": message.content })];
+            for image in &request.images {
+                let url = format!("data:{};base64,{}", image.media_type, image.base64());
+                parts.push(json!({ "type": "image_url", "image_url": { "url": url } }));
+            }
+            Value::Array(parts)
+        } else {
+            json!(message.content)
+        };
+        messages.push(json!({ "role": role_name(message.role), "content": content }));
     }
 
     let mut body = Map::new();
@@ -311,6 +325,7 @@ mod tests {
             top_p: Some(0.9),
             seed: Some(42),
             structured: None,
+            images: Vec::new(),
         };
 
         assert_eq!(

@@ -6,9 +6,9 @@ use serde_json::{Map, Value};
 use tracing::info;
 
 use crate::diagnostic::{Code, Diagnostic};
-use crate::document::{self, coerce, Document, DocumentError, Location, Part};
+use crate::document::{self, coerce, Document, DocumentError, Format, Location, Part};
 use crate::llm::schema::{self, Field, FieldType};
-use crate::llm::{ChatRequest, FinishReason, Message, Role, StructuredOutput};
+use crate::llm::{ChatRequest, FinishReason, Image, Message, Role, StructuredOutput};
 use crate::program::{ExtractCall, LlmTarget};
 use crate::render;
 use crate::run::errors::render_diagnostic;
@@ -60,36 +60,6 @@ pub(crate) async fn run(
         return Ok(());
     }
 
-    let params = &context.step.settings.media;
-    let loaded = media::load(
-        &reference,
-        params.max_file_size,
-        context,
-        execution,
-        records.attempts,
-        call.span,
-    )
-    .await?;
-    let bytes = loaded.bytes.clone();
-    let document = tokio::task::spawn_blocking(move || document::read(&bytes))
-        .await
-        .map_err(|error| {
-            fail(
-                Code::ExtractFailed,
-                format!("reading the document failed: {error}"),
-                "report this as a bug",
-            )
-        })?
-        .map_err(|error| document_failure(&error, &loaded.display, call))?;
-    info!(
-        step = %context.step.name,
-        "read {} as {} ({} parts, {} characters)",
-        loaded.display,
-        document.format.as_str(),
-        document.parts.len(),
-        document.text().chars().count()
-    );
-
     let provider =
         llm::resolve_provider(context.program, call.provider.as_deref(), execution).map_err(|message| {
             fail(
@@ -106,7 +76,47 @@ pub(crate) async fn run(
         ));
     };
 
-    let chunks = chunks(&document.parts, params.input_budget);
+    let params = &context.step.settings.media;
+    let loaded = media::load(
+        &reference,
+        params.max_file_size,
+        context,
+        execution,
+        records.attempts,
+        call.span,
+    )
+    .await?;
+    let bytes = loaded.bytes.clone();
+    let vision = provider.vision;
+    let read = tokio::task::spawn_blocking(move || read_document(&bytes, vision))
+        .await
+        .map_err(|error| {
+            fail(
+                Code::ExtractFailed,
+                format!("reading the document failed: {error}"),
+                "report this as a bug",
+            )
+        })?
+        .map_err(|error| document_failure(&error, &loaded.display, call))?;
+    let (document, images) = read;
+    info!(
+        step = %context.step.name,
+        "read {} as {} ({} parts, {} characters, {} images)",
+        loaded.display,
+        document.format.as_str(),
+        document.parts.len(),
+        document.text().chars().count(),
+        images.len()
+    );
+
+    let chunks = if images.is_empty() {
+        chunks(&document.parts, params.input_budget)
+    } else {
+        vec![format!(
+            "The document has no text layer; it is attached as {} image(s), in page order.",
+            images.len()
+        )]
+    };
     // With several chunks every field admits null in the request, because
     // one chunk may not hold it; required fields are enforced after the
     // merge.
@@ -151,6 +161,7 @@ pub(crate) async fn run(
             top_p: context.step.settings.llm.top_p,
             seed: context.step.settings.llm.seed,
             structured: Some(structured.clone()),
+            images: if index == 0 { images.clone() } else { Vec::new() },
         };
         let completion = llm::complete(
             &provider,
@@ -224,10 +235,48 @@ fn shorten_reference(reference: &str) -> String {
     }
 }
 
+/// The most pages of a PDF without text that go to a model as images.
+const MAX_IMAGE_PAGES: usize = 20;
+
+/// Reads a document's text. A PNG or JPEG image, or a PDF with no text
+/// layer, becomes images for a model that reads them when `vision` is true.
+fn read_document(bytes: &[u8], vision: bool) -> Result<(Document, Vec<Image>), DocumentError> {
+    let error = match document::read(bytes) {
+        Ok(document) => return Ok((document, Vec::new())),
+        Err(error) => error,
+    };
+    if !vision {
+        return Err(error);
+    }
+    let image = |media_type: &str, data: Vec<u8>| Image {
+        media_type: media_type.to_string(),
+        data,
+    };
+    let (format, images) = match error {
+        DocumentError::NoText(Format::Jpeg) => (Format::Jpeg, vec![image("image/jpeg", bytes.to_vec())]),
+        DocumentError::NoText(format) => (format, vec![image("image/png", bytes.to_vec())]),
+        DocumentError::ScannedPdf => (
+            Format::Pdf,
+            document::pdf_page_images(bytes, MAX_IMAGE_PAGES)?
+                .into_iter()
+                .map(|data| image("image/png", data))
+                .collect(),
+        ),
+        other => return Err(other),
+    };
+    Ok((
+        Document {
+            format,
+            parts: Vec::new(),
+        },
+        images,
+    ))
+}
+
 fn document_failure(error: &DocumentError, display: &str, call: &ExtractCall) -> Diagnostic {
     let help = match error {
         DocumentError::NoText(_) | DocumentError::ScannedPdf => {
-            "run OCR on the file first, or send text documents; flowrun sends no images to models"
+            "set `vision true` on a provider whose model reads images, or run OCR on the file first"
         }
         DocumentError::Encrypted => "remove the password from the PDF, or save it again without encryption",
         DocumentError::Unsupported(_) => {

@@ -43,6 +43,8 @@ pub struct Provider {
     pub base_url: String,
     pub api_key: Option<String>,
     pub model: Option<String>,
+    /// True when the model reads images.
+    pub vision: bool,
 }
 
 /// The parts of a step that one model call uses.
@@ -135,6 +137,7 @@ pub fn resolve_provider(
         base_url,
         api_key,
         model,
+        vision: config.is_some_and(|config| config.vision),
     })
 }
 
@@ -235,6 +238,7 @@ pub(crate) async fn run(
             top_p: params.top_p,
             seed: params.seed,
             structured: structured.clone(),
+            images: Vec::new(),
         };
         if context.dry_run {
             let outgoing = outgoing(&provider, &request, execution)?;
