@@ -539,3 +539,50 @@ fn ctrl_c_lets_running_executions_finish_and_skip_continues() {
     assert_eq!(all, expected_ids(0..40));
     assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 40]);
 }
+
+#[test]
+fn each_step_is_stored_as_running_before_its_request() {
+    let workspace = Workspace::new();
+    let store = workspace.dir.path().join("store.db");
+    let store_for_server = store.clone();
+    // The server looks the execution up in the store as each request
+    // arrives, and fails the request unless its step is recorded as running.
+    let server = TestServer::start(move |request| {
+        let id = request.header("x-execution").unwrap_or_default().to_string();
+        let opened = SqliteStore::open(&store_for_server).unwrap();
+        match opened
+            .steps(&id)
+            .ok()
+            .and_then(|steps| steps.first().map(|step| step.status))
+        {
+            Some(flowrun::store::StepStatus::Running) => Reply::json(200, json!({"status": "ok"})),
+            other => Reply::status(500).body(format!("step of {id} is {other:?}")),
+        }
+    });
+    let flow = workspace.file(
+        "w.flow",
+        format!(
+            "step \"Send\" {{\n  http POST \"{}/claims/<<entity.id>>\" json {{}} headers {{\n    \"X-Execution\": \"<<execution.id>>\"\n  }}\n  save response.json.status -> entity.status\n  on error continue notify\n}}\n",
+            server.url()
+        ),
+    );
+    let input = records(&workspace, 30);
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "8",
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        lines(&stdout).iter().all(|entity| entity["status"] == "ok"),
+        "{stdout}"
+    );
+    assert_eq!(server.request_count(), 30);
+    assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 30]);
+}

@@ -4,7 +4,9 @@
 //! Each execution writes through its own [`WriterHandle`], which implements
 //! [`Store`]. A step's start is the one write the interpreter waits for,
 //! because its request must not leave before the store records the step as
-//! running. The writes after a step only queue. Writes run in the order
+//! running. It waits asynchronously, through [`Store::until_committed`], so
+//! other executions go on and their writes join the same group. The writes
+//! after a step only queue. Writes run in the order
 //! they were queued, each as a savepoint, so one failed write undoes only
 //! itself. When the process dies before a group commits, the executions
 //! in it lose their last writes and read as running, which `flowrun resume`
@@ -30,7 +32,7 @@ const QUEUE: usize = 4096;
 /// The maximum number of writes in one transaction.
 const MAX_GROUP: usize = 1024;
 
-/// What runs after the group of a write committed or failed to commit.
+/// A callback that runs once the group of a write has committed or failed to commit.
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// One write or read, run on the writer thread.
 type Job = Box<dyn FnOnce(&mut SqliteStore) -> Option<Reply> + Send>;
@@ -67,6 +69,7 @@ impl StoreWriter {
         WriterHandle {
             sender: self.sender.clone(),
             failure: self.failure.clone(),
+            pending: None,
         }
     }
 
@@ -121,6 +124,9 @@ fn write_groups(mut store: SqliteStore, receiver: &Receiver<Job>, failure: &Fail
 pub struct WriterHandle {
     sender: Option<SyncSender<Job>>,
     failure: Failure,
+    /// The commit of the last write that must be durable before the
+    /// execution goes on.
+    pending: Option<tokio::sync::oneshot::Receiver<Result<(), StoreError>>>,
 }
 
 impl WriterHandle {
@@ -154,6 +160,27 @@ impl WriterHandle {
             }
             None
         }))
+    }
+
+    /// Queues a write whose commit [`Store::until_committed`] waits for.
+    fn write_durable(
+        &mut self,
+        write: impl FnOnce(&mut SqliteStore) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.failed()?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.queue(Box::new(move |store| {
+            let result = write(store);
+            Some(Box::new(move |commit_error: Option<&StoreError>| {
+                let result = match commit_error {
+                    Some(error) => Err(StoreError::Other(format!("cannot commit: {error}"))),
+                    None => result,
+                };
+                let _ = sender.send(result);
+            }))
+        }))?;
+        self.pending = Some(receiver);
+        Ok(())
     }
 
     /// Runs `call` on the writer thread and waits until its group commits.
@@ -217,7 +244,7 @@ impl Store for WriterHandle {
         pid: u32,
     ) -> Result<(), StoreError> {
         let (id, name, methods, at) = (id.to_string(), name.to_string(), methods.to_vec(), at.to_string());
-        self.call(move |store| store.begin_step(&id, index, &name, &methods, &at, pid))
+        self.write_durable(move |store| store.begin_step(&id, index, &name, &methods, &at, pid))
     }
 
     fn end_step(&mut self, id: &str, end: &StepEnd<'_>) -> Result<(), StoreError> {
@@ -312,6 +339,15 @@ impl Store for WriterHandle {
         let id = id.to_string();
         self.call(move |store| store.notifications(&id))
     }
+
+    fn until_committed(&mut self) -> Option<crate::store::Commit> {
+        let pending = self.pending.take()?;
+        Some(Box::pin(async move {
+            pending
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Other("the store writer has stopped".to_string())))
+        }))
+    }
 }
 
 /// A [`StepEnd`] that owns its values, to cross to the writer thread.
@@ -364,8 +400,14 @@ mod tests {
             handle
                 .begin_step(&id, 0, "send", &["POST".to_string()], "2026-01-01T00:00:01Z", 7)
                 .unwrap();
-            // The step's start waited for its commit, so another connection
-            // sees it already.
+            let commit = handle.until_committed().expect("a step's start is awaited");
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(commit)
+                .unwrap();
+            assert!(handle.until_committed().is_none());
+            // Once the commit completed, another connection sees the step.
             let reader = SqliteStore::open(&path).unwrap();
             assert_eq!(reader.steps(&id).unwrap()[0].status, StepStatus::Running);
             handle

@@ -295,4 +295,15 @@ pub trait Store {
     fn steps(&self, id: &str) -> Result<Vec<StepRecord>, StoreError>;
 
     fn notifications(&self, id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
+
+    /// Returns a future that completes once the writes made so far are
+    /// committed, for a store whose writes may return before they commit.
+    /// Stores that commit before returning have nothing to wait for.
+    fn until_committed(&mut self) -> Option<Commit> {
+        None
+    }
 }
+
+/// The pending commit of a store's earlier writes, see
+/// [`Store::until_committed`].
+pub type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
