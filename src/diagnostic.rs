@@ -240,18 +240,28 @@ impl fmt::Display for Diagnostic {
 /// Unicode scalar values, as editors do.
 pub struct LineIndex<'a> {
     source: &'a str,
-    line_starts: Vec<usize>,
+    /// Computed on the first lookup: most runs never print a diagnostic.
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 impl<'a> LineIndex<'a> {
     pub fn new(source: &'a str) -> LineIndex<'a> {
-        let mut line_starts = vec![0];
-        for (offset, byte) in source.bytes().enumerate() {
-            if byte == b'\n' {
-                line_starts.push(offset + 1);
-            }
+        LineIndex {
+            source,
+            line_starts: std::sync::OnceLock::new(),
         }
-        LineIndex { source, line_starts }
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            let mut line_starts = vec![0];
+            for (offset, byte) in self.source.bytes().enumerate() {
+                if byte == b'\n' {
+                    line_starts.push(offset + 1);
+                }
+            }
+            line_starts
+        })
     }
 
     pub fn source(&self) -> &'a str {
@@ -261,11 +271,12 @@ impl<'a> LineIndex<'a> {
     /// Returns the 1-based line and column of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.source.len());
-        let line = match self.line_starts.binary_search(&offset) {
+        let line_starts = self.line_starts();
+        let line = match line_starts.binary_search(&offset) {
             Ok(line) => line,
             Err(next) => next - 1,
         };
-        let start = self.line_starts[line];
+        let start = line_starts[line];
         let column = self.source[start..floor_char_boundary(self.source, offset)]
             .chars()
             .count();
