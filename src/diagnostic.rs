@@ -145,6 +145,20 @@ codes! {
     SourceUnavailable => "flow::run::source_unavailable",
     ExtractFailed => "flow::run::extract_failed",
     TranscribeFailed => "flow::run::transcribe_failed",
+    // Conditions, variables, field updates and code steps
+    ElseWithoutIf => "flow::check::else_without_if",
+    TypeMismatch => "flow::check::type_mismatch",
+    UnknownType => "flow::check::unknown_type",
+    InvalidTarget => "flow::check::invalid_target",
+    InvalidCode => "flow::check::invalid_code",
+    PythonSyntax => "flow::check::python_syntax",
+    ConditionFailed => "flow::run::condition_failed",
+    RequiredVariable => "flow::run::required_variable",
+    InvalidValue => "flow::run::invalid_value",
+    CodeFailed => "flow::run::code_failed",
+    CodeTimeout => "flow::run::code_timeout",
+    InterpreterMissing => "flow::run::interpreter_missing",
+    Stopped => "flow::run::stopped",
 }
 
 impl fmt::Display for Code {

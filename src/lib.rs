@@ -22,3 +22,4 @@ pub mod run;
 pub mod schema;
 pub mod store;
 pub mod syntax;
+pub mod value;

@@ -3,6 +3,8 @@
 //! Every template here is compiled. Each merge field records how its value
 //! is encoded at its position, and every name it uses was declared.
 
+pub mod statement;
+
 use std::time::Duration;
 
 use crate::diagnostic::Span;
@@ -42,6 +44,9 @@ pub enum Action {
     Llm(LlmCall),
     Extract(ExtractCall),
     Transcribe(TranscribeCall),
+    /// A statement outside a step, which is a step of its own.
+    Statement(statement::Statement),
+    Code(statement::CodeCall),
 }
 
 impl Action {
@@ -54,6 +59,21 @@ impl Action {
             Action::Llm(_) => "LLM",
             Action::Extract(_) => "EXTRACT",
             Action::Transcribe(_) => "TRANSCRIBE",
+            // An LLM condition changes nothing, like an `llm` action; other
+            // statements only change the entity and variables.
+            Action::Statement(statement::Statement::Condition(_)) => "IF",
+            Action::Statement(_) => "SET",
+            Action::Code(_) => "CODE",
+        }
+    }
+
+    /// Every model call of the action: its own, or those of an LLM
+    /// condition.
+    pub fn llm_calls(&self) -> Vec<&LlmCall> {
+        match self {
+            Action::Llm(call) => vec![call],
+            Action::Statement(statement::Statement::Condition(condition)) => condition.llm_calls(),
+            _ => Vec::new(),
         }
     }
 
@@ -61,6 +81,8 @@ impl Action {
         match self {
             Action::Http(request) => request.span,
             Action::Llm(call) => call.span,
+            Action::Code(call) => call.span,
+            Action::Statement(_) => Span::default(),
             Action::Extract(call) => call.span,
             Action::Transcribe(call) => call.span,
         }
@@ -222,8 +244,12 @@ impl Default for ErrorPolicy {
 #[derive(Debug, Clone)]
 pub struct Variable {
     pub name: String,
-    /// `None` when the value must come from `--var`.
+    /// `None` when the value must come from `--var`, or when a step
+    /// computes it.
     pub value: Option<VariableValue>,
+    /// True for a variable that a `let` step computes where it stands in
+    /// the workflow; a `--var` value then replaces its sources.
+    pub deferred: bool,
     pub span: Span,
 }
 
@@ -240,6 +266,9 @@ pub struct Step {
     pub actions: Vec<Action>,
     pub settings: Settings,
     pub policy: ErrorPolicy,
+    /// The branches that must have been taken for the step to run, outer
+    /// `if` first.
+    pub guards: Vec<statement::Guard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

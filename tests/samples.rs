@@ -168,10 +168,8 @@ fn flowrun_toml_configures_the_local_provider() {
             .steps
             .iter()
             .flat_map(|step| &step.actions)
-            .filter_map(|action| match action {
-                Action::Llm(call) => Some(call.provider.as_deref()),
-                Action::Http(_) | Action::Extract(_) | Action::Transcribe(_) => None,
-            })
+            .flat_map(Action::llm_calls)
+            .map(|call| call.provider.as_deref())
             .collect();
         assert_eq!(llm_providers, [Some("local")], "llm steps of {}", sample.name);
     }
@@ -447,6 +445,7 @@ fn claim_intake_classifies_and_files_the_claim() {
             "notes": "Burst supply line under the kitchen sink; water reached the basement. \
                       Insured says \"no earlier leaks\". Plumber's invoice & photos attached.",
             "claimType": "property",
+            "queue": "property-senior",
             "executionId": EXECUTION_ID
         })
     );
@@ -486,7 +485,42 @@ fn claim_intake_classifies_and_files_the_claim() {
         "deductible": 1000,
         "coverage_level": "standard"
     });
+    expected["queue"] = json!("property-senior");
     assert_eq!(entity, expected);
+}
+
+#[test]
+fn claim_intake_routes_by_the_claim_type() {
+    for (claim_type, queue) in [("auto", "auto-unit"), ("liability", "standard")] {
+        let answer = json!({ "choice": claim_type }).to_string();
+        let server =
+            TestServer::start(
+                move |request| match (request.method.as_str(), request.target.as_str()) {
+                    ("POST", CHAT_COMPLETIONS) if is_extraction(request) => chat_completion(
+                        request,
+                        &json!({
+                            "policy_number": "POL-HO-7731902",
+                            "effective_date": "January 15, 2026",
+                            "annual_premium": "$1,842.00",
+                            "deductible": "$1,000.00",
+                            "coverage_level": "Standard"
+                        })
+                        .to_string(),
+                    ),
+                    ("POST", CHAT_COMPLETIONS) => chat_completion(request, &answer),
+                    ("POST", "/claims-api/claims/CLM-2026-004817") => {
+                        Reply::json(201, json!({"claim_id": "CS-400102"}))
+                    }
+                    ("PUT", "/claims-api/policies/POL-HO-7731902/status") => Reply::status(204),
+                    _ => not_found(request),
+                },
+            );
+        let entity = run_sample("claim_intake", &server).entity();
+        assert_eq!(entity["queue"], queue, "{claim_type}");
+        let claim = json_body(&server.requests()[1]);
+        assert_eq!(claim["queue"], queue, "{claim_type}");
+        assert_eq!(claim["claimType"], claim_type);
+    }
 }
 
 /// The transcript of `samples/files/patient_call.wav`, as `samples/server.py` sends it.
@@ -732,5 +766,43 @@ fn loan_application_is_submitted_scored_and_reviewed() {
         "total_liabilities": 31780,
         "statement_date": "2026-11-30"
     });
+    // The code step priced the loan from the captured score of 712.
+    expected["pricing"] = json!({"tier": "B", "monthly_payment": 479.26});
     assert_eq!(entity, expected);
+    assert!(
+        run.stderr.contains("score 712 gives tier B at 0.0649 APR"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn loan_application_without_a_score_goes_to_manual_review() {
+    let server = TestServer::start(|request| {
+        let path = request.target.split('?').next().unwrap_or_default();
+        match (request.method.as_str(), path) {
+            ("POST", CHAT_COMPLETIONS) if is_extraction(request) => chat_completion(
+                request,
+                &json!({
+                    "gross_annual_income": "$86,400.00",
+                    "monthly_debt_payments": "$1,150.00",
+                    "total_liabilities": "$31,780.00",
+                    "statement_date": "November 30, 2026"
+                })
+                .to_string(),
+            ),
+            ("POST", CHAT_COMPLETIONS) => chat_completion(request, &loan_review().to_string()),
+            ("POST", "/los/applications") => {
+                Reply::json(201, json!({"loan_number": "LN-5100235", "status": "submitted"}))
+            }
+            ("GET", "/bureau/score") => Reply::json(200, json!({"score": null, "model": "FICO Score 8"})),
+            _ => not_found(request),
+        }
+    });
+    let entity = run_sample("loan_application", &server).entity();
+    assert_eq!(entity["review"], "manual");
+    assert_eq!(entity["credit_score"], Value::Null);
+    assert_eq!(entity.get("pricing"), None);
+    // The submission, the score, the statement extraction and the review.
+    assert_eq!(server.requests().len(), 4);
 }

@@ -104,8 +104,18 @@ impl EntityChecker<'_> {
     }
 
     fn file(&mut self, file: &File) {
-        for item in &file.items {
+        self.items(&file.items);
+    }
+
+    fn items(&mut self, items: &[Item]) {
+        for item in items {
             match item {
+                Item::Statement(crate::syntax::ast::Statement::If(block)) => {
+                    self.items(&block.then);
+                    if let Some(otherwise) = &block.otherwise {
+                        self.items(otherwise);
+                    }
+                }
                 Item::Let(declaration) => {
                     if let Some(LetValue::String(value)) = &declaration.value {
                         self.template(&value.template, Place::Other);
@@ -179,6 +189,7 @@ impl EntityChecker<'_> {
                     }
                 }
             }
+            StepItem::Code(_) | StepItem::CodeInputs(..) | StepItem::CodeOutputs(..) => {}
             StepItem::Option(option) => {
                 if let Some((target, source, span)) = save_target(option) {
                     let written = match source.as_str() {

@@ -74,7 +74,7 @@ impl Checker {
 
     /// Checks one expression. `in_default` is true for the first argument of
     /// `default`, where a missing path is expected.
-    fn check_expr(&mut self, expr: &Expr, in_default: bool) {
+    pub(crate) fn check_expr(&mut self, expr: &Expr, in_default: bool) {
         match expr {
             Expr::Path(path) => self.check_path(path, in_default),
             Expr::Call(call) => self.check_call(call),

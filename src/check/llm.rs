@@ -294,13 +294,22 @@ impl Checker {
         providers: &[ProviderConfig],
     ) {
         for step in steps {
-            for action in &step.actions {
-                let (provider, span) = match action {
-                    crate::program::Action::Llm(call) => (&call.provider, call.span),
-                    crate::program::Action::Extract(call) => (&call.provider, call.span),
-                    crate::program::Action::Transcribe(call) => (&call.provider, call.span),
-                    crate::program::Action::Http(_) => continue,
-                };
+            // The model calls of each action, LLM conditions included.
+            let uses = step
+                .actions
+                .iter()
+                .flat_map(|action| -> Vec<(&Option<String>, Span)> {
+                    match action {
+                        crate::program::Action::Extract(call) => vec![(&call.provider, call.span)],
+                        crate::program::Action::Transcribe(call) => vec![(&call.provider, call.span)],
+                        other => other
+                            .llm_calls()
+                            .into_iter()
+                            .map(|call| (&call.provider, call.span))
+                            .collect(),
+                    }
+                });
+            for (provider, span) in uses {
                 let name = match provider {
                     Some(name) => name.as_str(),
                     None if providers.len() == 1 => providers[0].name.as_str(),
@@ -340,7 +349,7 @@ impl Checker {
         }
     }
 
-    pub(super) fn check_provider_name(&mut self, name: &str, span: Span, known: &[String]) {
+    pub(crate) fn check_provider_name(&mut self, name: &str, span: Span, known: &[String]) {
         if known.iter().any(|known| known == name) {
             return;
         }

@@ -12,10 +12,12 @@ mod media;
 pub mod names;
 mod options;
 mod policy;
+pub mod statement;
 
 use std::collections::HashMap;
 
 use crate::diagnostic::{Code, Diagnostic, Span};
+use crate::program::statement::VarType;
 use crate::program::{
     Action, Body, Compiled, Encoding, ErrorPolicy, HeaderTemplate, Method, NotifySeverity, OnError, Piece,
     Program, ProviderConfig, Request, Step, Variable, VariableValue,
@@ -63,6 +65,8 @@ pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec
         variable_order: Vec::new(),
         later_variables: HashMap::new(),
         program_secrets: Vec::new(),
+        var_types: HashMap::new(),
+        python: statement::python_available(),
     };
     let name = match &file.header {
         Some(header) => header.name.as_plain().unwrap_or_else(|| {
@@ -76,29 +80,35 @@ pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec
         None => default_name.to_string(),
     };
 
-    let lets: Vec<&ast::Let> = file
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Let(decl) => Some(decl),
-            Item::Step(_) | Item::Setting(_) | Item::Provider(_) => None,
-        })
-        .collect();
+    // Every `let`, also those inside `if` blocks, is declared before the
+    // steps are checked. The simple ones at the top level are resolved
+    // before the first step; the others are steps of their own.
+    let mut lets: Vec<(&ast::Let, bool)> = Vec::new();
+    statement::collect_lets(&file.items, true, &mut lets);
     let settings: Vec<&ast::StepOption> = file
         .items
         .iter()
         .filter_map(|item| match item {
             Item::Setting(setting) => Some(setting),
-            Item::Let(_) | Item::Step(_) | Item::Provider(_) => None,
+            _ => None,
         })
         .collect();
-    for decl in &lets {
+    for (decl, _) in &lets {
         checker
             .later_variables
             .entry(decl.name.text.clone())
             .or_insert(decl.name.span);
     }
-    let variables = lets.iter().filter_map(|decl| checker.variable(decl)).collect();
+    let variables = lets
+        .iter()
+        .filter_map(|(decl, simple)| {
+            if *simple {
+                checker.variable(decl)
+            } else {
+                checker.deferred_variable(decl)
+            }
+        })
+        .collect();
     let workflow = checker.workflow_settings(&settings);
     let blocks: Vec<&ast::ProviderBlock> = file
         .items
@@ -128,34 +138,13 @@ pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec
             .unwrap_or(NotifySeverity::Medium),
     };
 
-    let mut step_names: HashMap<String, Span> = HashMap::new();
-    let mut steps = Vec::new();
-    for item in &file.items {
-        let Item::Step(step) = item else { continue };
-        if !step.name_is_plain {
-            checker.diagnostics.push(
-                Diagnostic::error(Code::InvalidName, "a step name cannot hold merge fields")
-                    .with_label(step.name_span, "merge field in the name")
-                    .with_help(
-                        "write the name as plain text, so that logs and run reports can name the step",
-                    ),
-            );
-        }
-        if let Some(first) = step_names.get(&step.name) {
-            checker.diagnostics.push(
-                Diagnostic::error(
-                    Code::DuplicateStepName,
-                    format!("duplicate step name \"{}\"", step.name),
-                )
-                .with_label(step.name_span, "used again here")
-                .with_related(*first, "first used here")
-                .with_help("give each step its own name, so that logs and run reports identify it"),
-            );
-        } else {
-            step_names.insert(step.name.clone(), step.name_span);
-        }
-        steps.push(checker.step(step, default_policy));
-    }
+    let mut flat = statement::Flattener {
+        steps: Vec::new(),
+        step_names: HashMap::new(),
+        default_policy,
+    };
+    checker.flatten(&file.items, &[], &mut flat);
+    let steps = flat.steps;
 
     if steps.is_empty() && checker.diagnostics.is_empty() {
         checker.diagnostics.push(
@@ -197,6 +186,10 @@ pub(crate) struct Checker {
     /// Every `let` in the file, to tell "declared later" from "undeclared".
     pub later_variables: HashMap<String, Span>,
     pub program_secrets: Vec<(String, Span)>,
+    /// The type of each declared variable.
+    pub var_types: HashMap<String, crate::program::statement::VarType>,
+    /// Whether `python3` runs here, for compiling the scripts of code steps.
+    pub python: bool,
 }
 
 impl Checker {
@@ -215,6 +208,8 @@ impl Checker {
                 serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone())),
             ),
             LetValue::Bool(value, _) => VariableValue::Literal(serde_json::Value::Bool(*value)),
+            // Only simple declarations come here, which have neither.
+            LetValue::Field(_) | LetValue::Duration(..) => VariableValue::Literal(serde_json::Value::Null),
         });
         if let Some(first) = self.variables.get(name) {
             self.diagnostics.push(
@@ -239,9 +234,16 @@ impl Checker {
                 self.execution_vars.insert(name.clone());
             }
         }
+        let ty = match &decl.value {
+            Some(LetValue::Number(..)) => VarType::Number,
+            Some(LetValue::Bool(..)) => VarType::Boolean,
+            _ => VarType::Text,
+        };
+        self.var_types.insert(name.clone(), ty);
         Some(Variable {
             name: name.clone(),
             value,
+            deferred: false,
             span: decl.span,
         })
     }
@@ -271,7 +273,11 @@ impl Checker {
                     }
                 }
                 StepItem::Option(option) => option_items.push((actions.len(), option)),
+                StepItem::Code(_) | StepItem::CodeInputs(..) | StepItem::CodeOutputs(..) => {}
             }
+        }
+        if let Some(call) = self.code_call(step) {
+            actions.push(Action::Code(call));
         }
         let has_llm = step.items.iter().any(|item| {
             matches!(
@@ -279,7 +285,8 @@ impl Checker {
                 StepItem::Llm(_) | StepItem::Extract(_) | StepItem::Transcribe(_)
             )
         });
-        if actions.is_empty() && !has_llm {
+        let has_code = step.items.iter().any(|item| matches!(item, StepItem::Code(_)));
+        if actions.is_empty() && !has_llm && !has_code {
             self.diagnostics.push(
                 Diagnostic::error(Code::EmptyStep, format!("step \"{}\" has no action", step.name))
                     .with_label(step.name_span, "this step does nothing")
@@ -302,12 +309,16 @@ impl Checker {
             },
             None => default_policy,
         };
+        if let Some(Action::Code(call)) = actions.last_mut() {
+            self.code_options(&option_items, call);
+        }
         Step {
             name: step.name.clone(),
             span: step.span,
             actions,
             settings,
             policy,
+            guards: Vec::new(),
         }
     }
 

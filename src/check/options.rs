@@ -12,7 +12,7 @@ use crate::program::{Action, Encoding, Piece, Request, Save, SaveSource, SaveTar
 use crate::syntax::ast::{Expr, OptionArg, PathKey, StepOption};
 use crate::syntax::template;
 
-pub const OPTIONS: [&str; 17] = [
+pub const OPTIONS: [&str; 19] = [
     "timeout",
     "retries",
     "max_wait",
@@ -30,6 +30,8 @@ pub const OPTIONS: [&str; 17] = [
     "max_file_size",
     "input_budget",
     "upload_limit",
+    "memory",
+    "interpreter",
 ];
 
 /// The longest timeout or wait a step accepts.
@@ -109,6 +111,18 @@ impl Checker {
                 "max_file_size" | "input_budget" | "upload_limit" => {
                     self.media_option(option, &mut settings.media)
                 }
+                // Options of code steps, read with the script.
+                "memory" | "interpreter" => {
+                    if !actions.iter().any(|action| matches!(action, Action::Code(_))) {
+                        self.diagnostics.push(
+                            Diagnostic::error(Code::InvalidOption, format!("`{name}` applies to code steps"))
+                                .with_label(option.span, "this step has no `code` action")
+                                .with_help(
+                                    "remove the line, or add `code python \"\"\" ... \"\"\"` to the step",
+                                ),
+                        );
+                    }
+                }
                 "save" => {
                     let Some(save) = self.save(option) else { continue };
                     match actions_before
@@ -116,7 +130,7 @@ impl Checker {
                         .and_then(|index| actions.get_mut(index))
                         .and_then(|action| match action {
                             Action::Http(request) => Some(request),
-                            Action::Llm(_) | Action::Extract(_) | Action::Transcribe(_) => None,
+                            _ => None,
                         }) {
                         Some(request) => request.saves.push(save),
                         None => self.diagnostics.push(
@@ -133,7 +147,7 @@ impl Checker {
         if !encode {
             for request in actions.iter_mut().filter_map(|action| match action {
                 Action::Http(request) => Some(request),
-                Action::Llm(_) | Action::Extract(_) | Action::Transcribe(_) => None,
+                _ => None,
             }) {
                 turn_off_encoding(request);
             }

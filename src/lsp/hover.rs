@@ -188,6 +188,9 @@ fn variable_definition(file: &crate::syntax::ast::File, text: &str, name: &str) 
             let written = &text[declaration.span.start..declaration.span.end];
             let line = text[..declaration.span.start].matches('\n').count() + 1;
             let kind = match &declaration.value {
+                _ if declaration.ty.is_some() => declaration.ty.as_ref().map_or("", |ty| ty.text.as_str()),
+                Some(LetValue::Field(_)) => "value of a merge field",
+                Some(LetValue::Duration(..)) => "duration",
                 Some(LetValue::String(_)) => "string",
                 Some(LetValue::Number(..)) => "number",
                 Some(LetValue::Bool(..)) => "boolean",

@@ -118,6 +118,7 @@ pub fn symbols(document: &mut Document, encoding: Encoding) -> Value {
                     Vec::new(),
                 ));
             }
+            Item::Statement(_) => {}
             Item::Step(step) => {
                 let children = step
                     .items
@@ -156,7 +157,10 @@ pub fn symbols(document: &mut Document, encoding: Encoding) -> Value {
                             action.source_span,
                             Vec::new(),
                         )),
-                        StepItem::Option(_) => None,
+                        StepItem::Option(_)
+                        | StepItem::Code(_)
+                        | StepItem::CodeInputs(..)
+                        | StepItem::CodeOutputs(..) => None,
                     })
                     .collect();
                 symbols.push(symbol(&step.name, FUNCTION, step.span, step.name_span, children));

@@ -15,7 +15,8 @@ use crate::run::http::{self, Http};
 use crate::run::notify::{self, Notification, NotificationError};
 use crate::run::report::{Outcome, RenderedRequest, Report, StepReport};
 use crate::run::request::{build, idempotency_key, rendered};
-use crate::run::{llm, media, now, save, Execution, Options};
+use crate::run::statement::{self, Effect};
+use crate::run::{code, llm, media, now, save, Execution, Options};
 use crate::store::{AttemptRecord, ExecutionStatus, StepEnd, StepStatus, Store};
 
 /// Runs the steps of `program` from `options.first_step` on and returns the
@@ -50,6 +51,11 @@ pub async fn execute(
     let span = info_span!("execution", execution_id = %execution.id);
     async {
         for (index, step) in program.steps.iter().enumerate().skip(options.first_step) {
+            // A step inside an `if` block runs only on its branch.
+            if !guards_hold(step, &execution) {
+                info!(step = %step.name, "skipped: its branch was not taken");
+                continue;
+            }
             if let Some(store) = store.as_deref_mut() {
                 let methods: Vec<String> = step
                     .actions
@@ -89,11 +95,13 @@ pub async fn execute(
                 .instrument(info_span!("step", step = %step.name))
                 .await;
             let failed = step_report.outcome == Outcome::Failed;
-            let pause = failed && step.policy.on_error == OnError::PauseNotify;
+            let stop = step_report.stop;
+            let pause = failed && !stop && step.policy.on_error == OnError::PauseNotify;
 
             if let Some(store) = store.as_deref_mut() {
                 let status = match (failed, step.policy.on_error) {
                     (false, _) => StepStatus::Succeeded,
+                    (true, _) if stop => StepStatus::Failed,
                     (true, OnError::PauseNotify) => StepStatus::Failed,
                     (true, OnError::ContinueNotify) => StepStatus::FailedContinued,
                     (true, OnError::ContinueSilently) => StepStatus::FailedSilently,
@@ -113,7 +121,13 @@ pub async fn execute(
                     llm_usage: &llm_usage,
                     entity: &execution.entity,
                     vars: &stored_vars,
-                    next_step: if pause { index } else { index + 1 },
+                    next_step: if stop {
+                        program.steps.len()
+                    } else if pause {
+                        index
+                    } else {
+                        index + 1
+                    },
                     at: &now(),
                 };
                 if let Err(error) = store.end_step(&execution.id, &end) {
@@ -142,7 +156,9 @@ pub async fn execute(
                 }
             }
 
-            if failed {
+            if failed && stop {
+                report.outcome = Outcome::Failed;
+            } else if failed {
                 match step.policy.on_error {
                     OnError::PauseNotify => report.outcome = Outcome::Paused,
                     OnError::ContinueNotify => report.outcome = Outcome::Failed,
@@ -153,6 +169,10 @@ pub async fn execute(
             // A dry run goes on, so that it shows every request it can.
             if pause && !options.dry_run {
                 warn!(step = %step.name, "execution paused at this step");
+                break;
+            }
+            if stop {
+                info!(step = %step.name, "the workflow stopped the execution");
                 break;
             }
         }
@@ -247,6 +267,13 @@ fn attempt_records(report: &StepReport) -> Vec<AttemptRecord> {
         .collect()
 }
 
+/// Whether every branch the step needs was taken.
+fn guards_hold(step: &Step, execution: &Execution) -> bool {
+    step.guards.iter().all(|guard| {
+        execution.branches.get(&guard.condition).and_then(Value::as_str) == Some(guard.branch.as_str())
+    })
+}
+
 /// The parts of an execution that every step uses.
 struct StepContext<'a> {
     program: &'a Program,
@@ -278,6 +305,9 @@ async fn run_step(
     let mut successes = 0;
     let mut llm_usage = Vec::new();
     let mut provenance = Vec::new();
+    let mut branch = None;
+    let mut stop = false;
+    let mut log = Vec::new();
 
     for (action, step_action) in step.actions.iter().enumerate() {
         let request = match step_action {
@@ -299,6 +329,69 @@ async fn run_step(
                     dry_run,
                 };
                 match media::run(step_action, &context, execution, &mut records).await {
+                    Ok(()) => successes += 1,
+                    Err(diagnostic) => failures.push(diagnostic),
+                }
+                continue;
+            }
+            Action::Statement(statement) => {
+                let context = llm::CallContext {
+                    program,
+                    step,
+                    action,
+                    http,
+                    sleeper: options.sleeper.as_ref(),
+                    lines,
+                    dry_run: options.dry_run,
+                };
+                let mut records = statement::Records {
+                    attempts: &mut attempts,
+                    usage: &mut llm_usage,
+                    dry_run,
+                };
+                match statement::run(statement, &context, execution, &mut records).await {
+                    Ok(Effect::None) => successes += 1,
+                    Ok(Effect::Branch(taken)) => {
+                        info!(step = %step.name, branch = taken.as_str(), "took the `{}` branch", taken.as_str());
+                        execution
+                            .branches
+                            .insert(step.name.clone(), Value::String(taken.as_str().to_string()));
+                        branch = Some(taken);
+                        successes += 1;
+                    }
+                    Ok(Effect::Stop { failed: false, .. }) => {
+                        stop = true;
+                        successes += 1;
+                    }
+                    Ok(Effect::Stop {
+                        failed: true,
+                        message,
+                    }) => {
+                        stop = true;
+                        let text = if message.is_empty() {
+                            "the workflow stopped the execution as failed".to_string()
+                        } else {
+                            format!("the workflow stopped the execution as failed: {message}")
+                        };
+                        failures.push(
+                            Diagnostic::error(Code::Stopped, text)
+                                .with_label(step.span, "this `stop failed` line")
+                                .with_help("this is the outcome the workflow chose; check the entity"),
+                        );
+                    }
+                    Err(diagnostic) => failures.push(diagnostic),
+                }
+                continue;
+            }
+            Action::Code(call) => {
+                if options.dry_run {
+                    // A dry run starts no interpreter.
+                    successes += 1;
+                    continue;
+                }
+                let ran = code::run(call, execution, step.settings.timeout).await;
+                log = ran.log;
+                match ran.result {
                     Ok(()) => successes += 1,
                     Err(diagnostic) => failures.push(diagnostic),
                 }
@@ -440,5 +533,8 @@ async fn run_step(
         partial_failures,
         llm_usage,
         provenance,
+        branch,
+        log,
+        stop,
     }
 }

@@ -36,7 +36,9 @@ pub(crate) async fn run(
     match action {
         Action::Extract(call) => extract::run(call, context, execution, records).await,
         Action::Transcribe(call) => transcribe::run(call, context, execution, records).await,
-        Action::Http(_) | Action::Llm(_) => unreachable!("media::run: called for another kind of action"),
+        Action::Http(_) | Action::Llm(_) | Action::Statement(_) | Action::Code(_) => {
+            unreachable!("media::run: called for another kind of action")
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! failure in the [`report::Report`], where the step's failure behaviour
 //! decides whether the execution goes on.
 
+mod code;
 mod errors;
 mod execute;
 mod extract;
@@ -19,6 +20,7 @@ pub mod report;
 mod request;
 pub mod retry;
 mod save;
+mod statement;
 mod transcribe;
 
 use std::collections::HashMap;
@@ -36,6 +38,11 @@ pub use execute::execute;
 use redact::Redactor;
 pub use request::idempotency_key;
 use retry::Sleeper;
+
+/// The key of the stored variables that holds the branch each condition
+/// step took, so that a resume follows the same branches without asking a
+/// model again.
+pub const BRANCHES_KEY: &str = "@branches";
 
 /// What a run starts from, as given on the command line.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +71,10 @@ pub struct Execution {
     /// Variables whose `let` reads a secret and that no `save` has replaced
     /// since: the store leaves them out.
     pub secret_vars: std::collections::HashSet<String>,
+    /// The branch each condition step took, by step name.
+    pub branches: Map<String, Value>,
+    /// `--var` values of variables that a `let` step computes.
+    pub var_overrides: HashMap<String, String>,
     execution_value: Value,
     mask_secrets: bool,
 }
@@ -72,12 +83,19 @@ impl Execution {
     /// The variables as the store keeps them: without the variables whose
     /// `let` reads a secret, which a resume renders again, and with any
     /// other secret value replaced by `***`.
+    /// The branches taken so far are kept with them, under
+    /// [`BRANCHES_KEY`], which no variable name can take.
     pub fn stored_vars(&self) -> Map<String, Value> {
-        self.vars
+        let mut stored: Map<String, Value> = self
+            .vars
             .iter()
             .filter(|(name, _)| !self.secret_vars.contains(*name))
             .map(|(name, value)| (name.clone(), self.redact_value(value.clone())))
-            .collect()
+            .collect();
+        if !self.branches.is_empty() {
+            stored.insert(BRANCHES_KEY.to_string(), Value::Object(self.branches.clone()));
+        }
+        stored
     }
 
     /// Replaces every secret inside `value` with `***`, keeping its shape:
@@ -213,6 +231,8 @@ pub fn prepare(
         redactor,
         env: inputs.env,
         secret_vars: secret_derived(program),
+        branches: Map::new(),
+        var_overrides: HashMap::new(),
         mask_secrets: dry_run,
     };
     if !diagnostics.is_empty() {
@@ -221,6 +241,12 @@ pub fn prepare(
 
     let lines = LineIndex::new(source);
     for variable in &program.variables {
+        if variable.deferred {
+            if let Some(text) = overrides.remove(&variable.name) {
+                execution.var_overrides.insert(variable.name.clone(), text);
+            }
+            continue;
+        }
         let value = match (overrides.remove(&variable.name), &variable.value) {
             (Some(text), _) => Value::String(text),
             (None, Some(VariableValue::Literal(value))) => value.clone(),
@@ -293,6 +319,8 @@ pub fn prepare_resume(
         redactor,
         env,
         secret_vars: secret_derived(program),
+        branches: Map::new(),
+        var_overrides: HashMap::new(),
         mask_secrets: false,
     };
     // The store leaves out variables whose `let` reads a secret. They are
@@ -300,10 +328,13 @@ pub fn prepare_resume(
     // started and with the secrets given now.
     let mut diagnostics = Vec::new();
     execution.vars = record.vars.clone();
+    if let Some(Value::Object(branches)) = execution.vars.remove(BRANCHES_KEY) {
+        execution.branches = branches;
+    }
     // A variable declared after the execution stopped is evaluated the same
-    // way.
+    // way; one that a `let` step computes gets its value from that step.
     for variable in &program.variables {
-        if execution.vars.contains_key(&variable.name) {
+        if execution.vars.contains_key(&variable.name) || variable.deferred {
             continue;
         }
         let value = match &variable.value {

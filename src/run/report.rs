@@ -67,6 +67,15 @@ pub struct StepReport {
     pub partial_failures: Vec<String>,
     /// Token usage and latency of each model call.
     pub llm_usage: Vec<LlmUsage>,
+    /// For a condition step, the branch it took: `then` or `else`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<crate::program::statement::Branch>,
+    /// What a code step's script kept with `outputs.log`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<String>,
+    /// True when the step was a `stop`, which ends the execution.
+    #[serde(skip)]
+    pub stop: bool,
     /// Where each value that an `extract` action wrote came from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub provenance: Vec<Provenance>,

@@ -24,6 +24,8 @@ pub enum Item {
     /// A workflow-level line such as `on error pause notify`.
     Setting(StepOption),
     Provider(ProviderBlock),
+    /// `if`, `set`, `clear`, `stop`, or an `else` with no `if` before it.
+    Statement(Statement),
 }
 
 /// `provider NAME { kind openai  base_url "..."  api_key "..."  model "..." }`
@@ -112,17 +114,271 @@ pub struct Ident {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Let {
     pub name: Ident,
+    /// The declared type, such as `number` in `let score: number = ...`.
+    pub ty: Option<Ident>,
+    /// `required`: a blank value fails the step.
+    pub required: bool,
     /// `None` for `let name` with no value: the value must come from `--var`.
     pub value: Option<LetValue>,
+    /// The sources after `or`, tried in order when the ones before are blank.
+    pub fallbacks: Vec<LetValue>,
+    /// The line the declaration starts on, which names its step.
+    pub line: usize,
     pub span: Span,
 }
 
+impl Let {
+    /// Whether the declaration uses only the forms resolved before the
+    /// first step: no type, no `required`, no fallback, no bare merge field.
+    pub fn is_simple(&self) -> bool {
+        self.ty.is_none()
+            && !self.required
+            && self.fallbacks.is_empty()
+            && !matches!(self.value, Some(Operand::Field(_)) | Some(Operand::Duration(..)))
+    }
+}
+
+/// A value in a statement: a bare merge field, a string, a number, a
+/// boolean or a duration.
 #[derive(Debug, Clone, PartialEq)]
-pub enum LetValue {
+pub enum Operand {
     String(StringLit),
     /// A number literal, kept as written.
     Number(String, Span),
     Bool(bool, Span),
+    /// A merge field written without quotes, standing for its value.
+    Field(MergeField),
+    /// A duration such as `30 days`, as written.
+    Duration(String, Span),
+}
+
+/// The values a `let` may take are operands.
+pub type LetValue = Operand;
+
+impl Operand {
+    pub fn span(&self) -> Span {
+        match self {
+            Operand::String(lit) => lit.span,
+            Operand::Field(field) => field.span,
+            Operand::Number(_, span) | Operand::Bool(_, span) | Operand::Duration(_, span) => *span,
+        }
+    }
+}
+
+/// A statement outside a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    If(IfBlock),
+    /// An `else` block with no `if` before it, reported by the checker.
+    ElseWithoutIf(Span),
+    Set(SetStatement),
+    Clear(ClearStatement),
+    Stop(StopStatement),
+}
+
+/// `if CONDITION { ... } else { ... }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IfBlock {
+    /// The line the statement starts on, which names its step.
+    pub line: usize,
+    pub condition: Condition,
+    pub then: Vec<Item>,
+    /// The `else` block; `else if` is an `else` block holding one `if`.
+    pub otherwise: Option<Vec<Item>>,
+    /// From `if` to the end of the condition.
+    pub head: Span,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Or(Vec<Condition>, Span),
+    And(Vec<Condition>, Span),
+    Not(Box<Condition>, Span),
+    Compare {
+        left: Operand,
+        op: CompareOp,
+        right: Operand,
+        ignore_case: bool,
+        span: Span,
+    },
+    In {
+        left: Operand,
+        items: Vec<Operand>,
+        negated: bool,
+        ignore_case: bool,
+        span: Span,
+    },
+    Blank {
+        operand: Operand,
+        negated: bool,
+        span: Span,
+    },
+    /// `llm "QUESTION" about VALUE`, with optional `model`/`provider` lines.
+    Llm {
+        question: StringLit,
+        about: Option<Operand>,
+        clauses: Vec<LlmClause>,
+        span: Span,
+    },
+}
+
+impl Condition {
+    pub fn span(&self) -> Span {
+        match self {
+            Condition::Or(_, span)
+            | Condition::And(_, span)
+            | Condition::Not(_, span)
+            | Condition::Compare { span, .. }
+            | Condition::In { span, .. }
+            | Condition::Blank { span, .. }
+            | Condition::Llm { span, .. } => *span,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+impl CompareOp {
+    pub fn is_ordering(self) -> bool {
+        matches!(
+            self,
+            CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "==",
+            CompareOp::Ne => "!=",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+            CompareOp::Contains => "contains",
+            CompareOp::StartsWith => "starts with",
+            CompareOp::EndsWith => "ends with",
+        }
+    }
+}
+
+/// An operand, or arithmetic on operands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueExpr {
+    Operand(Operand),
+    Binary {
+        op: ArithOp,
+        left: Box<ValueExpr>,
+        right: Box<ValueExpr>,
+        span: Span,
+    },
+}
+
+impl ValueExpr {
+    pub fn span(&self) -> Span {
+        match self {
+            ValueExpr::Operand(operand) => operand.span(),
+            ValueExpr::Binary { span, .. } => *span,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl ArithOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetMode {
+    Overwrite,
+    OnlyIfBlank,
+    Add,
+}
+
+/// `set TARGET = VALUE`, `... only if blank`, or `set TARGET add VALUE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetStatement {
+    /// The line the statement starts on, which names its step.
+    pub line: usize,
+    pub target: String,
+    pub target_span: Span,
+    pub mode: SetMode,
+    pub value: ValueExpr,
+    pub span: Span,
+}
+
+/// `clear TARGET`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClearStatement {
+    /// The line the statement starts on, which names its step.
+    pub line: usize,
+    pub target: String,
+    pub target_span: Span,
+    pub span: Span,
+}
+
+/// `stop`, or `stop failed "message"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopStatement {
+    /// The line the statement starts on, which names its step.
+    pub line: usize,
+    pub failed: bool,
+    pub message: Option<StringLit>,
+    pub span: Span,
+}
+
+/// `code LANGUAGE """script"""`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeAction {
+    pub language: Ident,
+    /// The script with its common indentation removed.
+    pub script: String,
+    /// The source offset of each line of `script`.
+    pub line_starts: Vec<usize>,
+    pub script_span: Span,
+    pub span: Span,
+}
+
+/// `name: VALUE` in `inputs { ... }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeInput {
+    pub name: Ident,
+    pub value: ValueExpr,
+    pub span: Span,
+}
+
+/// `name -> TARGET` in `outputs { ... }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeOutput {
+    pub name: Ident,
+    pub target: String,
+    pub target_span: Span,
+    pub span: Span,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +400,9 @@ pub enum StepItem {
     Llm(LlmAction),
     Extract(ExtractAction),
     Transcribe(TranscribeAction),
+    Code(CodeAction),
+    CodeInputs(Vec<CodeInput>, Span),
+    CodeOutputs(Vec<CodeOutput>, Span),
     Option(StepOption),
 }
 

@@ -6,10 +6,12 @@
 use pest::iterators::Pair;
 
 use crate::diagnostic::{Code, Diagnostic, LineIndex, Span};
+mod statement;
+
 use crate::syntax::ast::{
-    ExtractAction, File, Header, HeaderPair, HttpAction, Ident, Item, Let, LetValue, LlmAction, LlmClause,
-    OptionArg, Payload, PayloadBody, PayloadKind, ProviderBlock, ProviderEntry, ProviderValue, SchemaField,
-    SchemaType, Step, StepItem, StepOption, StringLit, TranscribeAction, TranscribeClause,
+    ExtractAction, File, Header, HeaderPair, HttpAction, Ident, Item, LlmAction, LlmClause, OptionArg,
+    Payload, PayloadBody, PayloadKind, ProviderBlock, ProviderEntry, ProviderValue, SchemaField, SchemaType,
+    Step, StepItem, StepOption, StringLit, TranscribeAction, TranscribeClause,
 };
 use crate::syntax::template::{self, Mode};
 use crate::syntax::Rule;
@@ -63,7 +65,12 @@ impl Lowerer<'_> {
                         file.header = Some(header);
                     }
                 }
-                Rule::let_decl => file.items.push(Item::Let(self.let_decl(child))),
+                Rule::let_decl
+                | Rule::if_block
+                | Rule::else_orphan
+                | Rule::set_stmt
+                | Rule::clear_stmt
+                | Rule::stop_stmt => file.items.push(self.statement(child)),
                 Rule::step => file.items.push(Item::Step(self.step(child))),
                 Rule::setting => file.items.push(Item::Setting(self.option(child))),
                 Rule::provider => file.items.push(Item::Provider(self.provider(child))),
@@ -87,28 +94,6 @@ impl Lowerer<'_> {
         Header { name, span }
     }
 
-    fn let_decl(&mut self, pair: Pair<'_, Rule>) -> Let {
-        let span = self.span_to_last_child(&pair);
-        let mut name = None;
-        let mut value = None;
-        for child in pair.into_inner() {
-            match child.as_rule() {
-                Rule::kw_let => {}
-                Rule::ident => name = Some(self.ident(child)),
-                Rule::string => value = Some(LetValue::String(self.string(child))),
-                Rule::triple_string => value = Some(LetValue::String(self.triple_string(child))),
-                Rule::number => value = Some(LetValue::Number(child.as_str().to_string(), self.span(&child))),
-                Rule::boolean => value = Some(LetValue::Bool(child.as_str() == "true", self.span(&child))),
-                rule => unreachable!("Lowerer::let_decl: unexpected rule {rule:?}"),
-            }
-        }
-        Let {
-            name: name.expect("Lowerer::let_decl: the grammar requires a name"),
-            value,
-            span,
-        }
-    }
-
     fn step(&mut self, pair: Pair<'_, Rule>) -> Step {
         let span = self.span(&pair);
         let mut name = None;
@@ -128,6 +113,15 @@ impl Lowerer<'_> {
                 Rule::transcribe_text | Rule::transcribe_part => {
                     let clause = self.transcribe_clause(child);
                     self.attach_clause(&mut items, Clause::Transcribe(clause));
+                }
+                Rule::code_action => items.push(StepItem::Code(self.code_action(child))),
+                Rule::code_inputs => {
+                    let (inputs, span) = self.code_inputs(child);
+                    items.push(StepItem::CodeInputs(inputs, span));
+                }
+                Rule::code_outputs => {
+                    let (outputs, span) = self.code_outputs(child);
+                    items.push(StepItem::CodeOutputs(outputs, span));
                 }
                 Rule::option => items.push(StepItem::Option(self.option(child))),
                 rule => unreachable!("Lowerer::step: unexpected rule {rule:?}"),

@@ -71,7 +71,9 @@ pub fn parse(source: &str) -> Parsed {
 /// Splits the source before every line that starts, at column 1, with a
 /// top-level keyword. Each piece keeps its offset in the source.
 fn top_level_chunks(source: &str) -> Vec<(usize, &str)> {
-    const STARTS: [&str; 7] = ["workflow", "let", "step", "http", "on", "notify", "provider"];
+    const STARTS: [&str; 11] = [
+        "workflow", "let", "step", "http", "on", "notify", "provider", "if", "set", "clear", "stop",
+    ];
     let mut starts = vec![0];
     let mut offset = 0;
     for line in source.split_inclusive('\n') {

@@ -75,7 +75,7 @@ pub fn parse(content: &str, base: usize, mode: Mode, diagnostics: &mut Vec<Diagn
 
 /// Splits triple-quoted content into lines with the common indentation
 /// removed, each with its offset in `content`.
-fn dedent(content: &str) -> Vec<(usize, &str)> {
+pub(crate) fn dedent(content: &str) -> Vec<(usize, &str)> {
     let mut lines: Vec<(usize, &str)> = Vec::new();
     let mut offset = 0;
     for line in content.split('\n') {

@@ -1,0 +1,375 @@
+//! Runs `code python` actions in a `python3` subprocess.
+//!
+//! The script and its inputs go to the interpreter's standard input as one
+//! JSON document; a small driver program, passed with `-c`, sets the memory
+//! limit with `setrlimit`, runs the script and writes the outputs, the log
+//! and any exception as JSON to a copy of its standard output. No shell
+//! stands in between, and the interpreter starts with an empty environment,
+//! in isolated mode, in a process group of its own that is killed when the
+//! step's timeout passes.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::check::statement::find_on_path;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::program::statement::CodeCall;
+use crate::program::SaveTarget;
+use crate::run::save::set_path;
+use crate::run::statement::{evaluate_value, value_of};
+use crate::run::Execution;
+
+/// The longest message `outputs.log` keeps, in bytes of UTF-8.
+pub const LOG_MESSAGE_LIMIT: usize = 8 * 1024;
+/// The most `outputs.log` keeps in one run, in bytes of UTF-8.
+pub const LOG_RUN_LIMIT: usize = 100 * 1024;
+/// The most output a script may write back, in bytes.
+const RESULT_LIMIT: usize = 16 * 1024 * 1024;
+/// The end of standard error kept for a script that failed without a
+/// result.
+const STDERR_LIMIT: usize = 8 * 1024;
+
+/// The driver: reads the request, limits memory, runs the script, and
+/// writes the result. User code that prints writes to standard error.
+const DRIVER: &str = r#"
+import json, os, resource, sys, traceback
+result = os.fdopen(os.dup(1), "w", encoding="utf-8")
+os.dup2(2, 1)
+request = json.loads(sys.stdin.read())
+limit = request["memory"]
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+class Inputs:
+    def __init__(self, values):
+        object.__setattr__(self, "_values", values)
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError("no input named %r" % name) from None
+    def __getitem__(self, name):
+        return self._values[name]
+
+class Outputs:
+    def __init__(self):
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_log", [])
+        object.__setattr__(self, "_log_bytes", 0)
+    def __setattr__(self, name, value):
+        self._values[name] = value
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError("no output named %r" % name) from None
+    def log(self, message):
+        room = request["log_run"] - self._log_bytes
+        if room <= 0:
+            return
+        data = str(message).encode("utf-8")[: min(request["log_message"], room)]
+        text = data.decode("utf-8", "ignore")
+        self._log.append(text)
+        object.__setattr__(self, "_log_bytes", self._log_bytes + len(text.encode("utf-8")))
+
+inputs = Inputs(request["inputs"])
+outputs = Outputs()
+answer = {"log": outputs._log}
+try:
+    code = compile(request["script"], "<script>", "exec")
+    exec(code, {"inputs": inputs, "outputs": outputs, "__name__": "__script__"})
+    answer["outputs"] = outputs._values
+    text = json.dumps(answer, allow_nan=False)
+except BaseException as error:
+    lines = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
+    answer.pop("outputs", None)
+    answer["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
+    answer["traceback"] = "".join(lines)
+    text = json.dumps(answer, default=str)
+result.write(text)
+result.flush()
+"#;
+
+/// What a code action produced: the log kept, and the diagnostic if it
+/// failed.
+pub(crate) struct CodeRun {
+    pub log: Vec<String>,
+    pub result: Result<(), Diagnostic>,
+}
+
+/// Runs a code action with `timeout` of wall time and writes its outputs.
+pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Duration) -> CodeRun {
+    let fail = |code: Code, message: String, help: &str| CodeRun {
+        log: Vec::new(),
+        result: Err(Diagnostic::error(code, message)
+            .with_label(call.span, "this code action")
+            .with_help(help.to_string())),
+    };
+    let mut inputs = Map::new();
+    for (name, expr) in &call.inputs {
+        match evaluate_value(expr, execution) {
+            Ok(value) => {
+                inputs.insert(name.clone(), value_of(value).unwrap_or(Value::Null));
+            }
+            Err(diagnostic) => {
+                return CodeRun {
+                    log: Vec::new(),
+                    result: Err(diagnostic),
+                }
+            }
+        }
+    }
+    let Some(interpreter) = interpreter(call) else {
+        let wanted = call.interpreter.as_deref().unwrap_or("python3");
+        return fail(
+            Code::InterpreterMissing,
+            format!("cannot run the code step: `{wanted}` is not installed or not on PATH"),
+            "install Python 3, or name the interpreter with a step line such as `interpreter \"/usr/bin/python3\"`",
+        );
+    };
+    let request = json!({
+        "script": call.script,
+        "inputs": inputs,
+        "memory": call.memory,
+        "log_message": LOG_MESSAGE_LIMIT,
+        "log_run": LOG_RUN_LIMIT,
+    });
+
+    let mut command = tokio::process::Command::new(&interpreter);
+    command
+        .args(["-I", "-c", DRIVER])
+        .env_clear()
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            return fail(
+                Code::InterpreterMissing,
+                format!("cannot start `{}`: {error}", interpreter.display()),
+                "check that the interpreter is Python 3 and may be run",
+            )
+        }
+    };
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("run: stdin is piped");
+    let mut stdout = child.stdout.take().expect("run: stdout is piped");
+    let mut stderr = child.stderr.take().expect("run: stderr is piped");
+    let body = request.to_string();
+    let exchange = async {
+        // A script that fails before reading its input closes the pipe;
+        // its result then says why.
+        let _ = stdin.write_all(body.as_bytes()).await;
+        drop(stdin);
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let read_out = async {
+            let mut limited = (&mut stdout).take(RESULT_LIMIT as u64 + 1);
+            limited.read_to_end(&mut out).await
+        };
+        let read_err = async {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match stderr.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(count) => {
+                        err.extend_from_slice(&chunk[..count]);
+                        if err.len() > 2 * STDERR_LIMIT {
+                            err.drain(..err.len() - STDERR_LIMIT);
+                        }
+                    }
+                }
+            }
+        };
+        // When the interpreter ends, its process group is killed, so that
+        // a process it started cannot hold the pipes open.
+        let waited = async {
+            let status = child.wait().await;
+            kill_group(pid);
+            status
+        };
+        let ((read, ()), status) = tokio::join!(async { tokio::join!(read_out, read_err) }, waited);
+        (read, status, out, err)
+    };
+    let (read, status, out, err) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(done) => done,
+        Err(_) => {
+            kill_group(pid);
+            return fail(
+                Code::CodeTimeout,
+                format!(
+                    "the Python script ran longer than {} and was stopped",
+                    crate::run::http::format_duration(timeout)
+                ),
+                "make the script faster, or give the step more time with a line such as `timeout 2m`",
+            );
+        }
+    };
+    let stderr_tail = tail(&err);
+    if read.is_err() || out.len() > RESULT_LIMIT {
+        return fail(
+            Code::CodeFailed,
+            "the Python script wrote more than 16 MB of outputs".to_string(),
+            "return smaller outputs",
+        );
+    }
+    let answer: Value = match serde_json::from_slice(&out) {
+        Ok(answer) => answer,
+        Err(_) => {
+            let status = status
+                .map(|status| status.to_string())
+                .unwrap_or_else(|error| error.to_string());
+            return fail(
+                Code::CodeFailed,
+                format!(
+                    "the Python script ended without a result ({status}){}",
+                    if stderr_tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", execution.redactor.redact(&stderr_tail))
+                    }
+                ),
+                "a script that runs out of memory or is killed ends this way; raise the limit with a line such as `memory 2GB`",
+            );
+        }
+    };
+    let log = keep_log(answer.get("log"));
+    for message in &log {
+        tracing::info!(target: "flowrun::code", "{}", execution.redactor.redact(message));
+    }
+    if let Some(error) = answer.get("error").and_then(Value::as_str) {
+        let traceback = answer
+            .get("traceback")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let message = format!("the Python script raised {}\n{}", error, traceback.trim_end());
+        return CodeRun {
+            log,
+            result: Err(
+                Diagnostic::error(Code::CodeFailed, execution.redactor.redact(&message))
+                    .with_label(call.span, "this code action")
+                    .with_help("fix the script; the traceback gives the line of the script that failed"),
+            ),
+        };
+    }
+    let outputs = answer.get("outputs").cloned().unwrap_or(Value::Null);
+    let result = write_outputs(call, &outputs, execution);
+    CodeRun { log, result }
+}
+
+/// The interpreter to run: the one the step names, as a path or a name on
+/// `PATH`, else `python3` on `PATH`.
+fn interpreter(call: &CodeCall) -> Option<PathBuf> {
+    match &call.interpreter {
+        Some(given) if given.contains('/') => {
+            let path = PathBuf::from(given);
+            path.is_file().then_some(path)
+        }
+        Some(name) => find_on_path(name),
+        None => find_on_path("python3"),
+    }
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
+        // The group may be gone already; nothing is left to stop then.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(STDERR_LIMIT);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+}
+
+/// Applies the log limits again to what the script returned, so that a
+/// script that writes its result itself cannot pass them.
+pub fn keep_log(log: Option<&Value>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut total = 0;
+    for message in log.and_then(Value::as_array).into_iter().flatten() {
+        let Some(text) = message.as_str() else { continue };
+        let room = LOG_RUN_LIMIT - total;
+        if room == 0 {
+            break;
+        }
+        let text = truncate(text, LOG_MESSAGE_LIMIT.min(room));
+        total += text.len();
+        kept.push(text.to_string());
+    }
+    kept
+}
+
+/// Cuts `text` to at most `limit` bytes, at a character boundary.
+fn truncate(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn write_outputs(call: &CodeCall, outputs: &Value, execution: &mut Execution) -> Result<(), Diagnostic> {
+    for (name, target, written) in &call.outputs {
+        let Some(value) = outputs.get(name) else {
+            return Err(Diagnostic::error(
+                Code::CodeFailed,
+                format!("the Python script set no output `{name}`"),
+            )
+            .with_label(call.span, "this code action")
+            .with_help(format!("set it in the script, such as `outputs.{name} = ...`")));
+        };
+        match target {
+            SaveTarget::Variable(variable) => {
+                execution.vars.insert(variable.clone(), value.clone());
+                execution.secret_vars.remove(variable);
+            }
+            SaveTarget::Entity(path) => {
+                let mut entity = execution.entity.clone();
+                set_path(&mut entity, path, value.clone()).map_err(|message| {
+                    Diagnostic::error(
+                        Code::CodeFailed,
+                        format!("cannot write output `{name}` to `{written}`: {message}"),
+                    )
+                    .with_label(call.span, "this code action")
+                    .with_help("write the output to a field whose parents are objects")
+                })?;
+                execution.entity = entity;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limits() {
+        let long = "x".repeat(9000);
+        let kept = keep_log(Some(&json!([long])));
+        assert_eq!(kept[0].len(), LOG_MESSAGE_LIMIT);
+        let many: Vec<String> = (0..13).map(|_| "y".repeat(LOG_MESSAGE_LIMIT)).collect();
+        let kept = keep_log(Some(&json!(many)));
+        assert_eq!(kept.iter().map(String::len).sum::<usize>(), LOG_RUN_LIMIT);
+        assert_eq!(kept.len(), 13);
+        assert_eq!(kept[12].len(), LOG_RUN_LIMIT - 12 * LOG_MESSAGE_LIMIT);
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("ééé", 5), "éé");
+    }
+}

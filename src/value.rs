@@ -1,0 +1,211 @@
+//! Typed values of statements: blank tests, conversions to a variable
+//! type, exact decimal numbers and dates.
+//!
+//! Values stay JSON. A number is converted to a [`Decimal`] for arithmetic
+//! and comparison, and written back as a JSON number with the same digits,
+//! so that `0.1 + 0.2` is `0.3` and money never rounds.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
+
+use crate::program::statement::VarType;
+use crate::render::encode::text_of;
+
+/// Whether a value is blank: missing, null, text of only white space, or
+/// an empty list or object.
+pub fn is_blank(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::String(text)) => text.trim().is_empty(),
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(Value::Object(members)) => members.is_empty(),
+        Some(Value::Bool(_) | Value::Number(_)) => false,
+    }
+}
+
+/// A date, or a date and time with an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    Date(Date),
+    DateTime(OffsetDateTime),
+}
+
+impl Moment {
+    /// The moment as a date and time; a date is its midnight in UTC.
+    pub fn at(self) -> OffsetDateTime {
+        match self {
+            Moment::Date(date) => date.midnight().assume_utc(),
+            Moment::DateTime(moment) => moment,
+        }
+    }
+
+    pub fn to_value(self) -> Value {
+        match self {
+            Moment::Date(date) => Value::String(format_date(date)),
+            Moment::DateTime(moment) => Value::String(moment.format(&Rfc3339).unwrap_or_default()),
+        }
+    }
+}
+
+fn format_date(date: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// Parses `YYYY-MM-DD` or an RFC 3339 date-time.
+pub fn parse_moment(text: &str) -> Option<Moment> {
+    let text = text.trim();
+    if let Ok(moment) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(Moment::DateTime(moment));
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(text, &format).ok().map(Moment::Date)
+}
+
+/// Reads a number: a JSON number, or text holding one.
+pub fn to_decimal(value: &Value) -> Option<Decimal> {
+    let text = match value {
+        Value::Number(number) => number.to_string(),
+        Value::String(text) => text.trim().to_string(),
+        _ => return None,
+    };
+    Decimal::from_str_exact(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .ok()
+}
+
+/// Writes a decimal as a JSON number with the same digits.
+pub fn decimal_value(decimal: Decimal) -> Value {
+    serde_json::Number::from_str(&decimal.to_string())
+        .map(Value::Number)
+        .unwrap_or_else(|_| Value::String(decimal.to_string()))
+}
+
+/// Reads a boolean: `true` or `false`, also as text in any case.
+pub fn to_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(flag) => Some(*flag),
+        Value::String(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Converts text to a value of type `ty`, or says why it cannot.
+pub fn convert_text(text: &str, ty: VarType) -> Result<Value, String> {
+    convert(&Value::String(text.to_string()), ty)
+}
+
+/// Converts a value to type `ty`: the reason it cannot names the value.
+pub fn convert(value: &Value, ty: VarType) -> Result<Value, String> {
+    let shown = || shorten(&text_of(value));
+    match ty {
+        VarType::Text => Ok(match value {
+            Value::String(_) | Value::Array(_) | Value::Object(_) | Value::Null => value.clone(),
+            other => Value::String(text_of(other)),
+        }),
+        VarType::Number => to_decimal(value)
+            .map(|decimal| match value {
+                Value::Number(_) => value.clone(),
+                _ => decimal_value(decimal),
+            })
+            .ok_or_else(|| format!("`{}` is not a number", shown())),
+        VarType::Boolean => to_bool(value)
+            .map(Value::Bool)
+            .ok_or_else(|| format!("`{}` is not a boolean (true or false)", shown())),
+        VarType::Date => match value {
+            Value::String(text) => match parse_moment(text) {
+                Some(Moment::Date(date)) => Ok(Value::String(format_date(date))),
+                Some(Moment::DateTime(moment)) => Ok(Value::String(format_date(moment.date()))),
+                None => Err(format!("`{}` is not a date (YYYY-MM-DD)", shown())),
+            },
+            _ => Err(format!("`{}` is not a date (YYYY-MM-DD)", shown())),
+        },
+        VarType::Datetime => match value {
+            Value::String(text) => parse_moment(text)
+                .map(|moment| Moment::DateTime(moment.at()).to_value())
+                .ok_or_else(|| format!("`{}` is not a date-time (RFC 3339)", shown())),
+            _ => Err(format!("`{}` is not a date-time (RFC 3339)", shown())),
+        },
+        VarType::Uuid => match value {
+            Value::String(text) => uuid::Uuid::parse_str(text.trim())
+                .map(|uuid| Value::String(uuid.hyphenated().to_string()))
+                .map_err(|_| format!("`{}` is not a UUID", shown())),
+            _ => Err(format!("`{}` is not a UUID", shown())),
+        },
+    }
+}
+
+/// Shortens text for a message to at most 80 characters.
+pub fn shorten(text: &str) -> String {
+    if text.chars().count() <= 80 {
+        return text.to_string();
+    }
+    let mut short: String = text.chars().take(77).collect();
+    short.push_str("...");
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn blank_values() {
+        assert!(is_blank(None));
+        assert!(is_blank(Some(&json!(null))));
+        assert!(is_blank(Some(&json!("  "))));
+        assert!(is_blank(Some(&json!([]))));
+        assert!(!is_blank(Some(&json!(0))));
+        assert!(!is_blank(Some(&json!(false))));
+        assert!(!is_blank(Some(&json!("x"))));
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(
+            convert(&json!("12.50"), VarType::Number).unwrap().to_string(),
+            "12.50"
+        );
+        assert_eq!(convert(&json!(7), VarType::Text), Ok(json!("7")));
+        assert_eq!(convert(&json!("TRUE"), VarType::Boolean), Ok(json!(true)));
+        assert_eq!(
+            convert(&json!("2024-02-30"), VarType::Date),
+            Err("`2024-02-30` is not a date (YYYY-MM-DD)".to_string())
+        );
+        assert_eq!(
+            convert(&json!("2024-02-03T10:00:00+02:00"), VarType::Date),
+            Ok(json!("2024-02-03"))
+        );
+        assert_eq!(
+            convert(&json!("2024-02-03"), VarType::Datetime),
+            Ok(json!("2024-02-03T00:00:00Z"))
+        );
+        assert_eq!(
+            convert(&json!("6F9619FF-8B86-D011-B42D-00C04FC964FF"), VarType::Uuid),
+            Ok(json!("6f9619ff-8b86-d011-b42d-00c04fc964ff"))
+        );
+        assert_eq!(
+            convert(&json!("abc"), VarType::Number),
+            Err("`abc` is not a number".to_string())
+        );
+    }
+
+    #[test]
+    fn decimals_keep_their_digits() {
+        let sum = to_decimal(&json!(0.1)).unwrap() + to_decimal(&json!(0.2)).unwrap();
+        assert_eq!(decimal_value(sum).to_string(), "0.3");
+    }
+}

@@ -1,0 +1,329 @@
+//! `code python` steps: a real `python3` subprocess, its inputs and
+//! outputs, the log limits, the timeout, the memory limit, exceptions, a
+//! missing interpreter and the scrubbed environment.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flowrun::cli::check_source;
+use flowrun::diagnostic::Code;
+use flowrun::run::http::Http;
+use flowrun::run::report::{Outcome, Report};
+use flowrun::run::{execute, prepare, Inputs, Options};
+use flowrun::store::sqlite::SqliteStore;
+use flowrun::store::Store;
+use serde_json::{json, Value};
+use support::cli::{flowrun, output, path_str, Workspace};
+
+async fn run(source: &str, entity: Value) -> Report {
+    let checked = check_source(source, Path::new("test.flow"));
+    assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
+    let inputs = Inputs {
+        entity,
+        vars: Vec::new(),
+        secrets: HashMap::new(),
+        execution_id: Some("exec-1".to_string()),
+        env: HashMap::new(),
+    };
+    let execution = prepare(&checked.program, source, inputs, false).expect("inputs are valid");
+    let http = Http::new().unwrap();
+    execute(
+        &checked.program,
+        source,
+        execution,
+        &http,
+        &Options::default(),
+        None,
+    )
+    .await
+}
+
+fn code_step(script: &str, extra: &str) -> String {
+    let indented: String = script.lines().map(|line| format!("    {line}\n")).collect();
+    format!("step \"Script\" {{\n  code python \"\"\"\n{indented}  \"\"\"\n{extra}}}\n")
+}
+
+#[tokio::test]
+async fn the_issue_example_computes_risk_from_a_variable() {
+    let source = r#"
+let score: number = <<entity.bureau_score>> or <<entity.manual_score>> or 0
+
+step "Compute risk" {
+  code python """
+    outputs.risk = "high" if inputs.score < 600 else "low"
+    outputs.log("score was %s" % inputs.score)
+  """
+  inputs { score: <<vars.score>> }
+  outputs { risk -> entity.risk }
+}
+"#;
+    let report = run(source, json!({"manual_score": "580"})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity["risk"], "high");
+    assert_eq!(report.steps[1].log, ["score was 580"]);
+    let report = run(source, json!({"bureau_score": 720})).await;
+    assert_eq!(report.entity["risk"], "low");
+}
+
+#[tokio::test]
+async fn values_cross_the_boundary_as_json() {
+    let source = r#"
+let label = "claims"
+
+step "Shape" {
+  code python """
+    outputs.total = inputs.a + inputs.b
+    outputs.items = [item.upper() for item in inputs.items]
+    outputs.nested = {"id": inputs.record["id"], "none": None, "flag": not inputs.flag}
+    outputs.text = inputs.text + "!"
+    outputs.quote = inputs.quote
+  """
+  inputs {
+    a: <<entity.a>>, b: 2.5
+    items: <<entity.items>>
+    record: <<entity.record>>
+    flag: true
+    text: "<<vars.label>> for <<entity.record.id>>"
+    quote: <<entity.quote>>
+  }
+  outputs {
+    total -> entity.total
+    items -> entity.items
+    nested -> entity.result.nested
+    text -> vars.label
+    quote -> entity.quote_back
+  }
+}
+set entity.label = <<vars.label>>
+"#;
+    let entity = json!({
+        "a": 1,
+        "items": ["x", "y"],
+        "record": {"id": "C-1"},
+        "quote": "it's \"quoted\" \\ and 😀 $(rm -rf /) `x`"
+    });
+    let report = run(source, entity).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity["total"], json!(3.5));
+    assert_eq!(report.entity["items"], json!(["X", "Y"]));
+    assert_eq!(
+        report.entity["result"],
+        json!({"nested": {"id": "C-1", "none": null, "flag": false}})
+    );
+    assert_eq!(report.entity["label"], "claims for C-1!");
+    assert_eq!(
+        report.entity["quote_back"],
+        "it's \"quoted\" \\ and 😀 $(rm -rf /) `x`"
+    );
+}
+
+#[tokio::test]
+async fn an_output_the_script_did_not_set_fails_the_step() {
+    let source = code_step("outputs.a = 1", "  outputs { b -> entity.b }\n");
+    let report = run(&source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::CodeFailed);
+    assert_eq!(failure.message, "the Python script set no output `b`");
+    assert_eq!(report.entity, json!({}));
+}
+
+#[tokio::test]
+async fn log_messages_are_cut_at_8_kb_and_runs_at_100_kb() {
+    let source = code_step(
+        "outputs.log(\"a\" * 9000)\noutputs.log(\"b\" * 8192)\noutputs.log(\"é\" * 5000)",
+        "",
+    );
+    let report = run(&source, json!({})).await;
+    let log = &report.steps[0].log;
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[0], "a".repeat(8192));
+    assert_eq!(log[1], "b".repeat(8192));
+    // 4096 two-byte characters fill 8192 bytes exactly.
+    assert_eq!(log[2], "é".repeat(4096));
+
+    let source = code_step("for i in range(20):\n    outputs.log(str(i % 10) * 8192)", "");
+    let report = run(&source, json!({})).await;
+    let log = &report.steps[0].log;
+    let total: usize = log.iter().map(String::len).sum();
+    assert_eq!(total, 100 * 1024);
+    assert_eq!(log.len(), 13);
+    assert_eq!(log[12], "2".repeat(100 * 1024 - 12 * 8192));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["steps"][0]["log"].as_array().unwrap().len(), 13);
+}
+
+#[tokio::test]
+async fn a_script_past_its_timeout_is_killed() {
+    let source = code_step("while True:\n    pass", "  timeout 1s\n");
+    let started = Instant::now();
+    let report = run(&source, json!({})).await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::CodeTimeout);
+    assert_eq!(
+        failure.message,
+        "the Python script ran longer than 1s and was stopped"
+    );
+    assert_eq!(report.outcome, Outcome::Paused);
+}
+
+#[tokio::test]
+async fn a_child_process_of_the_script_is_killed_with_it() {
+    let source = code_step(
+        "import subprocess, sys\nchild = subprocess.Popen([sys.executable, \"-c\", \"import time; time.sleep(60)\"])\noutputs.pid = child.pid",
+        "  outputs { pid -> entity.pid }\n",
+    );
+    let report = run(&source, json!({})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    let pid = report.entity["pid"].as_u64().unwrap();
+    // The group was killed; the child is gone once its parent reaped it or
+    // it became a zombie of init, which reaps it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = status.split(") ").nth(1).and_then(|rest| rest.chars().next());
+        if matches!(state, None | Some('Z') | Some('X')) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "process {pid} still runs: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn the_memory_limit_stops_large_allocations() {
+    let source = code_step(
+        "data = bytearray(512 * 1024 * 1024)\noutputs.size = len(data)",
+        "  memory 128MB\n  outputs { size -> entity.size }\n",
+    );
+    let report = run(&source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::CodeFailed);
+    assert!(
+        failure
+            .message
+            .starts_with("the Python script raised MemoryError"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(report.entity, json!({}));
+
+    // The same allocation fits under the default limit of 1 GB.
+    let source = code_step(
+        "data = bytearray(512 * 1024 * 1024)\noutputs.size = len(data)",
+        "  outputs { size -> entity.size }\n",
+    );
+    let report = run(&source, json!({})).await;
+    assert_eq!(report.entity["size"], json!(536870912));
+}
+
+#[tokio::test]
+async fn an_exception_fails_the_step_with_its_traceback() {
+    let source = code_step(
+        "def check(score):\n    raise ValueError(\"bad score %s\" % score)\ncheck(inputs.score)",
+        "  inputs { score: 12 }\n",
+    );
+    let report = run(&source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::CodeFailed);
+    assert_eq!(
+        failure.message,
+        "the Python script raised ValueError: bad score 12\nTraceback (most recent call last):\n  File \"<script>\", line 3, in <module>\n  File \"<script>\", line 2, in check\nValueError: bad score 12"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["steps"][0]["error"], failure.message.as_str());
+}
+
+#[test]
+fn the_traceback_reaches_the_execution_history() {
+    let workspace = Workspace::new();
+    let flow = workspace.file("code.flow", code_step("raise KeyError(\"policy\")", ""));
+    let store_path = workspace.dir.path().join("store.db");
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        path_str(&store_path),
+        "--execution-id",
+        "exec-7",
+    ]));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("flow::run::code_failed"), "{stderr}");
+    let store = SqliteStore::open(&store_path).unwrap();
+    let steps = store.steps("exec-7").unwrap();
+    assert_eq!(steps[0].code.as_deref(), Some("flow::run::code_failed"));
+    assert_eq!(
+        steps[0].error.as_deref(),
+        Some("the Python script raised KeyError: 'policy'\nTraceback (most recent call last):\n  File \"<script>\", line 1, in <module>\nKeyError: 'policy'")
+    );
+}
+
+#[tokio::test]
+async fn a_missing_interpreter_is_a_clear_error() {
+    let source = code_step("outputs.x = 1", "  interpreter \"/nonexistent/bin/python3\"\n");
+    let report = run(&source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::InterpreterMissing);
+    assert_eq!(
+        failure.message,
+        "cannot run the code step: `/nonexistent/bin/python3` is not installed or not on PATH"
+    );
+}
+
+#[test]
+fn no_python3_on_path_is_a_clear_error() {
+    let workspace = Workspace::new();
+    let empty = workspace.dir.path().join("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let flow = workspace.file(
+        "code.flow",
+        code_step("outputs.x = 1", "  outputs { x -> entity.x }\n"),
+    );
+    let (code, stdout, stderr) = output(flowrun(&["run", path_str(&flow), "--no-store"]).env("PATH", &empty));
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(stdout.trim(), "{}");
+    assert!(stderr.contains("flow::run::interpreter_missing"), "{stderr}");
+    assert!(
+        stderr.contains("cannot run the code step: `python3` is not installed or not on PATH"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn no_secret_reaches_the_script_environment() {
+    let workspace = Workspace::new();
+    let source = code_step(
+        "import os\noutputs.env = dict(os.environ)\noutputs.length = len(inputs.token)",
+        "  inputs { token: <<secret.api_token>> }\n  outputs {\n    env -> entity.env\n    length -> entity.length\n  }\n",
+    );
+    let flow = workspace.file("code.flow", source);
+    let (code, stdout, stderr) = output(
+        flowrun(&["run", path_str(&flow), "--no-store"])
+            .env("FLOWRUN_SECRET_api_token", "tok-secret-4711")
+            .env("OPENAI_API_KEY", "sk-other-secret-99")
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret-42"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let entity: Value = serde_json::from_str(&stdout).unwrap();
+    // A secret passed as an input arrives; nothing else does.
+    assert_eq!(entity["length"], json!(15));
+    let env = entity["env"].as_object().unwrap();
+    assert_eq!(env["PYTHONIOENCODING"], "utf-8");
+    // `python3` may be a launcher, such as a pyenv shim, that adds its own
+    // variables; none of flowrun's environment passes.
+    for name in [
+        "FLOWRUN_SECRET_api_token",
+        "OPENAI_API_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "HOME",
+        "COLUMNS",
+    ] {
+        assert!(!env.contains_key(name), "{name} reached the script: {env:?}");
+    }
+    assert!(!stdout.contains("tok-secret-4711"));
+    assert!(!stdout.contains("sk-other-secret-99"));
+    assert!(!stdout.contains("aws-secret-42"));
+}
