@@ -610,3 +610,166 @@ fn provider_and_webhook_urls_cannot_depend_on_the_entity() {
         "{stderr}"
     );
 }
+
+const INJURY: &str = r#"
+if llm "Does this note describe an injury?" about <<entity.adjuster_notes>> {
+  set entity.injury = true
+} else {
+  set entity.injury = false
+}
+"#;
+
+#[test]
+fn llm_condition_yes_takes_the_then_branch() {
+    let server = TestServer::scripted(vec![completion("{\"choice\": \"yes\"}", "stop")]);
+    let (code, entity, stderr) = run(INJURY, &server, r#"{"adjuster_notes": "Driver hurt his neck."}"#);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["injury"], true);
+    let body: Value = serde_json::from_str(server.requests()[0].body_text()).unwrap();
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "system", "content": "Answer the question about the text with yes or no."},
+            {"role": "user", "content": "Does this note describe an injury?\n\nText:\nDriver hurt his neck."}
+        ])
+    );
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"]["properties"]["choice"]["enum"],
+        json!(["yes", "no"])
+    );
+    assert!(stderr.contains("took the `then` branch"), "{stderr}");
+}
+
+#[test]
+fn llm_condition_no_takes_the_else_branch() {
+    let server = TestServer::scripted(vec![completion("{\"choice\": \"No\"}", "stop")]);
+    let (code, entity, stderr) = run(INJURY, &server, r#"{"adjuster_notes": "Hail dented the roof."}"#);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["injury"], false);
+    assert_eq!(server.request_count(), 1);
+}
+
+#[test]
+fn llm_condition_invalid_answer_fails_the_if_step() {
+    let server = TestServer::scripted(vec![
+        completion("{\"choice\": \"maybe\"}", "stop"),
+        completion("{\"choice\": \"perhaps\"}", "stop"),
+    ]);
+    let (code, entity, stderr) = run(INJURY, &server, r#"{"adjuster_notes": "Unclear."}"#);
+    assert_eq!(code, 3, "{stderr}");
+    // Neither branch ran.
+    assert_eq!(entity, json!({"adjuster_notes": "Unclear."}));
+    assert!(stderr.contains("flow::run::llm_invalid_output"), "{stderr}");
+    assert!(
+        stderr.contains(r#""perhaps" is not one of "yes", "no""#),
+        "{stderr}"
+    );
+    // One repair round, as for the `llm` action.
+    assert_eq!(server.request_count(), 2);
+}
+
+#[test]
+fn llm_condition_retries_and_records_usage() {
+    let server = TestServer::scripted(vec![
+        Reply::status(429).header("Retry-After", "0"),
+        completion("{\"choice\": \"yes\"}", "stop"),
+    ]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("llm.flow", INJURY);
+    let entity = workspace.file("entity.json", r#"{"adjuster_notes": "Broken arm."}"#);
+    let report = workspace.dir.path().join("report.json");
+    let (code, _, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entity",
+            path_str(&entity),
+            "--no-store",
+            "--report",
+            path_str(&report),
+        ])
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+        .env("FLOWRUN_OPENAI_MODEL", "fake-model")
+        .env_remove("FLOWRUN_LLM_PROVIDER")
+        .env_remove("FLOWRUN_LLM_MODEL"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(server.request_count(), 2);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let step = &report["steps"][0];
+    assert_eq!(step["name"], "if (line 2)");
+    assert_eq!(step["branch"], "then");
+    assert_eq!(step["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(step["llm_usage"][0]["prompt_tokens"], 11);
+    assert_eq!(step["llm_usage"][0]["completion_tokens"], 7);
+}
+
+#[test]
+fn resume_after_a_branch_does_not_ask_the_model_again() {
+    let chats = Arc::new(AtomicUsize::new(0));
+    let posts = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (chats, posts) = (chats.clone(), posts.clone());
+        TestServer::start(move |request| match request.target.as_str() {
+            "/v1/chat/completions" => {
+                chats.fetch_add(1, Ordering::SeqCst);
+                completion("{\"choice\": \"yes\"}", "stop")
+            }
+            "/urgent" if posts.fetch_add(1, Ordering::SeqCst) == 0 => Reply::status(500),
+            "/urgent" => Reply::status(200),
+            _ => Reply::status(404),
+        })
+    };
+    let source = format!(
+        "if llm \"Is this urgent?\" about <<entity.notes>> {{\n  step \"Alert\" {{\n    http POST \"{}/urgent\" json {{ \"id\": \"<<entity.id>>\" }}\n  }}\n  set entity.alerted = true\n}}\n",
+        server.url()
+    );
+    let workspace = Workspace::new();
+    let flow = workspace.file("urgent.flow", &source);
+    let entity = workspace.file("entity.json", r#"{"id": "C-1", "notes": "Water everywhere."}"#);
+    let store = workspace.dir.path().join("store.db");
+    let env = |command: &mut std::process::Command| {
+        command
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.url()))
+            .env("FLOWRUN_OPENAI_MODEL", "fake-model")
+            .env_remove("FLOWRUN_LLM_PROVIDER")
+            .env_remove("FLOWRUN_LLM_MODEL");
+    };
+    let mut first = flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&entity),
+        "--store",
+        path_str(&store),
+        "--execution-id",
+        "urgent-1",
+    ]);
+    env(&mut first);
+    let (code, _, stderr) = output(&mut first);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(chats.load(Ordering::SeqCst), 1);
+
+    let (code, history, _) = output(&mut flowrun(&[
+        "runs",
+        "show",
+        "urgent-1",
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 0);
+    assert!(history.contains("if (line 1)"), "{history}");
+
+    let mut resume = flowrun(&["resume", "urgent-1", "--store", path_str(&store)]);
+    env(&mut resume);
+    let (code, stdout, stderr) = output(&mut resume);
+    assert_eq!(code, 0, "{stderr}");
+    let entity: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(entity["alerted"], true);
+    // The stored branch decided; the model was asked once in all.
+    assert_eq!(chats.load(Ordering::SeqCst), 1);
+    assert_eq!(posts.load(Ordering::SeqCst), 2);
+    let stored = flowrun::store::sqlite::SqliteStore::open(&store).unwrap();
+    let record = flowrun::store::Store::execution(&stored, "urgent-1").unwrap();
+    assert_eq!(record.vars["@branches"], json!({"if (line 1)": "then"}));
+}

@@ -114,3 +114,32 @@ fn timeout_fires() {
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("flow::run::timeout"), "{stderr}");
 }
+
+#[test]
+fn llm_condition_takes_one_branch() {
+    let source = r#"
+if llm "Does this note describe an injury?" about <<entity.notes>> {
+  set entity.branch = "then"
+} else {
+  set entity.branch = "else"
+}
+"#;
+    let (code, entity, stderr) = run(
+        source,
+        r#"{"notes": "The driver hurt his neck in the collision."}"#,
+    );
+    // The model is not instruction-tuned: either branch is valid, and so is
+    // an answer that is neither yes nor no, which fails the `if` step.
+    if code == 0 {
+        let branch = entity["branch"].as_str().unwrap_or_default();
+        assert!(["then", "else"].contains(&branch), "{entity}");
+        assert!(
+            stderr.contains(&format!("took the `{branch}` branch")),
+            "{stderr}"
+        );
+    } else {
+        assert!(stderr.contains("flow::run::llm_invalid_output"), "{stderr}");
+        assert_eq!(entity.get("branch"), None);
+    }
+    assert!(stderr.contains("prompt and"), "{stderr}");
+}
