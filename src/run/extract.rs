@@ -1,6 +1,7 @@
-//! Runs an `extract` action: loads the document, reads its text, asks the
-//! model for the declared fields chunk by chunk, merges the answers,
-//! coerces the values, records where each came from and writes them.
+//! Runs an `extract` action. It loads the document and reads its text, then
+//! requests the declared fields from the model chunk by chunk. The chunk
+//! results are merged and coerced, their sources recorded, and the values
+//! written.
 
 use serde_json::{Map, Value};
 use tracing::info;
@@ -235,7 +236,7 @@ fn shorten_reference(reference: &str) -> String {
     }
 }
 
-/// The most pages of a PDF without text that go to a model as images.
+/// The maximum number of pages of a PDF without text sent as images.
 const MAX_IMAGE_PAGES: usize = 20;
 
 /// Reads a document's text. A PNG or JPEG image, or a PDF with no text
@@ -450,9 +451,9 @@ fn is_blank(value: &Value) -> bool {
     }
 }
 
-/// Finds where each written field's value stands in the document: the
-/// first part that holds the value as the model gave it, or as the
-/// coerced value is commonly written.
+/// Finds the source of each written field's value: the first part that
+/// contains the value as the model gave it, or as the coerced value is
+/// commonly written.
 fn provenance(raw: &Value, coerced: &Value, fields: &[Field], document: &Document) -> Vec<Provenance> {
     fields
         .iter()
@@ -478,7 +479,7 @@ fn provenance(raw: &Value, coerced: &Value, fields: &[Field], document: &Documen
         .collect()
 }
 
-/// The spellings a value may have in a document.
+/// Lists the spellings a value may have in a document.
 fn search_forms(value: &Value) -> Vec<String> {
     match value {
         Value::String(text) => {
@@ -557,8 +558,8 @@ fn group_thousands(number: f64, decimals: usize) -> String {
     }
 }
 
-/// The location and line of the first part that holds `needle`, ignoring
-/// case.
+/// Returns the location and line of the first part that contains `needle`,
+/// ignoring case.
 fn locate(needle: &str, parts: &[Part]) -> Option<(Location, String)> {
     let needle = needle.to_lowercase();
     parts.iter().find_map(|part| {
@@ -606,7 +607,7 @@ fn write(call: &ExtractCall, value: Value, execution: &mut Execution) -> Result<
     }
 }
 
-/// What a dry run writes: `<extracted>` for each field.
+/// Builds what a dry run writes: `<extracted>` for each field.
 fn placeholder(fields: &[Field]) -> Value {
     Value::Object(
         fields

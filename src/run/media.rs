@@ -18,7 +18,7 @@ use crate::run::llm::CallContext;
 use crate::run::report::{Attempt, LlmUsage, Provenance, RenderedRequest};
 use crate::run::{extract, transcribe, Execution};
 
-/// Where an action records what it did.
+/// The records an action adds to its step's report.
 pub(crate) struct Records<'a> {
     pub attempts: &'a mut Vec<Attempt>,
     pub usage: &'a mut Vec<LlmUsage>,
@@ -42,7 +42,7 @@ pub(crate) async fn run(
     }
 }
 
-/// A file's bytes and what its reference says about it.
+/// A file's bytes, with its name and how messages show its reference.
 #[derive(Debug, Clone)]
 pub(crate) struct Loaded {
     pub bytes: Bytes,
@@ -235,7 +235,7 @@ fn io_reason(error: &std::io::Error) -> String {
     }
 }
 
-/// A reference as messages show it: quoted, and a data URI cut after its
+/// Formats a reference for messages: quoted, and a data URI cut after its
 /// media type.
 fn display_reference(reference: &str) -> String {
     if reference.len() > 5 && reference[..5].eq_ignore_ascii_case("data:") {
@@ -245,7 +245,7 @@ fn display_reference(reference: &str) -> String {
     format!("`{reference}`")
 }
 
-/// Decodes a `data:` URI: base64 when it says `;base64`, else
+/// Decodes a `data:` URI: base64 when its header ends in `;base64`, else
 /// percent-encoded text.
 pub(crate) fn decode_data_uri(uri: &str) -> Result<Vec<u8>, String> {
     let rest = &uri[5..];
