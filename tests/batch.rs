@@ -586,3 +586,69 @@ fn each_step_is_stored_as_running_before_its_request() {
     assert_eq!(server.request_count(), 30);
     assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 30]);
 }
+
+#[test]
+fn a_second_ctrl_c_abandons_running_executions() {
+    let server = TestServer::start(|_| Reply::hang());
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 10);
+    let store = workspace.dir.path().join("store.db");
+
+    let child = flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "2",
+        "--store",
+        path_str(&store),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.request_count() < 2 {
+        assert!(Instant::now() < deadline, "the batch never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    for _ in 0..2 {
+        let signalled = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
+    // The steps' 30 s timeout did not have to pass.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(String::from_utf8(result.stdout).unwrap(), "");
+    assert!(
+        stderr.contains(
+            "stopped by a second Ctrl-C with 2 executions in flight; their steps stay recorded as running"
+        ),
+        "{stderr}"
+    );
+
+    // Both executions read as running in a process that is gone, so a
+    // resume refuses to send their POST again without --resend-in-flight.
+    let opened = SqliteStore::open(&store).unwrap();
+    let running = opened.executions(Some(ExecutionStatus::Running)).unwrap();
+    assert_eq!(running.len(), 2);
+    drop(opened);
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "resume",
+        &running[0].id,
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("flow::input::resume_refused"), "{stderr}");
+    assert_eq!(server.request_count(), 2);
+}

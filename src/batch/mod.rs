@@ -11,7 +11,6 @@ pub mod records;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -84,8 +83,12 @@ pub struct Totals {
     /// The number of the last record taken; after an interruption, the
     /// records after it were not started.
     pub last_taken: u64,
-    /// The run stopped taking records because `interrupt` fired.
+    /// The run stopped taking records after the first interrupt.
     pub interrupted: bool,
+    /// Executions abandoned in flight by a second interrupt. Their running
+    /// steps stay recorded as running, so `flowrun resume` treats them as
+    /// interrupted.
+    pub abandoned: u64,
 }
 
 impl Totals {
@@ -102,13 +105,13 @@ impl Totals {
 }
 
 /// Runs every record from `records`, at most `batch.concurrency` at once,
-/// and passes each result to `finished`. Once `interrupt` completes, no
-/// further record starts; the running ones finish, each within its steps'
-/// timeouts.
+/// and passes each result to `finished`. After the first message on
+/// `interrupts`, no further record starts and the running ones finish, each
+/// within its steps' timeouts. A second message abandons them at once.
 pub async fn run(
     batch: &Batch<'_>,
     mut records: mpsc::Receiver<Record>,
-    interrupt: impl Future<Output = ()>,
+    interrupts: &mut mpsc::UnboundedReceiver<()>,
     finished: &mut dyn FnMut(Finished, &Totals),
 ) -> Totals {
     let concurrency = batch.concurrency.max(1);
@@ -130,7 +133,7 @@ pub async fn run(
     let mut waiting: BTreeMap<u64, Finished> = BTreeMap::new();
     let mut next_out: Option<u64> = None;
     let mut reading = true;
-    tokio::pin!(interrupt);
+    let mut signals = true;
 
     let mut deliver = |result: Finished,
                        totals: &mut Totals,
@@ -159,9 +162,14 @@ pub async fn run(
             break;
         }
         tokio::select! {
-            () = &mut interrupt, if !totals.interrupted => {
-                totals.interrupted = true;
-            }
+            signal = interrupts.recv(), if signals => match signal {
+                None => signals = false,
+                Some(()) if totals.interrupted => {
+                    totals.abandoned = running.len() as u64;
+                    break;
+                }
+                Some(()) => totals.interrupted = true,
+            },
             record = records.recv(), if take => match record {
                 None => reading = false,
                 Some(record) => {
@@ -185,8 +193,9 @@ pub async fn run(
             }
         }
     }
-    // Every taken record has finished, so nothing is left waiting; this
-    // only guards the order of output against a gap.
+    // Unless executions were abandoned, every taken record has finished and
+    // nothing is left waiting; this only guards the output against a gap.
+    drop(running);
     for (_, result) in std::mem::take(&mut waiting) {
         finished(result, &totals);
     }

@@ -145,21 +145,22 @@ pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, s
     };
     let started = Instant::now();
     let receiver = records::spawn(records);
-    let interrupt = async {
+    let totals = runtime.block_on(async {
+        let (signals, mut interrupts) = tokio::sync::mpsc::unbounded_channel();
         // Without a signal handler the run cannot be interrupted cleanly,
         // but it still runs.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let totals = runtime.block_on(batch::run(
-        &batch,
-        receiver,
-        interrupt,
-        &mut |finished, totals| {
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if signals.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        batch::run(&batch, receiver, &mut interrupts, &mut |finished, totals| {
             printer.finished(finished, totals);
-        },
-    ));
+        })
+        .await
+    });
     let elapsed = started.elapsed();
     printer.flush();
     if let Some(bar) = &progress {
@@ -400,7 +401,20 @@ fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &Ru
         };
         output::eprint_line(&line);
     }
-    if totals.interrupted {
+    if totals.abandoned > 0 {
+        let store = match store {
+            Some(store) => format!(
+                "their steps stay recorded as running: `flowrun runs --status running --store {}` lists them, \
+                 and `flowrun resume ID` decides whether a step may be sent again",
+                quote(&store.display().to_string())
+            ),
+            None => "the batch ran with --no-store, so nothing records whether their requests were sent".to_string(),
+        };
+        output::eprint_line(&format!(
+            "stopped by a second Ctrl-C with {} executions in flight; {store}",
+            totals.abandoned
+        ));
+    } else if totals.interrupted {
         let skip = totals.last_taken.max(args.batch.skip);
         output::eprint_line(&format!(
             "interrupted: records up to number {skip} ran to the end; to run the rest, repeat the command with \
