@@ -758,7 +758,10 @@ fn resume_after_a_branch_does_not_ask_the_model_again() {
         path_str(&store),
     ]));
     assert_eq!(code, 0);
-    assert!(history.contains("if (line 1)"), "{history}");
+    assert!(
+        history.contains("step 1 \"if (line 1)\": succeeded (run 1)\n  took the `then` branch\n"),
+        "{history}"
+    );
 
     let mut resume = flowrun(&["resume", "urgent-1", "--store", path_str(&store)]);
     env(&mut resume);

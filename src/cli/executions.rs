@@ -439,6 +439,14 @@ fn history_text(store: &SqliteStore, id: &str) -> Result<String, StoreError> {
             step.status.as_str(),
             step.runs
         ));
+        let branch = record
+            .vars
+            .get(crate::run::BRANCHES_KEY)
+            .and_then(|branches| branches.get(&step.name))
+            .and_then(|branch| branch.as_str());
+        if let Some(branch) = branch {
+            text.push_str(&format!("  took the `{branch}` branch\n"));
+        }
         for attempt in &step.attempts {
             let outcome = match (&attempt.status_code, &attempt.error) {
                 (_, Some(error)) => error.clone(),
