@@ -770,3 +770,53 @@ fn python_that_does_not_compile_is_a_warning() {
     let valid = "step \"Compute\" {\n  code python \"\"\"\n    outputs.total = inputs.a + 1\n  \"\"\"\n}\n";
     assert_eq!(check_source(valid, Path::new("test.flow")).diagnostics, []);
 }
+
+#[test]
+fn a_resume_computes_a_secret_variable_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use support::cli::{flowrun, output, path_str, Workspace};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let calls = calls.clone();
+        TestServer::start(move |_| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::status(500)
+            } else {
+                Reply::status(200)
+            }
+        })
+    };
+    let workspace = Workspace::new();
+    let source = format!(
+        "let token: text required = <<secret.API_TOKEN>>\n\nstep \"Call\" {{\n  http POST \"{}/x\" json {{ \"a\": 1 }} headers {{ \"Authorization\": \"Bearer <<vars.token>>\" }}\n}}\n",
+        server.url()
+    );
+    let flow = workspace.file("secret.flow", source);
+    let store = workspace.dir.path().join("store.db");
+    let (code, _, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--store",
+            path_str(&store),
+            "--execution-id",
+            "s-1",
+        ])
+        .env("FLOWRUN_SECRET_API_TOKEN", "tok-4711"),
+    );
+    assert_eq!(code, 3, "{stderr}");
+    let stored = flowrun::store::sqlite::SqliteStore::open(&store).unwrap();
+    let record = flowrun::store::Store::execution(&stored, "s-1").unwrap();
+    // The secret is not stored, not even masked.
+    assert_eq!(record.vars.get("token"), None);
+
+    let (code, _, stderr) = output(
+        flowrun(&["resume", "s-1", "--store", path_str(&store)]).env("FLOWRUN_SECRET_API_TOKEN", "tok-4711"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].header("Authorization"), Some("Bearer tok-4711"));
+}

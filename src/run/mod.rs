@@ -371,6 +371,30 @@ pub fn prepare_resume(
         return Err(diagnostics);
     }
     execution.entity = record.entity.clone();
+    // A `let` step that read a secret was left out of the store: it is
+    // computed again when it ran before the resume point, on its branch.
+    let lines = LineIndex::new("");
+    for step in program.steps.iter().take(record.next_step) {
+        let guards_hold = step.guards.iter().all(|guard| {
+            execution.branches.get(&guard.condition).and_then(Value::as_str) == Some(guard.branch.as_str())
+        });
+        for action in &step.actions {
+            let crate::program::Action::Statement(crate::program::statement::Statement::Let(statement)) =
+                action
+            else {
+                continue;
+            };
+            if guards_hold
+                && statement::reads_secret(statement)
+                && !execution.vars.contains_key(&statement.name)
+            {
+                if let Err(diagnostic) = statement::resolve_let(statement, step.span, &lines, &mut execution)
+                {
+                    return Err(vec![diagnostic]);
+                }
+            }
+        }
+    }
     Ok(execution)
 }
 

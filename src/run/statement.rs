@@ -51,7 +51,9 @@ pub(crate) async fn run(
     records: &mut Records<'_>,
 ) -> Result<Effect, Diagnostic> {
     match statement {
-        Statement::Let(statement) => run_let(statement, context, execution).map(|()| Effect::None),
+        Statement::Let(statement) => {
+            resolve_let(statement, context.step.span, context.lines, execution).map(|()| Effect::None)
+        }
         Statement::Set(statement) => run_set(statement, execution).map(|()| Effect::None),
         Statement::Clear { target } => {
             clear(target, execution);
@@ -75,13 +77,16 @@ pub(crate) async fn run(
     }
 }
 
-fn run_let(
+/// Computes the value of a `let` step. A variable that reads a secret is
+/// left out of the store, like a simple `let` that does, and a resume
+/// computes it again.
+pub(crate) fn resolve_let(
     statement: &LetStatement,
-    context: &CallContext<'_>,
+    span: Span,
+    lines: &crate::diagnostic::LineIndex<'_>,
     execution: &mut Execution,
 ) -> Result<(), Diagnostic> {
     let name = &statement.name;
-    let span = context.step.span;
     let invalid = |message: String| {
         Diagnostic::error(Code::InvalidValue, message)
             .with_label(span, "this variable")
@@ -96,7 +101,7 @@ fn run_let(
         found = Some(value);
     } else {
         for source in &statement.sources {
-            let value = operand_value(source, execution, context)?;
+            let value = operand_value_with(source, execution, lines)?;
             if !is_blank(value.as_ref()) {
                 found = value;
                 break;
@@ -122,8 +127,25 @@ fn run_let(
         None => Value::Null,
     };
     execution.vars.insert(name.clone(), value);
-    execution.secret_vars.remove(name);
+    if reads_secret(statement) {
+        execution.secret_vars.insert(name.clone());
+    } else {
+        execution.secret_vars.remove(name);
+    }
     Ok(())
+}
+
+/// Whether a source of the `let` reads a secret, directly or in a string.
+pub(crate) fn reads_secret(statement: &LetStatement) -> bool {
+    let is_secret = |expr: &Expr| matches!(expr, Expr::Path(path) if path.root.text == "secret");
+    statement.sources.iter().any(|source| match source {
+        Operand::Field { expr, .. } => is_secret(expr),
+        Operand::Text(template, _) => template
+            .pieces
+            .iter()
+            .any(|piece| matches!(piece, crate::program::Piece::Field { expr, .. } if is_secret(expr))),
+        Operand::Literal(..) | Operand::Duration(..) => false,
+    })
 }
 
 fn run_set(statement: &SetStatement, execution: &mut Execution) -> Result<(), Diagnostic> {
