@@ -1,6 +1,7 @@
-//! File extraction without a model: the text read from each document
-//! format, asserted exactly, and the failures that stop an `extract` action
-//! before it calls a model.
+//! File extraction without a real model: the text read from each document
+//! format, asserted exactly, the failures that stop an `extract` action
+//! before it calls a model, and how fixed answers of a scripted model
+//! server are read.
 
 mod support;
 
@@ -319,4 +320,116 @@ fn scanned_pdf_pages_go_to_a_vision_model() {
     assert_eq!(content.len(), 2, "one text part and one page");
     let url = content[1]["image_url"]["url"].as_str().unwrap();
     assert!(url.starts_with("data:image/png;base64,iVBORw0KGgo"), "{url}");
+}
+
+/// Runs an extraction of `fields` from a short text document, with a
+/// provider whose server answers every request with `content`; returns
+/// the exit code, the entity written and standard error.
+fn run_with_answer(fields: &str, content: &str) -> (i32, serde_json::Value, String) {
+    let answer = serde_json::json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "scripted-model",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    });
+    let server = TestServer::scripted(vec![Reply::json(200, answer)]);
+    let flow = format!(
+        "provider scripted {{\n  kind openai\n  base_url \"{}/v1\"\n  model \"scripted-model\"\n}}\n\n\
+         step \"Read policy\" {{\n  extract entity.policy_document fields {{\n{fields}\n  }} -> entity\n  retries 0\n}}\n",
+        server.url()
+    );
+    let workspace = Workspace::new();
+    let flow = workspace.file("answer.flow", flow);
+    let entity = workspace.file(
+        "entity.json",
+        serde_json::json!({ "policy_document": "data:,Policy%20HM-2024-00417" }).to_string(),
+    );
+    let (code, stdout, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entity",
+            path_str(&entity),
+            "--no-store",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("FLOWRUN_LLM_PROVIDER"),
+    );
+    assert_eq!(server.requests().len(), 1, "{stderr}");
+    (code, serde_json::from_str(&stdout).unwrap_or_default(), stderr)
+}
+
+#[test]
+fn required_text_placeholder_is_not_found() {
+    for placeholder in ["N/A", "null", "none", "unknown", "-", "n/a", "None"] {
+        let content = serde_json::json!({ "policy_number": placeholder }).to_string();
+        let (code, entity, stderr) = run_with_answer("    policy_number: text", &content);
+        assert_eq!(code, 3, "{placeholder}: {entity} {stderr}");
+        assert!(stderr.contains("flow::run::extract_failed"), "{stderr}");
+        assert!(
+            stderr.contains("`policy_number` was not found in the document"),
+            "{placeholder}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn optional_text_placeholder_is_null() {
+    let (code, entity, stderr) = run_with_answer(
+        "    policy_number: text\n    middle_name?: text",
+        r#"{"policy_number": "HM-2024-00417", "middle_name": "N/A"}"#,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        entity,
+        serde_json::json!({
+            "policy_document": "data:,Policy%20HM-2024-00417",
+            "policy_number": "HM-2024-00417",
+            "middle_name": null
+        })
+    );
+}
+
+#[test]
+fn enum_member_none_is_kept() {
+    let (code, entity, stderr) =
+        run_with_answer(r#"    coverage: "none" | "basic""#, r#"{"coverage": "None"}"#);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["coverage"], "none");
+}
+
+#[test]
+fn list_as_one_string_is_split() {
+    let (code, entity, stderr) = run_with_answer(
+        "    named_drivers: [text]",
+        r#"{"named_drivers": "Ada Lovelace, Grace Hopper"}"#,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        entity["named_drivers"],
+        serde_json::json!(["Ada Lovelace", "Grace Hopper"])
+    );
+}
+
+#[test]
+fn invalid_json_answer_is_reported() {
+    let (code, entity, stderr) = run_with_answer(
+        "    policy_number: text\n    annual_premium: number\n    named_drivers: [text]",
+        r#"{"policy_number": "HM-2024-00417", "annual_premium": NaN, "named_drivers": []}"#,
+    );
+    assert_eq!(code, 3, "{entity}");
+    assert!(stderr.contains("flow::run::llm_invalid_output"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the answer of model `scripted-model` for part 1 of the document is not valid JSON: expected value at line 1 column 54"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("was not found"), "{stderr}");
 }

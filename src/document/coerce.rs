@@ -41,7 +41,7 @@ pub fn coerce_object(value: &Value, fields: &[Field]) -> Result<Value, String> {
 /// returned unchanged, for validation to report.
 pub fn coerce_value(value: Value, ty: &FieldType) -> Value {
     if let Value::String(text) = &value {
-        if is_blank(text) && !matches!(ty, FieldType::Text) {
+        if is_no_value(text, ty) {
             return Value::Null;
         }
     }
@@ -61,14 +61,17 @@ pub fn coerce_value(value: Value, ty: &FieldType) -> Value {
         },
         (FieldType::Text, Value::Number(number)) => Value::String(number.to_string()),
         (FieldType::Text, Value::Bool(flag)) => Value::String(flag.to_string()),
-        (FieldType::List(item), Value::Array(items)) => {
-            Value::Array(items.into_iter().map(|value| coerce_value(value, item)).collect())
-        }
+        (FieldType::List(item), Value::Array(items)) => Value::Array(
+            items
+                .into_iter()
+                .map(|value| coerce_value(value, item))
+                .filter(|value| !value.is_null())
+                .collect(),
+        ),
         (FieldType::List(item), Value::String(text)) => Value::Array(
-            text.split([',', ';'])
-                .map(str::trim)
-                .filter(|piece| !piece.is_empty())
+            list_items(&text)
                 .map(|piece| coerce_value(Value::String(piece.to_string()), item))
+                .filter(|value| !value.is_null())
                 .collect(),
         ),
         (FieldType::List(_), Value::Null) => Value::Null,
@@ -91,6 +94,33 @@ pub fn coerce_value(value: Value, ty: &FieldType) -> Value {
     }
 }
 
+/// Splits a list written as one string, such as `"Ada Lovelace, Grace
+/// Hopper"`, at commas and semicolons into its trimmed, non-empty items.
+pub fn list_items(text: &str) -> impl Iterator<Item = &str> {
+    text.split([',', ';'])
+        .map(str::trim)
+        .filter(|piece| !piece.is_empty())
+}
+
+/// Whether `text` stands for no value in a field of type `ty`: a
+/// placeholder such as `"N/A"` that is not a member of an enumeration.
+pub fn is_no_value(text: &str, ty: &FieldType) -> bool {
+    is_blank(text) && !is_member(text, ty)
+}
+
+/// Whether `text` is a member of the enumeration `ty`, ignoring case, so
+/// that a member such as `"none"` is not taken for a missing value.
+fn is_member(text: &str, ty: &FieldType) -> bool {
+    match ty {
+        FieldType::Enum(members) => members
+            .iter()
+            .any(|member| member.eq_ignore_ascii_case(text.trim())),
+        _ => false,
+    }
+}
+
+/// Whether `text` is a placeholder that stands for no value, such as
+/// `"N/A"`, `"null"`, `"none"`, `"unknown"` or `"-"`.
 fn is_blank(text: &str) -> bool {
     matches!(
         text.trim().to_ascii_lowercase().as_str(),

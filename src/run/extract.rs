@@ -199,15 +199,15 @@ pub(crate) async fn run(
             FinishReason::Stop | FinishReason::Other => {}
         }
         let text = execution.redactor.redact(&completion.text);
-        let answer = schema::extract_json(&text).ok_or_else(|| {
+        let answer = parse_answer(&text).map_err(|problem| {
             fail(
                 Code::LlmInvalidOutput,
                 format!(
-                    "the answer of model `{}` for part {} of the document contains no JSON object",
+                    "the answer of model `{}` for part {} of the document {problem}",
                     completion.model,
                     index + 1
                 ),
-                "use a model that supports structured output",
+                "use a model that supports structured output, or retry the step",
             )
         })?;
         answers.push(answer);
@@ -377,6 +377,28 @@ fn type_name(ty: &FieldType) -> String {
     }
 }
 
+/// Reads a model's answer as one JSON object. An answer that starts as an
+/// object but does not parse, as one holding `NaN` does, is invalid as a
+/// whole: a valid span inside it, such as an empty list, is not taken for
+/// the answer.
+fn parse_answer(text: &str) -> Result<Value, String> {
+    let trimmed = text.trim();
+    let value = match serde_json::from_str::<Value>(trimmed) {
+        Ok(value) => value,
+        Err(error) if trimmed.starts_with('{') => {
+            return Err(format!("is not valid JSON: {error}"));
+        }
+        Err(_) => schema::extract_json(text).ok_or("contains no JSON object")?,
+    };
+    match value {
+        Value::Object(_) => Ok(value),
+        other => Err(format!(
+            "is not a JSON object but {}",
+            cut(&other.to_string(), 80)
+        )),
+    }
+}
+
 /// Merges the answers of the chunks, in document order: a scalar takes the
 /// first value that is not null or blank, a list joins the items of every
 /// chunk without repeating one, and an object merges member by member by
@@ -395,7 +417,7 @@ pub(crate) fn merge_answers(answers: &[Value], fields: &[Field]) -> Value {
 
 fn merge_values(values: &[&Value], ty: &FieldType) -> Value {
     match ty {
-        FieldType::List(_) => {
+        FieldType::List(item_type) => {
             let mut items: Vec<Value> = Vec::new();
             let mut any = false;
             for value in values {
@@ -409,7 +431,18 @@ fn merge_values(values: &[&Value], ty: &FieldType) -> Value {
                         }
                     }
                     Value::Null => {}
-                    other if !is_blank(other) => {
+                    // A list written as one string is split here, so that
+                    // its items join those of other chunks one by one.
+                    Value::String(text) if !coerce::is_no_value(text, item_type) => {
+                        any = true;
+                        for piece in coerce::list_items(text) {
+                            let item = Value::String(piece.to_string());
+                            if !items.contains(&item) {
+                                items.push(item);
+                            }
+                        }
+                    }
+                    other if !is_blank(other, ty) => {
                         any = true;
                         if !items.contains(other) {
                             items.push((*other).clone());
@@ -438,15 +471,17 @@ fn merge_values(values: &[&Value], ty: &FieldType) -> Value {
         }
         _ => values
             .iter()
-            .find(|value| !is_blank(value))
+            .find(|value| !is_blank(value, ty))
             .map_or(Value::Null, |value| (*value).clone()),
     }
 }
 
-fn is_blank(value: &Value) -> bool {
+/// Whether a chunk's value gives nothing: null, blank, or a placeholder
+/// such as `"N/A"`, so that a later chunk's value is taken instead.
+fn is_blank(value: &Value, ty: &FieldType) -> bool {
     match value {
         Value::Null => true,
-        Value::String(text) => text.trim().is_empty(),
+        Value::String(text) => coerce::is_no_value(text, ty),
         _ => false,
     }
 }
