@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the programs the extraction and transcription tests use when they
-# are missing: poppler's pdftotext, which flowrun runs to read PDFs, and
-# espeak-ng, which makes the test audio. Both come from Debian's packages.
+# are missing: poppler's pdftotext, which flowrun runs to read PDFs,
+# espeak-ng, which makes the test audio, and flac and lame, which encode
+# it. All come from Debian's packages.
 #
 #   bash tests/media-tools.sh
 set -euo pipefail
@@ -9,6 +10,8 @@ set -euo pipefail
 missing=()
 command -v pdftotext >/dev/null || missing+=(poppler-utils)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+command -v flac >/dev/null || missing+=(flac)
+command -v lame >/dev/null || missing+=(lame)
 ((${#missing[@]} == 0)) && exit 0
 
 if command -v flock >/dev/null; then
@@ -18,6 +21,11 @@ if command -v flock >/dev/null; then
   missing=()
   command -v pdftotext >/dev/null || missing+=(poppler-utils)
   command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+  command -v flac >/dev/null || missing+=(flac)
+  command -v lame >/dev/null || missing+=(lame)
+command -v lame >/dev/null || missing+=(lame)
+command -v flac >/dev/null || missing+=(flac)
+command -v lame >/dev/null || missing+=(lame)
   ((${#missing[@]} == 0)) && exit 0
 fi
 sudo=()

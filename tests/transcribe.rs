@@ -1,8 +1,8 @@
 //! Audio transcription against a real speech-to-text server: Whisper tiny.en
 //! under faster-whisper, served on 127.0.0.1 by `tests/stt-server`, on
-//! speech that espeak-ng makes. A scripted server stands in only for the
-//! answers a real server does not give on demand: 413, 429 and a refused
-//! format.
+//! speech that espeak-ng makes. A scripted server is used only for
+//! answers a real server does not give on demand (413, 429 and a refused
+//! format) and to record the pieces of a decoded recording.
 
 mod support;
 
@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use support::cli::{flowrun, output, path_str, Workspace};
-use support::media::{speak, stt_server_url};
+use support::media::{encode_flac, encode_mp3, speak, stt_server_url};
 use support::server::{Reply, TestServer};
 
 const QUARTERLY: &str = "Please send the quarterly report to the finance team by Friday morning.";
@@ -205,8 +205,163 @@ fn empty_and_unsupported_files_are_errors() {
     );
 }
 
+/// Writes three sentences with a second of silence between them as a WAV
+/// file at 22050 Hz. Returns its path and the number of bytes of samples
+/// of the first sentence.
+fn three_sentences(workspace: &Workspace) -> (std::path::PathBuf, usize) {
+    let mut all = Vec::new();
+    let silence = vec![0u8; 22050 * 2];
+    let mut first_length = 0;
+    for (index, sentence) in [QUARTERLY, PATIENT, INVOICE].iter().enumerate() {
+        let path = workspace.dir.path().join(format!("part{index}.wav"));
+        speak(sentence, &path);
+        if index > 0 {
+            all.extend_from_slice(&silence);
+        }
+        all.extend_from_slice(&samples(&path));
+        if index == 0 {
+            first_length = all.len();
+        }
+    }
+    (workspace.file("long.wav", wav(&all)), first_length)
+}
+
+/// Computes an upload limit that lets a piece of the decoded recording
+/// (16-bit mono at 16 kHz) contain the first sentence and one more second
+/// but not two sentences, so the recording needs three pieces.
+fn decoded_limit(first_length: usize) -> u64 {
+    (first_length as u64 / 2) * 16_000 / 22_050 * 2 + 32_000
+}
+
 #[test]
-fn an_mp3_above_the_upload_limit_cannot_be_split() {
+fn compressed_recordings_are_split_and_stitched() {
+    let workspace = Workspace::new();
+    let (long_wav, first_length) = three_sentences(&workspace);
+    let limit = decoded_limit(first_length);
+    let flac = workspace.dir.path().join("call.flac");
+    encode_flac(&long_wav, &flac);
+    let mp3 = workspace.dir.path().join("call.mp3");
+    encode_mp3(&long_wav, &mp3);
+    for recording in [flac, mp3] {
+        let size = std::fs::metadata(&recording).unwrap().len();
+        assert!(
+            size > limit,
+            "{recording:?} ({size} bytes) must be above the limit ({limit})"
+        );
+        let flow = FLOW.replace(
+            "  segments -> entity.call_segments\n",
+            &format!("  segments -> entity.call_segments\n  upload_limit {limit}\n"),
+        );
+        let (code, entity, report, stderr) = run(&flow, path_str(&recording), &stt_server_url());
+        assert_eq!(code, 0, "{recording:?}: {stderr}");
+        let attempts = report["steps"][0]["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 3, "{recording:?}: {report}");
+        let transcript = words(entity["call_transcript"].as_str().unwrap());
+        let positions: Vec<usize> = [
+            "quarterly report",
+            "finance team",
+            "patient called",
+            "appointment",
+            "invoice was paid",
+            "monday afternoon",
+        ]
+        .iter()
+        .map(|keyword| {
+            transcript
+                .find(keyword)
+                .unwrap_or_else(|| panic!("{recording:?}: `{keyword}` is missing from {transcript}"))
+        })
+        .collect();
+        assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{transcript}");
+        let starts: Vec<f64> = entity["call_segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|segment| segment["start"].as_f64().unwrap())
+            .collect();
+        assert!(starts.windows(2).all(|pair| pair[0] <= pair[1]), "{starts:?}");
+        // The last sentence starts after the first two and their pauses.
+        let first_seconds = first_length as f64 / 44100.0;
+        assert!(*starts.last().unwrap() > first_seconds + 1.0, "{starts:?}");
+    }
+}
+
+#[test]
+fn decoded_pieces_are_sent_as_wav() {
+    let workspace = Workspace::new();
+    let (long_wav, first_length) = three_sentences(&workspace);
+    let recording = workspace.dir.path().join("call.flac");
+    encode_flac(&long_wav, &recording);
+    let limit = decoded_limit(first_length);
+
+    let server = TestServer::scripted(vec![
+        Reply::json(
+            200,
+            serde_json::json!({"text": "One.", "segments": [{"start": 0.5, "end": 1.0, "text": "One."}]}),
+        ),
+        Reply::json(
+            200,
+            serde_json::json!({"text": "Two.", "segments": [{"start": 0.5, "end": 1.0, "text": "Two."}]}),
+        ),
+        Reply::json(
+            200,
+            serde_json::json!({"text": "Three.", "segments": [{"start": 0.5, "end": 1.0, "text": "Three."}]}),
+        ),
+    ]);
+    let flow = FLOW.replace(
+        "  segments -> entity.call_segments\n",
+        &format!("  segments -> entity.call_segments\n  upload_limit {limit}\n"),
+    );
+    let (code, entity, _, stderr) = run(&flow, path_str(&recording), &format!("{}/v1", server.url()));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(entity["call_transcript"], "One. Two. Three.");
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    let mut offset = 0.0;
+    let mut offsets = Vec::new();
+    for (index, request) in requests.iter().enumerate() {
+        let body = &request.body;
+        let head = format!(
+            "Content-Disposition: form-data; name=\"file\"; filename=\"part{}-audio.wav\"\r\nContent-Type: audio/wav\r\n\r\n",
+            index + 1
+        );
+        let at = body
+            .windows(head.len())
+            .position(|window| window == head.as_bytes())
+            .unwrap_or_else(|| panic!("request {index} has no WAV file part"));
+        let file = &body[at + head.len()..];
+        assert_eq!(&file[..4], b"RIFF");
+        assert_eq!(&file[8..16], b"WAVEfmt ");
+        // Mono, 16 kHz, 16 bits.
+        assert_eq!(u16::from_le_bytes([file[22], file[23]]), 1);
+        assert_eq!(
+            u32::from_le_bytes([file[24], file[25], file[26], file[27]]),
+            16_000
+        );
+        assert_eq!(u16::from_le_bytes([file[34], file[35]]), 16);
+        let data = u32::from_le_bytes([file[40], file[41], file[42], file[43]]) as u64;
+        assert!(data + 44 <= limit, "piece {index} holds {data} bytes of samples");
+        offsets.push(offset);
+        offset += data as f64 / 32_000.0;
+    }
+
+    // Each segment starts 0.5 s into its piece.
+    let starts: Vec<f64> = entity["call_segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|segment| segment["start"].as_f64().unwrap())
+        .collect();
+    let expected: Vec<f64> = offsets
+        .iter()
+        .map(|offset| ((offset + 0.5) * 1000.0).round() / 1000.0)
+        .collect();
+    assert_eq!(starts, expected);
+}
+
+#[test]
+fn undecodable_file_above_limit_is_named() {
     let workspace = Workspace::new();
     let mut mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
     mp3.resize(4096, 0);
@@ -216,7 +371,7 @@ fn an_mp3_above_the_upload_limit_cannot_be_split() {
     assert_eq!(code, 3, "{stderr}");
     assert!(
         stderr.contains(
-            "is 4096 bytes, more than the upload limit of 2048 bytes, and only WAV files can be split"
+            "is 4096 bytes, more than the upload limit of 2048 bytes, and cannot be decoded to be split:"
         ),
         "{stderr}"
     );

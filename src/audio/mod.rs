@@ -1,11 +1,12 @@
 //! Audio for transcription: the format detected from the content, the
 //! multipart body of an OpenAI-compatible `/audio/transcriptions` request,
-//! the reading of its answer, and the splitting of long WAV files at quiet
-//! points.
+//! the reading of its answer, the decoding of compressed recordings, and
+//! the splitting of long recordings at quiet points.
 //!
 //! No network and no async here: the interpreter sends the bodies built
 //! here with the HTTP step's retry engine.
 
+pub mod decode;
 pub mod wav;
 
 use serde::Deserialize;

@@ -110,6 +110,29 @@ impl Wav {
     }
 }
 
+/// The length of the header that [`write_mono16_header`] writes.
+pub const MONO16_HEADER_LEN: usize = 44;
+
+/// Writes the header of a mono 16-bit PCM WAV file into the first
+/// [`MONO16_HEADER_LEN`] bytes of `file`, whose samples follow them.
+pub fn write_mono16_header(file: &mut [u8], sample_rate: u32) {
+    let data_len = (file.len() - MONO16_HEADER_LEN) as u32;
+    let mut header = Vec::with_capacity(MONO16_HEADER_LEN);
+    header.extend_from_slice(b"RIFF");
+    header.extend_from_slice(&(data_len + 36).to_le_bytes());
+    header.extend_from_slice(b"WAVEfmt ");
+    header.extend_from_slice(&16u32.to_le_bytes());
+    header.extend_from_slice(&1u16.to_le_bytes());
+    header.extend_from_slice(&1u16.to_le_bytes());
+    header.extend_from_slice(&sample_rate.to_le_bytes());
+    header.extend_from_slice(&(sample_rate * 2).to_le_bytes());
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&16u16.to_le_bytes());
+    header.extend_from_slice(b"data");
+    header.extend_from_slice(&data_len.to_le_bytes());
+    file[..MONO16_HEADER_LEN].copy_from_slice(&header);
+}
+
 /// Parses the `fmt ` and `data` chunks of a WAV file.
 pub fn parse(file: &[u8]) -> Result<Wav, String> {
     if file.len() < 12 || &file[..4] != b"RIFF" || &file[8..12] != b"WAVE" {
@@ -286,6 +309,25 @@ mod tests {
         let file = tone_and_pause(&[(0.5, true)]);
         let pieces = split(&file, 1 << 20).unwrap();
         assert_eq!(pieces, vec![(0.0, file.clone())]);
+    }
+
+    #[test]
+    fn a_mono16_header_describes_its_samples() {
+        let mut file = vec![0; MONO16_HEADER_LEN];
+        file.extend_from_slice(&[1, 0, 2, 0, 3, 0]);
+        write_mono16_header(&mut file, 16_000);
+        let wav = parse(&file).unwrap();
+        assert_eq!(
+            (
+                wav.channels,
+                wav.sample_rate,
+                wav.bits_per_sample,
+                wav.float,
+                wav.frames()
+            ),
+            (1, 16_000, 16, false, 3)
+        );
+        assert_eq!(wav.header_len(), MONO16_HEADER_LEN);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Runs a `transcribe` action. It loads the audio and splits a WAV file larger
-//! than the upload limit at quiet points. Each piece goes in order to an
+//! Runs a `transcribe` action. It loads the audio and splits a recording
+//! larger than the upload limit at quiet points, after decoding it to WAV
+//! when it is compressed. Each piece goes in order to an
 //! OpenAI-compatible `/audio/transcriptions` endpoint with the retry rules
 //! of model calls, and the stitched transcript is written.
 
@@ -8,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde_json::Value;
 use tracing::info;
 
-use crate::audio::{self, wav, AudioFormat, Transcript, TranscriptionRequest};
+use crate::audio::{self, decode, wav, AudioFormat, Transcript, TranscriptionRequest};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::llm::ProviderKind;
 use crate::program::{LlmTarget, Settings, TranscribeCall};
@@ -110,14 +111,50 @@ pub(crate) async fn run(
             "convert the recording, for example with `ffmpeg -i INPUT output.mp3`",
         ));
     };
-    let pieces: Vec<(f64, Bytes)> = if format == AudioFormat::Wav {
-        let parsed = wav::parse(&loaded.bytes).map_err(|reason| {
+    // A compressed recording above the limit is decoded to WAV, which is
+    // then checked and split like a WAV recording.
+    let (recording, upload_format) = if format == AudioFormat::Wav
+        || loaded.bytes.len() as u64 <= params.upload_limit
+    {
+        (loaded.bytes.clone(), format)
+    } else {
+        let bytes = loaded.bytes.clone();
+        let decoded = tokio::task::spawn_blocking(move || decode::to_wav(bytes, format))
+                .await
+                .map_err(|error| {
+                    fail(
+                        format!("decoding the audio failed: {error}"),
+                        "report this as a bug",
+                    )
+                })?
+                .map_err(|reason| {
+                    fail(
+                        format!(
+                            "{} is {} bytes, more than the upload limit of {} bytes, and cannot be decoded to be split: {reason}",
+                            loaded.display,
+                            loaded.bytes.len(),
+                            params.upload_limit
+                        ),
+                        "convert it to WAV, MP3 or FLAC, or raise `upload_limit` if the provider accepts larger files",
+                    )
+                })?;
+        info!(
+            step = %context.step.name,
+            "decoded {} ({}) into {} bytes of mono 16-bit WAV",
+            loaded.display,
+            format.extension(),
+            decoded.len()
+        );
+        (Bytes::from(decoded), AudioFormat::Wav)
+    };
+    let pieces: Vec<(f64, Bytes)> = if upload_format == AudioFormat::Wav {
+        let parsed = wav::parse(&recording).map_err(|reason| {
             fail(
                 format!("{} cannot be decoded: {reason}", loaded.display),
                 "convert it to 16-bit PCM WAV, MP3 or FLAC",
             )
         })?;
-        if parsed.frames() == 0 || parsed.is_silent(&loaded.bytes) {
+        if parsed.frames() == 0 || parsed.is_silent(&recording) {
             return Err(fail(
                 format!(
                     "{} is silent ({:.1} s with no sound), so there is nothing to transcribe",
@@ -127,8 +164,8 @@ pub(crate) async fn run(
                 "check the recording's input level, or that the right file is referenced",
             ));
         }
-        if loaded.bytes.len() as u64 > params.upload_limit {
-            let bytes = loaded.bytes.clone();
+        if recording.len() as u64 > params.upload_limit {
+            let bytes = recording.clone();
             let limit = params.upload_limit;
             let split = tokio::task::spawn_blocking(move || wav::split(&bytes, limit))
                 .await
@@ -150,24 +187,13 @@ pub(crate) async fn run(
                 .map(|(offset, piece)| (offset, Bytes::from(piece)))
                 .collect()
         } else {
-            vec![(0.0, loaded.bytes.clone())]
+            vec![(0.0, recording)]
         }
     } else {
-        if loaded.bytes.len() as u64 > params.upload_limit {
-            return Err(fail(
-                format!(
-                    "{} is {} bytes, more than the upload limit of {} bytes, and only WAV files can be split",
-                    loaded.display,
-                    loaded.bytes.len(),
-                    params.upload_limit
-                ),
-                "convert the recording to WAV so that flowrun can split it, or raise `upload_limit` if the provider accepts larger files",
-            ));
-        }
-        vec![(0.0, loaded.bytes.clone())]
+        vec![(0.0, recording)]
     };
 
-    let file_name = audio::upload_name(loaded.name.as_deref(), format);
+    let file_name = audio::upload_name(loaded.name.as_deref(), upload_format);
     let mut parts = Vec::new();
     let count = pieces.len();
     for (index, (offset, piece)) in pieces.into_iter().enumerate() {
@@ -177,11 +203,11 @@ pub(crate) async fn run(
             prompt: prompt.clone(),
             temperature: context.step.settings.llm.temperature,
             file_name: if count > 1 {
-                format!("part{}-{}", index + 1, audio::upload_name(None, format))
+                format!("part{}-{}", index + 1, audio::upload_name(None, upload_format))
             } else {
                 file_name.clone()
             },
-            format,
+            format: upload_format,
         };
         let transcript = send(
             &provider, &request, &piece, context, execution, records, call, index, count,

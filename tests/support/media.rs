@@ -9,8 +9,8 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Installs pdftotext and espeak-ng when they are missing, once per test
-/// binary.
+/// Installs pdftotext, espeak-ng, flac and lame when they are missing,
+/// once per test binary.
 pub fn media_tools() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
@@ -33,6 +33,32 @@ pub fn speak(text: &str, path: &Path) {
         .status()
         .expect("espeak-ng runs");
     assert!(status.success(), "espeak-ng failed: {status}");
+}
+
+/// Encodes the WAV file at `wav` as FLAC at `path`, with the `flac`
+/// program.
+pub fn encode_flac(wav: &Path, path: &Path) {
+    media_tools();
+    let status = Command::new("flac")
+        .args(["--silent", "--force", "-o"])
+        .arg(path)
+        .arg(wav)
+        .status()
+        .expect("flac runs");
+    assert!(status.success(), "flac failed: {status}");
+}
+
+/// Encodes the WAV file at `wav` as MP3 at 160 kbit/s at `path`, with the
+/// `lame` program.
+pub fn encode_mp3(wav: &Path, path: &Path) {
+    media_tools();
+    let status = Command::new("lame")
+        .args(["--quiet", "-b", "160"])
+        .arg(wav)
+        .arg(path)
+        .status()
+        .expect("lame runs");
+    assert!(status.success(), "lame failed: {status}");
 }
 
 /// The base URL (ending in `/v1`) of the local speech-to-text server, from
