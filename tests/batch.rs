@@ -451,7 +451,7 @@ fn a_json_array_on_standard_input_and_a_bad_record() {
     );
     assert!(stderr.contains("record 3 did not run:"), "{stderr}");
     assert!(
-        stderr.contains("record 3 of standard input is not a JSON object: found `3`"),
+        stderr.contains("record 3 of standard input is a number, not a JSON object"),
         "{stderr}"
     );
     assert!(
@@ -651,4 +651,182 @@ fn a_second_ctrl_c_abandons_running_executions() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("flow::input::resume_refused"), "{stderr}");
     assert_eq!(server.request_count(), 2);
+}
+
+/// A server that replies to every record at once, except that it holds
+/// `/claims/{held}` until the returned flag is set, for at most 30 s.
+fn holding_server(held: &'static str) -> (TestServer, Arc<AtomicBool>) {
+    let released = Arc::new(AtomicBool::new(false));
+    let flag = released.clone();
+    let server = TestServer::start(move |request| {
+        if record_id(request) == held {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Reply::json(200, json!({"status": "ok"}))
+    });
+    (server, released)
+}
+
+#[test]
+fn each_output_line_leaves_when_its_record_ends() {
+    let (server, released) = holding_server("C-2");
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 3);
+    let mut child = flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "1",
+        "--no-store",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if sender.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The first two lines arrive while the third record is still held.
+    let mut early = Vec::new();
+    for _ in 0..2 {
+        early.push(receiver.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    released.store(true, Ordering::SeqCst);
+    let result = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(result.status.code(), Some(0));
+    let rest: Vec<String> = receiver.try_iter().collect();
+    assert_eq!(
+        early,
+        [r#"{"id":"C-0","status":"ok"}"#, r#"{"id":"C-1","status":"ok"}"#]
+    );
+    assert_eq!(rest, [r#"{"id":"C-2","status":"ok"}"#]);
+}
+
+#[test]
+fn a_closed_standard_output_stops_taking_records() {
+    let (server, released) = holding_server("C-1");
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 10);
+    let store = workspace.dir.path().join("store.db");
+    let mut child = flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "1",
+        "--store",
+        path_str(&store),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Read one line, then go away like `head -n 1`.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "{\"id\":\"C-0\",\"status\":\"ok\"}\n");
+    drop(stdout);
+    released.store(true, Ordering::SeqCst);
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert_eq!(result.status.code(), Some(4), "{stderr}");
+
+    // The record in flight finished and was stored; no record started after it.
+    let sent: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|request| record_id(request).to_string())
+        .collect();
+    assert_eq!(sent, expected_ids(0..2));
+    assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 2]);
+    assert!(
+        stderr.contains("2 records in ") && stderr.contains(": 2 succeeded, 0 failed, 0 paused, 0 not run"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "standard output was closed, so no further record started and the results of those still running \
+             were not printed: records up to number 2 ran to the end; to run the rest, repeat the command with \
+             --skip 2"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_elements_of_a_json_array_fail_alone() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    let input = workspace.file(
+        "records.json",
+        format!(
+            "[{{\"id\":\"C-0\"}}, 5, \"str\", [1,2], null, {{\"id\": {deep}}}, {{\"id\":\"C-1\"}}, {{\"id\":\"C-2\"}}]"
+        ),
+    );
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "1",
+        "--no-store",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(0..3));
+    let mut sent: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|request| record_id(request).to_string())
+        .collect();
+    sent.sort();
+    assert_eq!(sent, expected_ids(0..3));
+    let shown = format!("record 2 of `{}` is a number, not a JSON object", input.display());
+    assert!(stderr.contains(&shown), "{stderr}");
+    let shown = format!(
+        "record 6 of `{}` is nested more than 128 levels deep",
+        input.display()
+    );
+    assert!(stderr.contains(&shown), "{stderr}");
+    assert!(
+        stderr.contains(": 3 succeeded, 0 failed, 0 paused, 5 not run"),
+        "{stderr}"
+    );
+
+    // Broken syntax stops the reading and says where.
+    let input = workspace.file("broken.json", "[{\"id\":\"C-0\"}, {\"id\": }, {\"id\":\"C-1\"}]");
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--no-store",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(0..1));
+    let shown = format!(
+        "record 2 of `{0}` is not valid JSON: expected value; reading stopped at record 2, and the rest of `{0}` \
+         was not read",
+        input.display()
+    );
+    assert!(stderr.contains(&shown), "{stderr}");
 }

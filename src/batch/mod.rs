@@ -85,6 +85,9 @@ pub struct Totals {
     pub last_taken: u64,
     /// The run stopped taking records after the first interrupt.
     pub interrupted: bool,
+    /// The run stopped taking records because the results could no longer
+    /// be handed on, as when the reader of standard output went away.
+    pub output_closed: bool,
     /// Executions abandoned in flight by a second interrupt. Their running
     /// steps stay recorded as running, so `flowrun resume` treats them as
     /// interrupted.
@@ -105,14 +108,16 @@ impl Totals {
 }
 
 /// Runs every record from `records`, at most `batch.concurrency` at once,
-/// and passes each result to `finished`. After the first message on
-/// `interrupts`, no further record starts and the running ones finish, each
-/// within its steps' timeouts. A second message abandons them at once.
+/// and passes each result to `finished`, which returns whether results can
+/// still be handed on. After the first message on `interrupts`, or once
+/// `finished` returns false, no further record starts and the running ones
+/// finish, each within its steps' timeouts. A second message abandons them
+/// at once.
 pub async fn run(
     batch: &Batch<'_>,
     mut records: mpsc::Receiver<Record>,
     interrupts: &mut mpsc::UnboundedReceiver<()>,
-    finished: &mut dyn FnMut(Finished, &Totals),
+    finished: &mut dyn FnMut(Finished, &Totals) -> bool,
 ) -> Totals {
     let concurrency = batch.concurrency.max(1);
     // In input order, a slow record holds back the output of those after
@@ -141,7 +146,9 @@ pub async fn run(
                        next_out: &mut Option<u64>| {
         totals.count(&result);
         if !batch.ordered {
-            finished(result, totals);
+            if !finished(result, totals) {
+                totals.output_closed = true;
+            }
             return;
         }
         waiting.insert(result.number(), result);
@@ -151,13 +158,15 @@ pub async fn run(
             }
             let result = entry.remove();
             *next_out = Some(result.number() + 1);
-            finished(result, totals);
+            if !finished(result, totals) {
+                totals.output_closed = true;
+            }
         }
     };
 
     loop {
         let room = running.len() < concurrency && (!batch.ordered || running.len() + waiting.len() < window);
-        let take = reading && !totals.interrupted && room;
+        let take = reading && !totals.interrupted && !totals.output_closed && room;
         if !take && running.is_empty() {
             break;
         }
@@ -197,7 +206,9 @@ pub async fn run(
     // nothing is left waiting; this only guards the output against a gap.
     drop(running);
     for (_, result) in std::mem::take(&mut waiting) {
-        finished(result, &totals);
+        if !finished(result, &totals) {
+            totals.output_closed = true;
+        }
     }
     totals
 }

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use serde::Deserialize as _;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -190,24 +189,36 @@ fn strip_position(message: &str) -> &str {
         .map_or(message, |index| &message[..index])
 }
 
-/// Reads `[ {...}, {...} ]` one element at a time. Elements must be
-/// objects, whose closing brace ends them, so the parser never reads past
-/// an element.
+/// Reads `[ {...}, {...} ]` one element at a time. The bytes of each
+/// element are found by their brackets and quotes and then parsed alone.
+/// An element that is not an object, or is nested too deeply, fails as its
+/// own record, and the elements after it are still read. Broken JSON syntax
+/// stops the reading, and the message names the record where it stopped.
 fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Record) -> bool) {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut number = 0u64;
-    let fail = |number: u64, message: String, send: &mut dyn FnMut(Record) -> bool| {
+    // A problem that ends the reading: the record and all after it are lost.
+    let stop = |number: u64, message: String, send: &mut dyn FnMut(Record) -> bool| {
         send(Record {
             number,
-            entity: Err(Diagnostic::error(Code::InvalidRecord, message)
-                .with_help("a JSON array of records looks like [{\"id\": \"C-1\"}, {\"id\": \"C-2\"}]")),
+            entity: Err(Diagnostic::error(
+                Code::InvalidRecord,
+                format!("{message}; reading stopped at record {number}, and the rest of {shown} was not read"),
+            )
+            .with_help("a JSON array of records looks like [{\"id\": \"C-1\"}, {\"id\": \"C-2\"}]; fix the input and run the rest with --skip")),
+        });
+    };
+    let read_failed = |number: u64, error: &std::io::Error, send: &mut dyn FnMut(Record) -> bool| {
+        send(Record {
+            number,
+            entity: Err(read_error(shown, error)),
         });
     };
     // The opening bracket, after an optional byte order mark.
     match next_token(&mut reader) {
         Ok(Some(b'[')) => {}
         Ok(other) => {
-            fail(
+            stop(
                 1,
                 format!("{shown} does not start with `[`, found {}", describe(other)),
                 send,
@@ -215,10 +226,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             return;
         }
         Err(error) => {
-            send(Record {
-                number: 1,
-                entity: Err(read_error(shown, &error)),
-            });
+            read_failed(1, &error, send);
             return;
         }
     }
@@ -227,10 +235,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
         let token = match peek_token(&mut reader) {
             Ok(token) => token,
             Err(error) => {
-                send(Record {
-                    number: number + 1,
-                    entity: Err(read_error(shown, &error)),
-                });
+                read_failed(number + 1, &error, send);
                 return;
             }
         };
@@ -241,7 +246,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             }
             _ if first => {}
             other => {
-                fail(
+                stop(
                     number + 1,
                     format!(
                         "after record {number} of {shown}, expected `,` or `]`, found {}",
@@ -255,31 +260,47 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
         first = false;
         number += 1;
         match peek_token(&mut reader) {
-            Ok(Some(b'{')) => {}
-            Ok(other) => {
-                fail(
+            Ok(token @ (Some(b',' | b']' | b'}') | None)) => {
+                stop(
                     number,
-                    format!(
-                        "record {number} of {shown} is not a JSON object: found {}",
-                        describe(other)
-                    ),
+                    format!("expected record {number} of {shown}, found {}", describe(token)),
+                    send,
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                read_failed(number, &error, send);
+                return;
+            }
+        }
+        let bytes = match element(&mut reader) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                stop(
+                    number,
+                    format!("record {number} of {shown} is not valid JSON: the input ends inside it"),
                     send,
                 );
                 return;
             }
             Err(error) => {
-                send(Record {
-                    number,
-                    entity: Err(read_error(shown, &error)),
-                });
+                read_failed(number, &error, send);
                 return;
             }
-        }
-        let mut deserializer = serde_json::Deserializer::from_reader(&mut reader);
-        let entity = match Value::deserialize(&mut deserializer) {
-            Ok(value) => value,
+        };
+        let entity = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(value) if value.is_object() => Ok(value),
+            Ok(value) => Err(not_object(shown, &format!("record {number}"), &value)),
+            Err(error) if error.to_string().starts_with("recursion limit exceeded") => {
+                Err(Diagnostic::error(
+                    Code::InvalidRecord,
+                    format!("record {number} of {shown} is nested more than 128 levels deep"),
+                )
+                .with_help("flatten the record; flowrun reads JSON nested up to 128 levels"))
+            }
             Err(error) => {
-                fail(
+                stop(
                     number,
                     format!(
                         "record {number} of {shown} is not valid JSON: {}",
@@ -290,11 +311,66 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 return;
             }
         };
-        if !send(Record {
-            number,
-            entity: Ok(entity),
-        }) {
+        if !send(Record { number, entity }) {
             return;
+        }
+    }
+}
+
+/// Takes the bytes of one array element: a string, an object or array up to
+/// its matching bracket, or anything else up to the next `,`, `]` or
+/// whitespace. Returns `None` when the input ends inside the element.
+fn element(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            let scalar = depth == 0 && !in_string && !bytes.is_empty();
+            return Ok(scalar.then_some(bytes));
+        }
+        let mut used = 0;
+        let mut done = false;
+        for &byte in buffer {
+            if in_string {
+                used += 1;
+                bytes.push(byte);
+                if escaped {
+                    escaped = false;
+                } else if byte == b'\\' {
+                    escaped = true;
+                } else if byte == b'"' {
+                    in_string = false;
+                    done = depth == 0;
+                }
+            } else {
+                let ends_before =
+                    depth == 0 && (matches!(byte, b',' | b']' | b'}') || byte.is_ascii_whitespace());
+                if ends_before {
+                    done = true;
+                    break;
+                }
+                used += 1;
+                bytes.push(byte);
+                match byte {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        done = depth == 0;
+                    }
+                    _ => {}
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        reader.consume(used);
+        if done {
+            return Ok(Some(bytes));
         }
     }
 }
@@ -556,14 +632,69 @@ mod tests {
             read("[{\"a\":1} {\"a\":2}]", Format::JsonArray, false, 0),
             [
                 Ok(json!({"a": 1})),
-                Err("after record 1 of `in`, expected `,` or `]`, found `{`".to_string())
+                Err(
+                    "after record 1 of `in`, expected `,` or `]`, found `{`; reading stopped at record 2, \
+                     and the rest of `in` was not read"
+                        .to_string()
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn a_json_array_element_that_is_no_object_fails_alone() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let text =
+            format!("[{{\"a\":1}}, 5, \"s]\\\"\" ,[1,[2]],null, {{\"d\": {deep}}}, -1.5e3, {{\"a\":2}}]");
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        assert_eq!(
+            read(text, Format::JsonArray, false, 0),
+            [
+                Ok(json!({"a": 1})),
+                Err("record 2 of `in` is a number, not a JSON object".to_string()),
+                Err("record 3 of `in` is a string, not a JSON object".to_string()),
+                Err("record 4 of `in` is an array, not a JSON object".to_string()),
+                Err("record 5 of `in` is null, not a JSON object".to_string()),
+                Err("record 6 of `in` is nested more than 128 levels deep".to_string()),
+                Err("record 7 of `in` is a number, not a JSON object".to_string()),
+                Ok(json!({"a": 2})),
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_json_syntax_says_where_the_array_stopped() {
+        assert_eq!(
+            read("[{\"a\":1}, {\"a\":}, {\"a\":2}]", Format::JsonArray, false, 0),
+            [
+                Ok(json!({"a": 1})),
+                Err(
+                    "record 2 of `in` is not valid JSON: expected value; reading stopped at record 2, \
+                     and the rest of `in` was not read"
+                        .to_string()
+                )
             ]
         );
         assert_eq!(
-            read("[{\"a\":1}, 7]", Format::JsonArray, false, 0),
+            read("[{\"a\":1}, {\"a\": \"open", Format::JsonArray, false, 0),
             [
                 Ok(json!({"a": 1})),
-                Err("record 2 of `in` is not a JSON object: found `7`".to_string())
+                Err(
+                    "record 2 of `in` is not valid JSON: the input ends inside it; reading stopped at \
+                     record 2, and the rest of `in` was not read"
+                        .to_string()
+                )
+            ]
+        );
+        assert_eq!(
+            read("[{\"a\":1},, {\"a\":2}]", Format::JsonArray, false, 0),
+            [
+                Ok(json!({"a": 1})),
+                Err(
+                    "expected record 2 of `in`, found `,`; reading stopped at record 2, and the rest of \
+                     `in` was not read"
+                        .to_string()
+                )
             ]
         );
     }

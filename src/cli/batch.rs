@@ -27,9 +27,6 @@ use crate::run::politeness::Politeness;
 use crate::run::report::Outcome;
 use crate::run::{self, Inputs};
 
-/// How long entity lines may wait in the output buffer.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
-
 /// Runs `program` once per record of `entities` and returns the exit code.
 pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, source: &Source<'_>) -> u8 {
     let format = args.batch.entities_format.map(|format| match format {
@@ -138,7 +135,6 @@ pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, s
     let progress = progress_bar(entities, records.format);
     let mut printer = Printer {
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
-        flushed_at: Instant::now(),
         output_error: None,
         progress: &progress,
         source,
@@ -157,7 +153,7 @@ pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, s
             }
         });
         batch::run(&batch, receiver, &mut interrupts, &mut |finished, totals| {
-            printer.finished(finished, totals);
+            printer.finished(finished, totals)
         })
         .await
     });
@@ -209,15 +205,18 @@ fn startup_failed(message: &str) -> u8 {
 
 /// Writes what each finished record leaves behind.
 struct Printer<'a, W: io::Write> {
+    /// Standard output, flushed after each line, so that what a killed
+    /// batch printed stays as close as it can to what its store holds.
     out: BufWriter<W>,
-    flushed_at: Instant,
     output_error: Option<io::Error>,
     progress: &'a Option<ProgressBar>,
     source: &'a Source<'a>,
 }
 
 impl<W: io::Write> Printer<'_, W> {
-    fn finished(&mut self, finished: Finished, totals: &Totals) {
+    /// Reports one finished record, and returns whether standard output
+    /// still takes lines.
+    fn finished(&mut self, finished: Finished, totals: &Totals) -> bool {
         match finished {
             Finished::Ran { number, report } => {
                 let id = &report.execution_id;
@@ -264,6 +263,7 @@ impl<W: io::Write> Printer<'_, W> {
                 ));
             }
         }
+        self.output_error.is_none()
     }
 
     fn write_entity(&mut self, entity: &serde_json::Value) {
@@ -273,14 +273,7 @@ impl<W: io::Write> Printer<'_, W> {
         let written = serde_json::to_writer(&mut self.out, entity)
             .map_err(io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"));
-        let written = written.and_then(|()| {
-            if self.flushed_at.elapsed() >= FLUSH_EVERY {
-                self.flushed_at = Instant::now();
-                self.out.flush()
-            } else {
-                Ok(())
-            }
-        });
+        let written = written.and_then(|()| self.out.flush());
         self.note(written);
     }
 
@@ -292,7 +285,7 @@ impl<W: io::Write> Printer<'_, W> {
     }
 
     /// Keeps the first write error. A reader that went away, as with
-    /// `| head`, ends the output quietly.
+    /// `| head`, is reported once by the summary.
     fn note(&mut self, result: io::Result<()>) {
         match result {
             Ok(()) => {}
@@ -414,10 +407,16 @@ fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &Ru
             "stopped by a second Ctrl-C with {} executions in flight; {store}",
             totals.abandoned
         ));
-    } else if totals.interrupted {
+    } else if totals.interrupted || totals.output_closed {
+        let cause = if totals.output_closed {
+            "standard output was closed, so no further record started and the results of those still running \
+             were not printed"
+        } else {
+            "interrupted"
+        };
         let skip = totals.last_taken.max(args.batch.skip);
         output::eprint_line(&format!(
-            "interrupted: records up to number {skip} ran to the end; to run the rest, repeat the command with \
+            "{cause}: records up to number {skip} ran to the end; to run the rest, repeat the command with \
              --skip {skip} (input {})",
             quote(entities)
         ));
