@@ -536,3 +536,30 @@ fn the_entity_schema_drives_checks_completion_and_hover() {
     );
     client.stop();
 }
+
+#[test]
+fn code_action_removes_a_second_content_type() {
+    let text = "step \"A\" {\n  http POST \"http://127.0.0.1:9/a\" json { \"a\": 1 } headers {\n    \"Content-Type\": \"text/plain\",\n    \"X-Id\": \"1\"\n  }\n}\n";
+    let uri = "untitled:content-type.flow";
+    let mut client = Client::start(&[]);
+    let published = client.open(uri, text);
+    assert_eq!(
+        published["diagnostics"][0]["code"],
+        "flow::check::duplicate_content_type"
+    );
+    assert_eq!(published["diagnostics"][0]["severity"], 2);
+    let actions = client.request(
+        "textDocument/codeAction",
+        json!({
+            "textDocument": {"uri": uri},
+            "range": {"start": {"line": 2, "character": 6}, "end": {"line": 2, "character": 6}},
+            "context": {"diagnostics": []},
+        }),
+    );
+    assert_eq!(actions[0]["title"], "Remove the Content-Type header");
+    assert_eq!(
+        actions[0]["edit"]["changes"][uri],
+        json!([{"range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 0}}, "newText": ""}])
+    );
+    client.stop();
+}

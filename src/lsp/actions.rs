@@ -26,6 +26,12 @@ pub fn fix_for(diagnostic: &Diagnostic, text: &str) -> Option<Fix> {
             edits: vec![(Span::new(before, span.end), String::new())],
         });
     }
+    if diagnostic.code == Code::DuplicateContentType {
+        return Some(Fix {
+            title: "Remove the Content-Type header".to_string(),
+            edits: vec![(removal_of_header(text, span), String::new())],
+        });
+    }
     let help = diagnostic.help.as_deref()?;
     let suggestion = between_backticks(help.strip_prefix("did you mean ")?)?;
     let written = &text[span.start..span.end];
@@ -44,6 +50,25 @@ pub fn fix_for(diagnostic: &Diagnostic, text: &str) -> Option<Fix> {
         title: format!("Replace with `{suggestion}`"),
         edits: vec![edit],
     })
+}
+
+/// Extends the span of a `"Name": "value"` pair over the comma after it,
+/// and over its whole line when nothing else is on it.
+fn removal_of_header(text: &str, span: Span) -> Span {
+    let mut end = span.end;
+    let after = &text[end..];
+    let spaces = after.len() - after.trim_start_matches([' ', '\t']).len();
+    if after[spaces..].starts_with(',') {
+        end += spaces + 1;
+    }
+    let line_start = text[..span.start].rfind('\n').map_or(0, |index| index + 1);
+    let line_end = text[end..].find('\n').map_or(text.len(), |index| end + index);
+    let alone = text[line_start..span.start].trim().is_empty() && text[end..line_end].trim().is_empty();
+    if alone && line_end < text.len() {
+        return Span::new(line_start, line_end + 1);
+    }
+    let start = text[..span.start].trim_end_matches([' ', '\t']).len();
+    Span::new(start, end)
 }
 
 fn between_backticks(text: &str) -> Option<&str> {
@@ -83,4 +108,26 @@ pub fn code_actions(document: &mut Document, uri: &str, params: &Value, encoding
         }));
     }
     Value::Array(actions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_removal_takes_its_line_or_its_comma() {
+        let text = "headers {\n  \"Content-Type\": \"text/plain\",\n  \"A\": \"b\"\n}";
+        let start = text.find("\"Content").unwrap();
+        let end = text.find(",\n").unwrap();
+        let span = removal_of_header(text, Span::new(start, end));
+        assert_eq!(
+            &text[span.start..span.end],
+            "  \"Content-Type\": \"text/plain\",\n"
+        );
+
+        let text = "headers { \"A\": \"b\", \"Content-Type\": \"x\" }";
+        let start = text.find("\"Content").unwrap();
+        let span = removal_of_header(text, Span::new(start, text.find(" }").unwrap()));
+        assert_eq!(&text[span.start..span.end], " \"Content-Type\": \"x\"");
+    }
 }
