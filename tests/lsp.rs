@@ -563,3 +563,25 @@ fn code_action_removes_a_second_content_type() {
     );
     client.stop();
 }
+
+#[test]
+fn symbols_include_steps_inside_conditions() {
+    let text = "if <<entity.amount>> > 5000 {\n  step \"Review\" {\n    http POST \"http://127.0.0.1:9/r\" json { \"a\": 1 }\n  }\n} else {\n  step \"Send\" {\n    http GET \"http://127.0.0.1:9/s\"\n  }\n}\n";
+    let uri = "untitled:branches.flow";
+    let mut client = Client::start(&[]);
+    client.open(uri, text);
+    let symbols = client.request(
+        "textDocument/documentSymbol",
+        json!({"textDocument": {"uri": uri}}),
+    );
+    assert_eq!(symbols[0]["name"], "if <<entity.amount>> > 5000");
+    assert_eq!(symbols[0]["kind"], 3);
+    let children: Vec<&str> = symbols[0]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|child| child["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, ["Review", "Send"]);
+    client.stop();
+}

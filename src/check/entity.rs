@@ -28,7 +28,7 @@ pub fn check(file: &File, schema: &EntitySchema) -> Vec<Diagnostic> {
         writes: Vec::new(),
         diagnostics: Vec::new(),
     };
-    checker.collect_writes(file);
+    checker.collect_writes(&file.items);
     checker.file(file);
     checker.diagnostics
 }
@@ -40,8 +40,15 @@ struct EntityChecker<'a> {
 }
 
 impl EntityChecker<'_> {
-    fn collect_writes(&mut self, file: &File) {
-        for item in &file.items {
+    fn collect_writes(&mut self, items: &[Item]) {
+        for item in items {
+            if let Item::Statement(crate::syntax::ast::Statement::If(block)) = item {
+                self.collect_writes(&block.then);
+                if let Some(otherwise) = &block.otherwise {
+                    self.collect_writes(otherwise);
+                }
+                continue;
+            }
             let Item::Step(step) = item else { continue };
             for step_item in &step.items {
                 let target = match step_item {

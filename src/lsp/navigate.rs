@@ -6,13 +6,14 @@ use crate::diagnostic::Span;
 use crate::lsp::document::Document;
 use crate::lsp::hover::{field_path_at, split_path, word_at};
 use crate::lsp::position::Encoding;
-use crate::syntax::ast::{Item, LlmClause, PathKey, StepItem};
+use crate::syntax::ast::{Item, LlmClause, PathKey, Statement, StepItem};
 
 const MODULE: u8 = 2;
 const METHOD: u8 = 6;
 const FUNCTION: u8 = 12;
 const VARIABLE: u8 = 13;
 const PROPERTY: u8 = 7;
+const NAMESPACE: u8 = 3;
 
 /// Finds the `let` of a variable under the cursor (in a merge field or a
 /// `vars.NAME` target), or the first step of a step name under the cursor.
@@ -92,7 +93,16 @@ pub fn symbols(document: &mut Document, encoding: Encoding) -> Value {
         value
     };
     let mut symbols = Vec::new();
-    for item in &analysis.parsed.file.items {
+    item_symbols(&analysis.parsed.file.items, &text, &symbol, &mut symbols);
+    Value::Array(symbols)
+}
+
+/// Builds one symbol from its name, kind, range, selection and children.
+type SymbolMaker<'a> = dyn Fn(&str, u8, Span, Span, Vec<Value>) -> Value + 'a;
+
+/// Appends the symbols of `items`, going into the branches of `if`.
+fn item_symbols(items: &[Item], text: &str, symbol: &SymbolMaker<'_>, symbols: &mut Vec<Value>) {
+    for item in items {
         match item {
             Item::Let(declaration) => symbols.push(symbol(
                 &declaration.name.text,
@@ -117,6 +127,15 @@ pub fn symbols(document: &mut Document, encoding: Encoding) -> Value {
                     setting.name.span,
                     Vec::new(),
                 ));
+            }
+            Item::Statement(Statement::If(block)) => {
+                let mut children = Vec::new();
+                item_symbols(&block.then, text, symbol, &mut children);
+                if let Some(otherwise) = &block.otherwise {
+                    item_symbols(otherwise, text, symbol, &mut children);
+                }
+                let head = text[block.head.start..block.head.end].trim_end();
+                symbols.push(symbol(head, NAMESPACE, block.span, block.head, children));
             }
             Item::Statement(_) => {}
             Item::Step(step) => {
@@ -167,7 +186,6 @@ pub fn symbols(document: &mut Document, encoding: Encoding) -> Value {
             }
         }
     }
-    Value::Array(symbols)
 }
 
 /// Formats the document with `flowrun fmt`'s engine: one edit replacing the
