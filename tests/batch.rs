@@ -518,6 +518,13 @@ fn ctrl_c_lets_running_executions_finish_and_skip_continues() {
         "{stderr}"
     );
     assert!(stderr.contains("repeat the command with --skip 3"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: interrupted: no further record starts; waiting for 3 running executions to finish \
+             (Ctrl-C again stops them at once)\n"
+        ),
+        "{stderr}"
+    );
 
     let (code, stdout, stderr) = output(&mut flowrun(&[
         "run",
@@ -832,4 +839,112 @@ fn bad_elements_of_a_json_array_fail_alone() {
         input.display()
     );
     assert!(stderr.contains(&shown), "{stderr}");
+}
+
+/// Runs a batch of three records in which `C-1` gets a 500 and the third is
+/// no object, and returns the exit code, standard error and the store.
+fn failing_batch(log_format: &str) -> (i32, String, String, PathBuf, Workspace, TestServer) {
+    let server = TestServer::start(|request| match record_id(request) {
+        "C-1" => Reply::status(500).body("broken"),
+        _ => Reply::json(200, json!({"status": "ok"})),
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "  on error continue notify\n");
+    let input = workspace.file("records.jsonl", "{\"id\":\"C-0\"}\n{\"id\":\"C-1\"}\n[2]\n");
+    let store = workspace.dir.path().join("store.db");
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--store",
+        path_str(&store),
+        "--log-format",
+        log_format,
+    ]));
+    let shown = format!("`{}`", input.display());
+    (code, stderr, shown, store, workspace, server)
+}
+
+#[test]
+fn json_logs_name_the_record_and_execution_on_every_line() {
+    let (code, stderr, shown, store, _workspace, server) = failing_batch("json");
+    assert_eq!(code, 1, "{stderr}");
+    let failed = SqliteStore::open(&store)
+        .unwrap()
+        .executions(Some(ExecutionStatus::Failed))
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    let id = failed[0].id.clone();
+
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON object: {line}")))
+        .collect();
+    let about_c1: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["message"].as_str().unwrap().contains("/claims/C-1"))
+        .collect();
+    // The notification and the record's own line.
+    assert_eq!(about_c1.len(), 2, "{stderr}");
+    for event in &about_c1 {
+        assert_eq!(
+            event["spans"][0],
+            json!({"name": "record", "record": 2}),
+            "{event}"
+        );
+        assert_eq!(event["spans"][1]["execution_id"], json!(id), "{event}");
+    }
+    let url = server.url();
+    assert_eq!(
+        about_c1[1]["message"],
+        json!(format!(
+            "record 2 (execution {id}) failed at step \"Send\": POST {url}/claims/C-1 returned 500 Internal \
+             Server Error; response body: broken"
+        ))
+    );
+    assert_eq!(about_c1[1]["level"], "WARN");
+    assert_eq!(about_c1[1]["outcome"], "failed");
+
+    let rejected = events
+        .iter()
+        .find(|event| {
+            event["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("record 3 did not run")
+        })
+        .unwrap();
+    assert_eq!(
+        rejected["message"],
+        json!(format!(
+            "record 3 did not run: line 3 of {shown} is an array, not a JSON object"
+        ))
+    );
+    assert_eq!(rejected["code"], "flow::input::invalid_record");
+    assert_eq!(rejected["level"], "ERROR");
+    assert_eq!(rejected["spans"], json!([{"name": "record", "record": 3}]));
+
+    let summary = events.last().unwrap();
+    assert_eq!(summary["level"], "INFO");
+    assert!(
+        summary["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(": 1 succeeded, 1 failed, 0 paused, 1 not run"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn text_logs_keep_a_response_body_on_its_line() {
+    let (code, stderr, _, _, _workspace, server) = failing_batch("text");
+    assert_eq!(code, 1, "{stderr}");
+    let url = server.url();
+    let notification = format!(
+        "warning: step \"Send\": notification (medium): step \"Send\" failed: POST {url}/claims/C-1 returned 500 \
+         Internal Server Error; response body: broken\n"
+    );
+    assert!(stderr.contains(&notification), "{stderr}");
+    assert!(!stderr.contains("\\n"), "{stderr}");
 }

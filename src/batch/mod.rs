@@ -17,6 +17,7 @@ use std::sync::Arc;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::diagnostic::Diagnostic;
 use crate::program::Program;
@@ -177,7 +178,15 @@ pub async fn run(
                     totals.abandoned = running.len() as u64;
                     break;
                 }
-                Some(()) => totals.interrupted = true,
+                Some(()) => {
+                    totals.interrupted = true;
+                    tracing::warn!(
+                        running = running.len(),
+                        "interrupted: no further record starts; waiting for {} running executions to finish \
+                         (Ctrl-C again stops them at once)",
+                        running.len()
+                    );
+                }
             },
             record = records.recv(), if take => match record {
                 None => reading = false,
@@ -187,7 +196,11 @@ pub async fn run(
                         next_out = Some(record.number);
                     }
                     match record.entity {
-                        Ok(entity) => running.push(shared.execute(record.number, entity)),
+                        Ok(entity) => running.push(
+                            shared
+                                .execute(record.number, entity)
+                                .instrument(tracing::info_span!("record", record = record.number)),
+                        ),
                         Err(diagnostic) => deliver(
                             Finished::Rejected { number: record.number, diagnostics: vec![diagnostic] },
                             &mut totals,

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::batch::records::{self, Format};
 use crate::batch::writer::StoreWriter;
 use crate::batch::{self, Batch, Finished, Totals};
-use crate::cli::args::{EntitiesFormat, RunArgs};
+use crate::cli::args::{EntitiesFormat, LogFormat, RunArgs};
 use crate::cli::output::{self, Source};
 use crate::cli::{
     executions, fail_invalid, EXIT_INTERRUPTED, EXIT_OUTPUT_FAILED, EXIT_PAUSED, EXIT_STEP_FAILED,
@@ -107,6 +107,9 @@ pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, s
         tracing::Level::WARN
     };
     output::init_logging_at(args.log_format, level);
+    let log = Log {
+        json: args.log_format == LogFormat::Json,
+    };
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -138,6 +141,7 @@ pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, s
         output_error: None,
         progress: &progress,
         source,
+        log,
     };
     let started = Instant::now();
     let receiver = records::spawn(records);
@@ -167,16 +171,14 @@ pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, s
     // the last group to commit.
     let store_failure = writer.map(StoreWriter::finish).and_then(Result::err);
 
-    summarize(&totals, elapsed, store_path.as_deref(), args, entities);
+    summarize(log, &totals, elapsed, store_path.as_deref(), args, entities);
     if let Some(message) = &store_failure {
-        output::eprint_diagnostics(
-            &[Diagnostic::error(
-                Code::StoreFailed,
-                format!("the execution store failed: {message}"),
-            )
-            .with_help("free disk space or fix the store's permissions; the executions after the failure are not recorded")],
-            None,
-        );
+        let diagnostic = Diagnostic::error(
+            Code::StoreFailed,
+            format!("the execution store failed: {message}"),
+        )
+        .with_help("free disk space or fix the store's permissions; the executions after the failure are not recorded");
+        log.diagnostics(None, &[diagnostic], None);
     }
     if printer.output_error.is_some() {
         return EXIT_OUTPUT_FAILED;
@@ -203,6 +205,71 @@ fn startup_failed(message: &str) -> u8 {
     fail_invalid(&[Diagnostic::error(Code::StartupFailed, message)], None)
 }
 
+/// The batch's own lines on standard error, in the layout of the log: plain
+/// text, or with `--log-format json` one JSON object per line that names
+/// the record and its execution in `spans`, as the events of the log do.
+#[derive(Debug, Clone, Copy)]
+struct Log {
+    json: bool,
+}
+
+impl Log {
+    fn line(self, level: tracing::Level, message: &str) {
+        if self.json {
+            output::eprint_json_line(level, message, serde_json::Map::new());
+        } else {
+            output::eprint_line(message);
+        }
+    }
+
+    /// Writes a line about record `number`, whose execution is `execution`.
+    fn record(self, number: u64, execution: &str, outcome: &str, message: &str) {
+        if self.json {
+            let mut fields = serde_json::Map::new();
+            fields.insert("outcome".to_string(), outcome.into());
+            fields.insert("spans".to_string(), spans(number, Some(execution)));
+            output::eprint_json_line(tracing::Level::WARN, message, fields);
+        } else {
+            output::eprint_line(message);
+        }
+    }
+
+    /// Writes the diagnostics of record `number`, or of the batch without one.
+    fn diagnostics(self, number: Option<u64>, diagnostics: &[Diagnostic], source: Option<&Source<'_>>) {
+        if !self.json {
+            if let Some(number) = number {
+                output::eprint_line(&format!("record {number} did not run:"));
+            }
+            output::eprint_diagnostics(diagnostics, source);
+            return;
+        }
+        for diagnostic in diagnostics {
+            let mut fields = serde_json::Map::new();
+            fields.insert("code".to_string(), diagnostic.code.as_str().into());
+            if let Some(help) = &diagnostic.help {
+                fields.insert("help".to_string(), help.as_str().into());
+            }
+            let message = match number {
+                Some(number) => {
+                    fields.insert("spans".to_string(), spans(number, None));
+                    format!("record {number} did not run: {}", diagnostic.message)
+                }
+                None => diagnostic.message.clone(),
+            };
+            output::eprint_json_line(tracing::Level::ERROR, &message, fields);
+        }
+    }
+}
+
+/// The `spans` of a JSON log line about record `number`.
+fn spans(number: u64, execution: Option<&str>) -> serde_json::Value {
+    let mut spans = vec![serde_json::json!({"name": "record", "record": number})];
+    if let Some(execution) = execution {
+        spans.push(serde_json::json!({"name": "execution", "execution_id": execution}));
+    }
+    serde_json::Value::Array(spans)
+}
+
 /// Writes what each finished record leaves behind.
 struct Printer<'a, W: io::Write> {
     /// Standard output, flushed after each line, so that what a killed
@@ -211,6 +278,7 @@ struct Printer<'a, W: io::Write> {
     output_error: Option<io::Error>,
     progress: &'a Option<ProgressBar>,
     source: &'a Source<'a>,
+    log: Log,
 }
 
 impl<W: io::Write> Printer<'_, W> {
@@ -234,13 +302,17 @@ impl<W: io::Write> Printer<'_, W> {
                             .find(|step| step.outcome == Outcome::Failed)
                             .map(|step| format!(" at step \"{}\"", step.name))
                             .unwrap_or_default();
+                        // One line per record: a line break, such as the one
+                        // before a response body, reads as a semicolon.
                         let reason = report
                             .store_error
                             .as_ref()
                             .or_else(|| report.failure())
-                            .map(|diagnostic| format!(": {}", diagnostic.message))
+                            .map(|diagnostic| format!(": {}", diagnostic.message.replace('\n', "; ")))
                             .unwrap_or_default();
-                        self.say(&format!("record {number} (execution {id}) {verb}{step}{reason}"));
+                        let line = format!("record {number} (execution {id}) {verb}{step}{reason}");
+                        let log = self.log;
+                        self.suspend(|| log.record(number, id, verb, &line));
                     }
                 }
                 self.write_entity(&report.entity);
@@ -248,10 +320,8 @@ impl<W: io::Write> Printer<'_, W> {
             Finished::Rejected { number, diagnostics } => {
                 let source = Some(self.source)
                     .filter(|_| diagnostics.iter().any(|diagnostic| diagnostic.span.is_some()));
-                self.suspend(|| {
-                    output::eprint_line(&format!("record {number} did not run:"));
-                    output::eprint_diagnostics(&diagnostics, source);
-                });
+                let log = self.log;
+                self.suspend(|| log.diagnostics(Some(number), &diagnostics, source));
             }
         }
         if let Some(bar) = self.progress {
@@ -293,14 +363,15 @@ impl<W: io::Write> Printer<'_, W> {
                 self.output_error = Some(error);
             }
             Err(error) => {
-                output::eprint_line(&format!("error: cannot write to standard output: {error}"));
+                let message = format!("cannot write to standard output: {error}");
+                if self.log.json {
+                    self.log.line(tracing::Level::ERROR, &message);
+                } else {
+                    output::eprint_line(&format!("error: {message}"));
+                }
                 self.output_error = Some(error);
             }
         }
-    }
-
-    fn say(&self, line: &str) {
-        self.suspend(|| output::eprint_line(line));
     }
 
     fn suspend(&self, write: impl FnOnce()) {
@@ -369,7 +440,14 @@ fn count_lines(path: &Path) -> Option<u64> {
     Some(lines)
 }
 
-fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &RunArgs, entities: &str) {
+fn summarize(
+    log: Log,
+    totals: &Totals,
+    elapsed: Duration,
+    store: Option<&Path>,
+    args: &RunArgs,
+    entities: &str,
+) {
     let records = totals.succeeded + totals.failed + totals.paused + totals.rejected;
     let seconds = elapsed.as_secs_f64();
     let rate = if seconds > 0.0 {
@@ -377,7 +455,7 @@ fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &Ru
     } else {
         0.0
     };
-    output::eprint_line(&format!(
+    log.line(tracing::Level::INFO, &format!(
         "{records} records in {seconds:.2} s ({rate:.0} per second): {} succeeded, {} failed, {} paused, {} not run",
         totals.succeeded, totals.failed, totals.paused, totals.rejected
     ));
@@ -392,7 +470,7 @@ fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &Ru
             }
             None => "paused executions cannot be resumed: the batch ran with --no-store".to_string(),
         };
-        output::eprint_line(&line);
+        log.line(tracing::Level::INFO, &line);
     }
     if totals.abandoned > 0 {
         let store = match store {
@@ -403,10 +481,13 @@ fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &Ru
             ),
             None => "the batch ran with --no-store, so nothing records whether their requests were sent".to_string(),
         };
-        output::eprint_line(&format!(
-            "stopped by a second Ctrl-C with {} executions in flight; {store}",
-            totals.abandoned
-        ));
+        log.line(
+            tracing::Level::WARN,
+            &format!(
+                "stopped by a second Ctrl-C with {} executions in flight; {store}",
+                totals.abandoned
+            ),
+        );
     } else if totals.interrupted || totals.output_closed {
         let cause = if totals.output_closed {
             "standard output was closed, so no further record started and the results of those still running \
@@ -415,11 +496,14 @@ fn summarize(totals: &Totals, elapsed: Duration, store: Option<&Path>, args: &Ru
             "interrupted"
         };
         let skip = totals.last_taken.max(args.batch.skip);
-        output::eprint_line(&format!(
+        log.line(
+            tracing::Level::WARN,
+            &format!(
             "{cause}: records up to number {skip} ran to the end; to run the rest, repeat the command with \
              --skip {skip} (input {})",
             quote(entities)
-        ));
+        ),
+        );
     }
 }
 

@@ -192,15 +192,21 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
 pub fn init_logging_at(format: LogFormat, level: tracing::Level) {
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    let filter = tracing_subscriber::filter::Targets::new()
-        .with_target("flowrun", level)
-        .with_default(tracing::Level::WARN);
+    // flowrun's spans are always on, whatever the level, so that every
+    // event of a JSON log names its execution.
+    let filter = tracing_subscriber::filter::filter_fn(move |metadata| {
+        if metadata.target().starts_with("flowrun") {
+            metadata.is_span() || *metadata.level() <= level
+        } else {
+            *metadata.level() <= tracing::Level::WARN
+        }
+    });
     // A closed standard error must not stop the run, so write errors of the
     // log are not reported (which would panic).
     let builder = tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_target(false)
-        .with_max_level(level)
+        .with_max_level(tracing::Level::TRACE)
         .log_internal_errors(false);
     // A second call finds a subscriber in place, which is harmless.
     let _ = match format {
@@ -243,7 +249,9 @@ where
             tracing::Level::DEBUG | tracing::Level::TRACE => "debug: ",
             tracing::Level::INFO => "",
         };
-        let message = escape_controls(&fields.message).replace('\n', "\\n");
+        // One line per event: a line break, such as the one before a
+        // response body, reads as a semicolon.
+        let message = escape_controls(&fields.message).replace('\n', "; ");
         match fields.step {
             Some(step) => writeln!(
                 writer,
@@ -340,6 +348,20 @@ impl miette::Diagnostic for MietteReport<'_> {
 }
 
 /// Writes one line to standard error.
+/// Writes one JSON object to standard error in the layout of the JSON log:
+/// `timestamp`, `level`, `message`, then `fields`.
+pub fn eprint_json_line(level: tracing::Level, message: &str, fields: serde_json::Map<String, Value>) {
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut line = serde_json::Map::new();
+    line.insert("timestamp".to_string(), Value::String(timestamp));
+    line.insert("level".to_string(), Value::String(level.to_string()));
+    line.insert("message".to_string(), Value::String(message.to_string()));
+    line.extend(fields);
+    let _ = writeln!(io::stderr().lock(), "{}", Value::Object(line));
+}
+
 pub fn eprint_line(line: &str) {
     let _ = writeln!(io::stderr().lock(), "{}", escape_controls(line));
 }

@@ -26,12 +26,23 @@ impl Rate {
         let (count, unit) = text
             .split_once('/')
             .ok_or_else(|| format!("`{text}` is not a rate; write it as COUNT/UNIT, such as 50/s"))?;
-        let count: u32 = count
-            .trim()
-            .parse()
-            .ok()
-            .filter(|count| *count > 0)
-            .ok_or_else(|| format!("`{text}`: the count must be a whole number above 0, such as 50/s"))?;
+        let count = count.trim();
+        let whole = !count.is_empty() && count.bytes().all(|byte| byte.is_ascii_digit());
+        let count: u32 = match count.parse() {
+            Ok(count) if count > 0 => count,
+            // Only a number too large for the count fails to parse as digits.
+            Err(_) if whole => {
+                return Err(format!(
+                    "`{text}`: the count is too large; the maximum is {}",
+                    u32::MAX
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "`{text}`: the count must be a whole number above 0, such as 50/s"
+                ))
+            }
+        };
         let per = match unit.trim() {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
@@ -95,11 +106,13 @@ impl Politeness {
                 Decision::Go => return,
                 Decision::Closed(open_at) => tokio::time::sleep_until(open_at).await,
                 Decision::Slot(slot) => {
-                    // The slot is taken; after waiting for it, only a gate
-                    // closed in the meantime can hold the request back.
                     tokio::time::sleep_until(slot).await;
-                    self.wait_for_gate(&key).await;
-                    return;
+                    // A gate closed while the request waited for its slot
+                    // sends it back to the queue, so that the requests it
+                    // held leave one interval apart when it opens.
+                    if self.gate_open(&key) {
+                        return;
+                    }
                 }
             }
         }
@@ -127,18 +140,10 @@ impl Politeness {
         }
     }
 
-    async fn wait_for_gate(&self, key: &str) {
-        loop {
-            let now = Instant::now();
-            let open_at = {
-                let hosts = self.hosts.lock().unwrap_or_else(|poison| poison.into_inner());
-                hosts.get(key).map_or(now, |host| host.open_at)
-            };
-            if open_at <= now {
-                return;
-            }
-            tokio::time::sleep_until(open_at).await;
-        }
+    fn gate_open(&self, key: &str) -> bool {
+        let now = Instant::now();
+        let hosts = self.hosts.lock().unwrap_or_else(|poison| poison.into_inner());
+        hosts.get(key).is_none_or(|host| host.open_at <= now)
     }
 
     /// Closes `url`'s host's gate for `wait`, as a 429's `Retry-After`
@@ -236,5 +241,41 @@ mod tests {
             times.push(started.elapsed().as_millis());
         }
         assert_eq!(times, [0, 250, 500, 750]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_held_by_a_gate_keep_the_rate() {
+        let politeness = std::sync::Arc::new(Politeness::new(Some(Rate::parse("10/s").unwrap())));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let politeness = politeness.clone();
+            tasks.push(tokio::spawn(async move {
+                politeness.before_request(&url("http://127.0.0.1:9000/")).await;
+                started.elapsed().as_millis()
+            }));
+        }
+        // The first request has left; the others hold slots at 100, 200
+        // and 300 ms when a 429 closes the gate until 1050 ms.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        politeness.hold(&url("http://127.0.0.1:9000/"), Duration::from_secs(1));
+        let mut times = Vec::new();
+        for task in tasks {
+            times.push(task.await.unwrap());
+        }
+        times.sort_unstable();
+        assert_eq!(times, [0, 1050, 1150, 1250]);
+    }
+
+    #[test]
+    fn rates_too_large_name_the_maximum() {
+        assert_eq!(
+            Rate::parse("100000000000/s").unwrap_err(),
+            "`100000000000/s`: the count is too large; the maximum is 4294967295"
+        );
+        assert_eq!(
+            Rate::parse("-5/s").unwrap_err(),
+            "`-5/s`: the count must be a whole number above 0, such as 50/s"
+        );
     }
 }
