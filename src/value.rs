@@ -82,6 +82,25 @@ pub fn to_decimal(value: &Value) -> Option<Decimal> {
         .ok()
 }
 
+/// Whether `value` is written as a number but is beyond what an exact
+/// decimal holds (more than 28 significant digits, or an exponent such as
+/// `1e400`).
+pub fn out_of_range(value: &Value) -> bool {
+    let numeric = match value {
+        Value::Number(_) => true,
+        Value::String(text) => {
+            let text = text.trim();
+            text.bytes().any(|byte| byte.is_ascii_digit())
+                && text
+                    .bytes()
+                    .all(|byte| byte.is_ascii_digit() || b"+-.eE".contains(&byte))
+                && text.parse::<f64>().is_ok()
+        }
+        _ => false,
+    };
+    numeric && to_decimal(value).is_none()
+}
+
 /// Writes a decimal as a JSON number with the same digits.
 pub fn decimal_value(decimal: Decimal) -> Value {
     serde_json::Number::from_str(&decimal.to_string())
@@ -120,7 +139,13 @@ pub fn convert(value: &Value, ty: VarType) -> Result<Value, String> {
                 Value::Number(_) => value.clone(),
                 _ => decimal_value(decimal),
             })
-            .ok_or_else(|| format!("`{}` is not a number", shown())),
+            .ok_or_else(|| {
+                if out_of_range(value) {
+                    format!("`{}` is out of range (more than 28 significant digits)", shown())
+                } else {
+                    format!("`{}` is not a number", shown())
+                }
+            }),
         VarType::Boolean => to_bool(value)
             .map(Value::Bool)
             .ok_or_else(|| format!("`{}` is not a boolean (true or false)", shown())),

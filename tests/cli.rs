@@ -490,3 +490,52 @@ fn dry_run_shows_a_secret_base_url_masked() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "# step \"GET (line 1)\"\nGET ***/status\n\n");
 }
+
+#[test]
+fn dry_run_lists_failed_conditions_and_the_branch_taken() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "branch.flow",
+        "if <<entity.amount>> > 100 {\n  set entity.big = true\n}\n",
+    );
+    let blank = workspace.file("blank.json", r#"{"amount": ""}"#);
+    let (code, stdout, _) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&blank),
+        "--dry-run",
+    ]));
+    assert_eq!(code, 1);
+    assert!(
+        stdout.ends_with("failed: `>` cannot compare a blank value: `entity.amount` is blank\n\n"),
+        "{stdout}"
+    );
+
+    let large = workspace.file("large.json", r#"{"amount": 500}"#);
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&large),
+        "--dry-run",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.ends_with(": took the `then` branch\n\n"), "{stdout}");
+
+    let typed = workspace.file(
+        "typed.flow",
+        "let amt: number = <<entity.amount_text>>\nset entity.x = <<vars.amt>>\n",
+    );
+    let text = workspace.file("text.json", r#"{"amount_text": "abc"}"#);
+    let (code, stdout, _) = output(&mut flowrun(&[
+        "run",
+        path_str(&typed),
+        "--entity",
+        path_str(&text),
+        "--dry-run",
+    ]));
+    assert_eq!(code, 1);
+    assert!(stdout.contains("failed: "), "{stdout}");
+    assert!(stdout.contains("abc"), "{stdout}");
+}

@@ -327,3 +327,110 @@ fn no_secret_reaches_the_script_environment() {
     assert!(!stdout.contains("sk-other-secret-99"));
     assert!(!stdout.contains("aws-secret-42"));
 }
+
+#[tokio::test]
+async fn outputs_past_16_mb_fail_at_once() {
+    let source = code_step(
+        "outputs.h = \"y\" * inputs.n",
+        "  inputs { n: 17000000 }\n  outputs { h -> entity.h }\n",
+    );
+    let report = run(&source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::CodeFailed);
+    assert_eq!(
+        failure.message,
+        "the Python script wrote more than 16 MB of outputs"
+    );
+    assert_eq!(report.entity, json!({}));
+}
+
+#[tokio::test]
+async fn a_process_that_leaves_the_session_neither_holds_the_step_nor_outlives_it() {
+    let source = code_step(
+        "import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(600)\n    os._exit(0)\noutputs.pid = pid",
+        "  outputs { pid -> entity.pid }\n",
+    );
+    let report = run(&source, json!({})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    let pid = report.entity["pid"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = status.split(") ").nth(1).and_then(|rest| rest.chars().next());
+        if matches!(state, None | Some('Z') | Some('X')) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "process {pid} still runs: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn sys_exit_0_succeeds_and_another_code_fails() {
+    let source = code_step(
+        "import sys\noutputs.n = 7\nsys.exit(0)",
+        "  outputs { n -> entity.n }\n",
+    );
+    let report = run(&source, json!({})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity, json!({"n": 7}));
+
+    let source = code_step(
+        "import sys\noutputs.n = 7\nsys.exit(3)",
+        "  outputs { n -> entity.n }\n",
+    );
+    let report = run(&source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::CodeFailed);
+    assert_eq!(failure.message, "the Python script called `sys.exit` with code 3");
+    assert_eq!(report.entity, json!({}));
+}
+
+#[tokio::test]
+async fn an_output_json_cannot_hold_is_named() {
+    let source = code_step(
+        "outputs.good = 1\noutputs.bad = {1, 2}",
+        "  outputs {\n    good -> entity.good\n    bad -> entity.bad\n  }\n",
+    );
+    let report = run(&source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::CodeFailed);
+    assert_eq!(
+        failure.message,
+        "the Python script set output `bad` to a value JSON cannot hold: Object of type set is not JSON serializable"
+    );
+    assert_eq!(report.entity, json!({}));
+
+    // An output the step does not write is not sent back.
+    let source = code_step(
+        "outputs.good = 1\noutputs.extra = b\"x\"",
+        "  outputs { good -> entity.good }\n",
+    );
+    let report = run(&source, json!({})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity, json!({"good": 1}));
+}
+
+#[tokio::test]
+async fn the_smallest_memory_limit_runs_a_script() {
+    let source = code_step(
+        "outputs.n = sum(range(10))",
+        "  memory 32MB\n  outputs { n -> entity.n }\n",
+    );
+    let checked = check_source(&source, Path::new("test.flow"));
+    let codes: Vec<Code> = checked
+        .diagnostics
+        .iter()
+        .map(|diagnostic| diagnostic.code)
+        .collect();
+    assert_eq!(codes, vec![Code::InvalidOption]);
+    assert_eq!(checked.diagnostics[0].message, "invalid memory `32MB`");
+
+    let source = code_step(
+        "outputs.n = sum(range(10))",
+        "  memory 64MB\n  outputs { n -> entity.n }\n",
+    );
+    let report = run(&source, json!({})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity, json!({"n": 45}));
+}

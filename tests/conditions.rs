@@ -820,3 +820,80 @@ fn a_resume_computes_a_secret_variable_again() {
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[1].header("Authorization"), Some("Bearer tok-4711"));
 }
+
+#[tokio::test]
+async fn lists_and_objects_do_not_order_or_match_as_text() {
+    let entity = json!({"l": ["x", "y"], "o": {"k": 1}, "n": [1, 2]});
+    assert_eq!(
+        condition_error("<<entity.l>> < \"x\"", entity.clone()).await,
+        "`<` cannot compare lists: `entity.l` is a list"
+    );
+    assert_eq!(
+        condition_error("<<entity.o>> >= <<entity.o>>", entity.clone()).await,
+        "`>=` cannot compare objects: `entity.o` is an object"
+    );
+    assert_eq!(
+        condition_error("<<entity.o>> contains \"k\" ignoring case", entity.clone()).await,
+        "`contains` cannot compare objects: `entity.o` is an object"
+    );
+    assert_eq!(
+        condition_error("<<entity.n>> starts with <<entity.n>>", entity.clone()).await,
+        "`starts with` cannot compare lists: `entity.n` is a list"
+    );
+    assert_eq!(
+        condition_error("\"x\" ends with <<entity.l>>", entity.clone()).await,
+        "`ends with` cannot compare lists: `entity.l` is a list"
+    );
+    // A list still holds the item `contains` looks for.
+    assert_eq!(branch("<<entity.l>> contains \"y\"", entity).await, "then");
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_are_not_matched_as_text() {
+    let entity = parse(r#"{"big": 1e400}"#);
+    assert_eq!(
+        condition_error("<<entity.big>> contains \"1\"", entity).await,
+        "`contains` cannot use `entity.big`: the number `1e+400` is out of range (more than 28 significant digits)"
+    );
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_are_named_so_when_ordered() {
+    let entity = parse(r#"{"big": 123456789012345678901234567890123}"#);
+    assert_eq!(
+        condition_error("<<entity.big>> > 5", entity).await,
+        "`>` cannot compare `entity.big`: the number `123456789012345678901234567890123` is out of range (more than 28 significant digits)"
+    );
+}
+
+#[tokio::test]
+async fn in_with_mixed_items_compares_each_item() {
+    let entity = json!({"a": 10, "b": 10, "c": 11, "t": "zz"});
+    assert_eq!(
+        branch("<<entity.a>> in [<<entity.b>>, \"zz\"]", entity.clone()).await,
+        "then"
+    );
+    assert_eq!(
+        branch("<<entity.a>> in [<<entity.c>>, \"zz\"]", entity.clone()).await,
+        "else"
+    );
+    assert_eq!(
+        branch("<<entity.t>> in [5, \"zz\"]", entity.clone()).await,
+        "then"
+    );
+    assert_eq!(
+        condition_error("<<entity.t>> in [5, 6]", entity).await,
+        "`==` compares numbers, but `entity.t` is `zz`"
+    );
+}
+
+#[tokio::test]
+async fn arithmetic_and_typed_variables_name_numbers_out_of_range() {
+    let report = run("set entity.y = <<entity.big>> + 1\n", parse(r#"{"big": 1e400}"#)).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::InvalidValue);
+    assert_eq!(
+        failure.message,
+        "`+` cannot use `entity.big`: the number `1e+400` is out of range (more than 28 significant digits)"
+    );
+}

@@ -776,3 +776,17 @@ fn resume_after_a_branch_does_not_ask_the_model_again() {
     let record = flowrun::store::Store::execution(&stored, "urgent-1").unwrap();
     assert_eq!(record.vars["@branches"], json!({"if (line 1)": "then"}));
 }
+
+#[test]
+fn llm_condition_about_a_blank_value_asks_no_model() {
+    let server = TestServer::scripted(vec![completion("{\"choice\": \"yes\"}", "stop")]);
+    let (code, entity, stderr) = run(INJURY, &server, r#"{"adjuster_notes": "  "}"#);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(entity, json!({"adjuster_notes": "  "}));
+    assert!(stderr.contains("flow::run::condition_failed"), "{stderr}");
+    assert!(
+        stderr.contains("the LLM condition is about a blank value; no model was asked"),
+        "{stderr}"
+    );
+    assert_eq!(server.request_count(), 0);
+}

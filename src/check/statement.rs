@@ -26,6 +26,9 @@ use crate::syntax::template;
 /// The variable an LLM condition writes its answer to before the
 /// interpreter reads and removes it. No merge field can name it.
 pub const CONDITION_ANSWER: &str = "@answer";
+/// What stands between the question of an LLM condition and the text it is
+/// about, in the prompt.
+pub const ABOUT_MARK: &str = "\n\nText:\n";
 
 /// The steps built so far and the names they use.
 pub(crate) struct Flattener {
@@ -540,7 +543,7 @@ impl Checker {
     ) -> LlmCall {
         let mut prompt = self.compile(&question.template, |_| Encoding::Raw);
         if let Some(about) = about {
-            prompt.pieces.push(Piece::Text("\n\nText:\n".to_string()));
+            prompt.pieces.push(Piece::Text(ABOUT_MARK.to_string()));
             match about {
                 ast::Operand::Field(field) => {
                     self.check_expr(&field.expr, false);
@@ -719,7 +722,7 @@ impl Checker {
                     None => self.diagnostics.push(
                         Diagnostic::error(Code::InvalidOption, format!("invalid memory `{}`", arg.text))
                             .with_label(arg.span, "not a size")
-                            .with_help("write a whole number with a unit MB or GB, such as `memory 512MB`, from 16MB to 64GB"),
+                            .with_help("write a whole number with a unit MB or GB, such as `memory 512MB`, from 64MB to 64GB"),
                     ),
                 },
                 ("interpreter", Some(arg)) if option.args.len() == 1 => {
@@ -781,7 +784,7 @@ fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = count.checked_mul(unit_bytes)?;
-    (16 * 1024 * 1024..=64 * 1024 * 1024 * 1024)
+    (64 * 1024 * 1024..=64 * 1024 * 1024 * 1024)
         .contains(&bytes)
         .then_some(bytes)
 }

@@ -265,11 +265,11 @@ fn run_command(args: RunArgs) -> u8 {
     }
 
     if args.dry_run {
-        if !output::print_stdout(&output::format_dry_run(&report.dry_run)) {
+        let (text, any_failed) = output::format_dry_run_report(&report);
+        if !output::print_stdout(&text) {
             return EXIT_OUTPUT_FAILED;
         }
-        let any_unrendered = report.dry_run.iter().any(|request| request.error.is_some());
-        return if any_unrendered {
+        return if any_failed {
             EXIT_STEP_FAILED
         } else {
             EXIT_SUCCESS

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::cli::args::LogFormat;
 use crate::diagnostic::{Diagnostic, LineIndex, Severity, Span};
-use crate::run::report::RenderedRequest;
+use crate::run::report::{Outcome, RenderedRequest, Report};
 
 /// A source file, for diagnostics that point into it.
 pub struct Source<'a> {
@@ -153,6 +153,48 @@ pub fn print_json(value: &impl serde::Serialize) -> bool {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     print_stdout(&text)
+}
+
+/// Formats a dry run step by step: each request as an HTTP message, the
+/// branch each condition step took, and the error of a step that failed
+/// without a request to list it under. Returns the text and whether
+/// anything failed.
+pub fn format_dry_run_report(report: &Report) -> (String, bool) {
+    let mut out = String::new();
+    let mut failed = false;
+    let mut listed = vec![false; report.dry_run.len()];
+    for step in &report.steps {
+        let mine: Vec<usize> = (0..report.dry_run.len())
+            .filter(|&index| !listed[index] && report.dry_run[index].step == step.name)
+            .collect();
+        for &index in &mine {
+            listed[index] = true;
+        }
+        let requests: Vec<RenderedRequest> =
+            mine.iter().map(|&index| report.dry_run[index].clone()).collect();
+        failed |= requests.iter().any(|request| request.error.is_some());
+        out.push_str(&format_dry_run(&requests));
+        if let Some(branch) = step.branch {
+            out.push_str(&format!(
+                "# step \"{}\": took the `{}` branch\n\n",
+                step.name,
+                branch.as_str()
+            ));
+        }
+        let shown = requests.iter().any(|request| request.error.is_some());
+        if step.outcome == Outcome::Failed && !shown {
+            failed = true;
+            let message = step.error_message.as_deref().unwrap_or("the step failed");
+            out.push_str(&format!("# step \"{}\" failed: {}\n\n", step.name, message));
+        }
+    }
+    let rest: Vec<RenderedRequest> = (0..report.dry_run.len())
+        .filter(|&index| !listed[index])
+        .map(|index| report.dry_run[index].clone())
+        .collect();
+    failed |= rest.iter().any(|request| request.error.is_some());
+    out.push_str(&format_dry_run(&rest));
+    (out, failed)
 }
 
 /// Formats the requests of a dry run as HTTP messages.

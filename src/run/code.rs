@@ -5,9 +5,11 @@
 //! limit with `setrlimit`, runs the script and writes the outputs, the log
 //! and any exception as JSON to a copy of its standard output. No shell
 //! stands in between, and the interpreter starts with an empty environment,
-//! in isolated mode, in a process group of its own that is killed when the
-//! step's timeout passes.
+//! in isolated mode, in a process group of its own. When the interpreter
+//! ends or the step's timeout passes, the group is killed, and so is any
+//! process that still holds the step's pipes.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub const LOG_MESSAGE_LIMIT: usize = 8 * 1024;
 pub const LOG_RUN_LIMIT: usize = 100 * 1024;
 /// The most output a script may write back, in bytes.
 const RESULT_LIMIT: usize = 16 * 1024 * 1024;
+/// How long reading the pipes after the interpreter ended waits for more.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 /// The end of standard error kept for a script that failed without a
 /// result.
 const STDERR_LIMIT: usize = 8 * 1024;
@@ -78,16 +82,34 @@ class Outputs:
 inputs = Inputs(request["inputs"])
 outputs = Outputs()
 answer = {"log": outputs._log}
+text = None
 try:
     code = compile(request["script"], "<script>", "exec")
-    exec(code, {"inputs": inputs, "outputs": outputs, "__name__": "__script__"})
-    answer["outputs"] = outputs._values
-    text = json.dumps(answer, allow_nan=False)
+    try:
+        exec(code, {"inputs": inputs, "outputs": outputs, "__name__": "__script__"})
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            answer["exit"] = stop.code if isinstance(stop.code, int) else str(stop.code)
+    if "exit" not in answer:
+        kept = {}
+        for name in request["outputs"]:
+            if name not in outputs._values:
+                continue
+            try:
+                json.dumps(outputs._values[name], allow_nan=False)
+            except (TypeError, ValueError) as error:
+                answer["invalid"] = {"name": name, "reason": str(error)}
+                break
+            kept[name] = outputs._values[name]
+        else:
+            answer["outputs"] = kept
+            text = json.dumps(answer, allow_nan=False)
 except BaseException as error:
     lines = traceback.format_exception(type(error), error, error.__traceback__.tb_next)
     answer.pop("outputs", None)
     answer["error"] = "".join(traceback.format_exception_only(type(error), error)).strip()
     answer["traceback"] = "".join(lines)
+if text is None:
     text = json.dumps(answer, default=str)
 result.write(text)
 result.flush()
@@ -136,6 +158,7 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
         "memory": call.memory,
         "log_message": LOG_MESSAGE_LIMIT,
         "log_run": LOG_RUN_LIMIT,
+        "outputs": call.outputs.iter().map(|(name, _, _)| name.as_str()).collect::<Vec<_>>(),
     });
 
     let mut command = tokio::process::Command::new(&interpreter);
@@ -164,6 +187,7 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
     let mut stdout = child.stdout.take().expect("run: stdout is piped");
     let mut stderr = child.stderr.take().expect("run: stderr is piped");
     let body = request.to_string();
+    let pipes = [pipe_inode(stdout.as_raw_fd()), pipe_inode(stderr.as_raw_fd())];
     let exchange = async {
         // A script that fails before reading its input closes the pipe;
         // its result then says why.
@@ -171,38 +195,62 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
         drop(stdin);
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let read_out = async {
-            let mut limited = (&mut stdout).take(RESULT_LIMIT as u64 + 1);
-            limited.read_to_end(&mut out).await
-        };
-        let read_err = async {
-            let mut chunk = [0u8; 8192];
-            loop {
-                match stderr.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
+        let mut out_chunk = vec![0u8; 64 * 1024];
+        let mut err_chunk = [0u8; 8192];
+        let (mut out_open, mut err_open) = (true, true);
+        let status = loop {
+            tokio::select! {
+                read = stdout.read(&mut out_chunk), if out_open => match read {
+                    Ok(0) | Err(_) => out_open = false,
                     Ok(count) => {
-                        err.extend_from_slice(&chunk[..count]);
-                        if err.len() > 2 * STDERR_LIMIT {
-                            err.drain(..err.len() - STDERR_LIMIT);
+                        out.extend_from_slice(&out_chunk[..count]);
+                        if out.len() > RESULT_LIMIT {
+                            return Exchange::TooLarge;
                         }
                     }
-                }
+                },
+                read = stderr.read(&mut err_chunk), if err_open => match read {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(count) => keep_tail(&mut err, &err_chunk[..count]),
+                },
+                status = child.wait() => break status,
             }
         };
-        // When the interpreter ends, its process group is killed, so that
-        // a process it started cannot hold the pipes open.
-        let waited = async {
-            let status = child.wait().await;
-            kill_group(pid);
-            status
-        };
-        let ((read, ()), status) = tokio::join!(async { tokio::join!(read_out, read_err) }, waited);
-        (read, status, out, err)
+        // The interpreter has ended: what it wrote is in the pipes. Its
+        // group and any process still holding the pipes are killed first,
+        // so that reading to the end cannot wait on them.
+        stop_all(pid, &pipes);
+        while out_open {
+            match tokio::time::timeout(DRAIN_IDLE, stdout.read(&mut out_chunk)).await {
+                Ok(Ok(count)) if count > 0 => {
+                    out.extend_from_slice(&out_chunk[..count]);
+                    if out.len() > RESULT_LIMIT {
+                        return Exchange::TooLarge;
+                    }
+                }
+                _ => out_open = false,
+            }
+        }
+        while err_open {
+            match tokio::time::timeout(DRAIN_IDLE, stderr.read(&mut err_chunk)).await {
+                Ok(Ok(count)) if count > 0 => keep_tail(&mut err, &err_chunk[..count]),
+                _ => err_open = false,
+            }
+        }
+        Exchange::Ended { status, out, err }
     };
-    let (read, status, out, err) = match tokio::time::timeout(timeout, exchange).await {
-        Ok(done) => done,
+    let (status, out, err) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Exchange::Ended { status, out, err }) => (status, out, err),
+        Ok(Exchange::TooLarge) => {
+            stop_all(pid, &pipes);
+            return fail(
+                Code::CodeFailed,
+                "the Python script wrote more than 16 MB of outputs".to_string(),
+                "return smaller outputs",
+            );
+        }
         Err(_) => {
-            kill_group(pid);
+            stop_all(pid, &pipes);
             return fail(
                 Code::CodeTimeout,
                 format!(
@@ -214,13 +262,6 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
         }
     };
     let stderr_tail = tail(&err);
-    if read.is_err() || out.len() > RESULT_LIMIT {
-        return fail(
-            Code::CodeFailed,
-            "the Python script wrote more than 16 MB of outputs".to_string(),
-            "return smaller outputs",
-        );
-    }
     let answer: Value = match serde_json::from_slice(&out) {
         Ok(answer) => answer,
         Err(_) => {
@@ -260,6 +301,38 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
             ),
         };
     }
+    if let Some(code) = answer.get("exit") {
+        let how = match code {
+            Value::Number(number) => format!("with code {number}"),
+            other => format!("with the message `{}`", other.as_str().unwrap_or_default()),
+        };
+        return CodeRun {
+            log,
+            result: Err(Diagnostic::error(
+                Code::CodeFailed,
+                execution
+                    .redactor
+                    .redact(&format!("the Python script called `sys.exit` {how}")),
+            )
+            .with_label(call.span, "this code action")
+            .with_help("end the script with `sys.exit(0)`, or without `sys.exit`, when it succeeded")),
+        };
+    }
+    if let Some(invalid) = answer.get("invalid") {
+        let name = invalid.get("name").and_then(Value::as_str).unwrap_or_default();
+        let reason = invalid.get("reason").and_then(Value::as_str).unwrap_or_default();
+        return CodeRun {
+            log,
+            result: Err(Diagnostic::error(
+                Code::CodeFailed,
+                execution.redactor.redact(&format!(
+                    "the Python script set output `{name}` to a value JSON cannot hold: {reason}"
+                )),
+            )
+            .with_label(call.span, "this code action")
+            .with_help("outputs may be numbers (not NaN or infinity), text, booleans, None, lists and dicts with text keys")),
+        };
+    }
     let outputs = answer.get("outputs").cloned().unwrap_or(Value::Null);
     let result = write_outputs(call, &outputs, execution);
     CodeRun { log, result }
@@ -276,6 +349,87 @@ fn interpreter(call: &CodeCall) -> Option<PathBuf> {
         Some(name) => find_on_path(name),
         None => find_on_path("python3"),
     }
+}
+
+/// How the exchange with the interpreter ended.
+enum Exchange {
+    Ended {
+        status: std::io::Result<std::process::ExitStatus>,
+        out: Vec<u8>,
+        err: Vec<u8>,
+    },
+    TooLarge,
+}
+
+/// Adds `chunk` to the kept end of standard error.
+fn keep_tail(err: &mut Vec<u8>, chunk: &[u8]) {
+    err.extend_from_slice(chunk);
+    if err.len() > 2 * STDERR_LIMIT {
+        err.drain(..err.len() - STDERR_LIMIT);
+    }
+}
+
+/// Kills the interpreter's process group, then every process that still
+/// holds one of the step's pipes: a process that left the group with
+/// `setsid` but kept its standard output or error is found that way.
+fn stop_all(pid: Option<u32>, pipes: &[Option<String>]) {
+    kill_group(pid);
+    let own = std::process::id();
+    // A holder may start another process before it is killed; a few rounds
+    // find those too.
+    for _ in 0..5 {
+        let holders = pipe_holders(pipes, own);
+        if holders.is_empty() {
+            return;
+        }
+        for holder in holders {
+            // The process may have ended already.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(holder),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The name `/proc` gives the pipe behind `fd`, such as `pipe:[1234]`.
+fn pipe_inode(fd: RawFd) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    let name = link.to_string_lossy().into_owned();
+    name.starts_with("pipe:").then_some(name)
+}
+
+/// The processes other than `own` with a descriptor on one of `pipes`.
+fn pipe_holders(pipes: &[Option<String>], own: u32) -> Vec<i32> {
+    let pipes: Vec<&str> = pipes.iter().flatten().map(String::as_str).collect();
+    let mut holders = Vec::new();
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return holders;
+    };
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid as u32 == own {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .map(|link| pipes.iter().any(|pipe| link.as_os_str() == *pipe))
+                .unwrap_or(false)
+        });
+        if holds {
+            holders.push(pid);
+        }
+    }
+    holders
 }
 
 fn kill_group(pid: Option<u32>) {

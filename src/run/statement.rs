@@ -14,7 +14,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::check::statement::CONDITION_ANSWER;
+use crate::check::statement::{ABOUT_MARK, CONDITION_ANSWER};
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::program::statement::{
     Branch, Condition, LetStatement, Operand, SetStatement, Statement, ValueExpr, VarType,
@@ -27,7 +27,9 @@ use crate::run::report::{Attempt, LlmUsage, RenderedRequest};
 use crate::run::save::set_path;
 use crate::run::Execution;
 use crate::syntax::ast::{ArithOp, CompareOp, Expr, PathKey, SetMode};
-use crate::value::{convert, decimal_value, is_blank, parse_moment, shorten, to_bool, to_decimal, Moment};
+use crate::value::{
+    convert, decimal_value, is_blank, out_of_range, parse_moment, shorten, to_bool, to_decimal, Moment,
+};
 
 /// What a statement asks of the execution besides its changes.
 pub(crate) enum Effect {
@@ -343,6 +345,13 @@ fn arithmetic(
             let number = |value: &Option<Value>, expr: &ValueExpr| {
                 let value = value.as_ref().expect("arithmetic: blank values were rejected");
                 to_decimal(value).ok_or_else(|| {
+                    if out_of_range(value) {
+                        return format!(
+                            "`{symbol}` cannot use {}: the number `{}` is out of range (more than 28 significant digits)",
+                            describe_expr(expr),
+                            shorten(&text_of(value))
+                        );
+                    }
                     format!(
                         "`{symbol}` works on numbers, but {} is `{}`",
                         describe_expr(expr),
@@ -456,6 +465,26 @@ fn operand_value_with(
     }
 }
 
+/// Whether the text after `about` of an LLM condition renders blank. A
+/// prompt that does not render is left to the model call, which reports
+/// it.
+fn about_is_blank(call: &crate::program::LlmCall, execution: &Execution) -> bool {
+    let has_about = call
+        .prompt
+        .pieces
+        .iter()
+        .any(|piece| matches!(piece, crate::program::Piece::Text(text) if text == ABOUT_MARK));
+    if !has_about {
+        return false;
+    }
+    match render::render(&call.prompt, &execution.scope()) {
+        Ok(prompt) => prompt
+            .rsplit_once(ABOUT_MARK)
+            .is_some_and(|(_, about)| about.trim().is_empty()),
+        Err(_) => false,
+    }
+}
+
 type Evaluation<'a> = Pin<Box<dyn Future<Output = Result<bool, Diagnostic>> + 'a>>;
 
 /// Evaluates a condition, asking a model for an LLM condition.
@@ -508,24 +537,45 @@ pub(crate) fn evaluate<'a>(
                 span,
             } => {
                 let a = operand_value(left, execution, context)?;
+                // Each item is compared on its own: a text item that cannot
+                // be a number is not equal to a number, while an item that
+                // is not text keeps the error of its comparison, reported
+                // when no item matched.
                 let mut found = false;
+                let mut error = None;
                 for item in items {
                     let b = operand_value(item, execution, context)?;
-                    let equal = compare(
+                    match compare(
                         (left, a.as_ref()),
                         CompareOp::Eq,
                         (item, b.as_ref()),
                         *ignore_case,
-                    )
-                    .map_err(|message| condition_error(&message, *span, execution))?;
-                    if equal {
-                        found = true;
-                        break;
+                    ) {
+                        Ok(true) => {
+                            found = true;
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(_) if matches!(b, Some(Value::String(_))) => {}
+                        Err(message) => {
+                            error.get_or_insert(message);
+                        }
                     }
+                }
+                if let (false, Some(message)) = (found, error) {
+                    return Err(condition_error(&message, *span, execution));
                 }
                 Ok(found != *negated)
             }
             Condition::Llm(call) => {
+                if about_is_blank(call, execution) {
+                    return Err(Diagnostic::error(
+                        Code::ConditionFailed,
+                        "the LLM condition is about a blank value; no model was asked",
+                    )
+                    .with_label(call.span, "this LLM condition")
+                    .with_help("test the value first with `is not blank`, or give it a fallback with `let NAME = <<...>> or ...`"));
+                }
                 llm::run(
                     call,
                     context,
@@ -610,6 +660,48 @@ fn kind_of(a: (&Operand, &Value), b: (&Operand, &Value), op: CompareOp) -> Kind 
     }
 }
 
+/// Refuses what `op` cannot compare: a list or object with an ordering or
+/// text operator (a list may hold the item `contains` looks for), and a
+/// number too large or too precise for an exact decimal with a text
+/// operator, whose text would be compared instead.
+fn check_shapes(
+    (left, a): (&Operand, &Value),
+    op: CompareOp,
+    (right, b): (&Operand, &Value),
+) -> Result<(), String> {
+    let text_op = matches!(
+        op,
+        CompareOp::Contains | CompareOp::StartsWith | CompareOp::EndsWith
+    );
+    if !op.is_ordering() && !text_op {
+        return Ok(());
+    }
+    for (index, (operand, value)) in [(left, a), (right, b)].into_iter().enumerate() {
+        let (shapes, shape) = match value {
+            Value::Array(_) if op == CompareOp::Contains && index == 0 => continue,
+            Value::Array(_) => ("lists", "a list"),
+            Value::Object(_) => ("objects", "an object"),
+            Value::Number(_) if text_op && to_decimal(value).is_none() => {
+                return Err(format!(
+                    "`{}` cannot use {}: the number `{}` is out of range (more than 28 significant digits)",
+                    op.as_str(),
+                    describe_operand(operand),
+                    shorten(&text_of(value))
+                ))
+            }
+            _ => continue,
+        };
+        return Err(format!(
+            "`{}` cannot compare {}: {} is {}",
+            op.as_str(),
+            shapes,
+            describe_operand(operand),
+            shape
+        ));
+    }
+    Ok(())
+}
+
 /// Compares two values with `op`. The error names the operand that is
 /// blank or does not convert.
 fn compare(
@@ -633,11 +725,20 @@ fn compare(
         };
     }
     let (a, b) = (a.expect("compare: not blank"), b.expect("compare: not blank"));
+    check_shapes((left, a), op, (right, b))?;
     let kind = kind_of((left, a), (right, b), op);
     let ordering = match kind {
         Kind::Number => {
             let number = |value: &Value, operand: &Operand| {
                 to_decimal(value).ok_or_else(|| {
+                    if value.is_number() {
+                        return format!(
+                            "`{}` cannot compare {}: the number `{}` is out of range (more than 28 significant digits)",
+                            op.as_str(),
+                            describe_operand(operand),
+                            shorten(&text_of(value))
+                        );
+                    }
                     format!(
                         "`{}` compares numbers, but {} is `{}`",
                         op.as_str(),
