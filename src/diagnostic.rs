@@ -139,6 +139,7 @@ codes! {
     InvalidExecutionId => "flow::input::invalid_execution_id",
     // Batch runs
     InvalidRecord => "flow::input::invalid_record",
+    RunInterrupted => "flow::run::interrupted",
     // File extraction and audio transcription
     InvalidExtract => "flow::check::invalid_extract",
     InvalidTranscribe => "flow::check::invalid_transcribe",

@@ -520,8 +520,8 @@ fn ctrl_c_lets_running_executions_finish_and_skip_continues() {
     assert!(stderr.contains("repeat the command with --skip 3"), "{stderr}");
     assert!(
         stderr.contains(
-            "warning: interrupted: no further record starts; waiting for 3 running executions to finish \
-             (Ctrl-C again stops them at once)\n"
+            "warning: interrupted: no further record starts, and requests waiting for a Retry-After or \
+             --rate are not sent; waiting for 3 running executions to finish (Ctrl-C again stops them at once)\n"
         ),
         "{stderr}"
     );
@@ -947,4 +947,101 @@ fn text_logs_keep_a_response_body_on_its_line() {
     );
     assert!(stderr.contains(&notification), "{stderr}");
     assert!(!stderr.contains("\\n"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_ends_retry_after_waits_and_leaves_them_resumable() {
+    // The first request for C-0 gets a 429 asking for a 60 s wait, which
+    // closes the host's gate; C-1 answers late, so C-2 starts behind the gate.
+    let served_429 = Arc::new(AtomicBool::new(false));
+    let flag = served_429.clone();
+    let server = TestServer::start(move |request| match record_id(request) {
+        "C-0" if !flag.swap(true, Ordering::SeqCst) => Reply::status(429).header("Retry-After", "60"),
+        "C-1" => Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(300)),
+        _ => Reply::json(200, json!({"status": "ok"})),
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 10);
+    let store = workspace.dir.path().join("store.db");
+    let mut child = flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "2",
+        "--unordered",
+        "--store",
+        path_str(&store),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "{\"id\":\"C-1\",\"status\":\"ok\"}\n");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
+    // Neither the 60 s Retry-After nor the gate was waited out.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let mut paused = ids(&lines(&rest));
+    paused.sort();
+    assert_eq!(paused, ["C-0", "C-2"]);
+    let sent: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|request| record_id(request).to_string())
+        .collect();
+    assert_eq!(sent, ["C-0", "C-1"]);
+    let url = server.url();
+    for (number, id) in [(1, "C-0"), (3, "C-2")] {
+        let line = format!(
+            ") paused at step \"Send\": POST {url}/claims/{id}: not sent: the run was interrupted while the \
+             request waited\n"
+        );
+        assert!(stderr.contains(&format!("record {number} (execution ")), "{stderr}");
+        assert!(stderr.contains(&line), "{stderr}");
+    }
+    assert!(
+        stderr.contains(": 1 succeeded, 0 failed, 2 paused, 0 not run"),
+        "{stderr}"
+    );
+
+    // Both wait in the store as paused, and a resume sends the request.
+    let opened = SqliteStore::open(&store).unwrap();
+    let waiting = opened.executions(Some(ExecutionStatus::Paused)).unwrap();
+    assert_eq!(waiting.len(), 2);
+    drop(opened);
+    for execution in &waiting {
+        let (code, stdout, stderr) = output(&mut flowrun(&[
+            "resume",
+            &execution.id,
+            "--store",
+            path_str(&store),
+        ]));
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(lines(&stdout)[0]["status"], "ok");
+    }
+    let mut sent: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|request| record_id(request).to_string())
+        .collect();
+    sent.sort();
+    assert_eq!(sent, ["C-0", "C-0", "C-1", "C-2"]);
+    assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 3]);
 }

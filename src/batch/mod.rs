@@ -180,10 +180,12 @@ pub async fn run(
                 }
                 Some(()) => {
                     totals.interrupted = true;
+                    batch.http.stop_waiting();
                     tracing::warn!(
                         running = running.len(),
-                        "interrupted: no further record starts; waiting for {} running executions to finish \
-                         (Ctrl-C again stops them at once)",
+                        "interrupted: no further record starts, and requests waiting for a Retry-After or \
+                         --rate are not sent; waiting for {} running executions to finish (Ctrl-C again \
+                         stops them at once)",
                         running.len()
                     );
                 }

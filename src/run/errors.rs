@@ -95,6 +95,11 @@ pub(crate) fn failure_diagnostic_for(
             format!("{target}: {}", describe(failure)),
             "save only small responses; ask the server for a smaller page or a summary".to_string(),
         ),
+        Failure::Stopped => (
+            Code::RunInterrupted,
+            format!("{target}: {}", describe(failure)),
+            "the execution paused at this step; `flowrun resume ID` sends the request".to_string(),
+        ),
     };
     Diagnostic::error(code, message)
         .with_label(span, "this request")

@@ -96,12 +96,19 @@ pub async fn execute(
                 .await;
             let failed = step_report.outcome == Outcome::Failed;
             let stop = step_report.stop;
-            let pause = failed && !stop && step.policy.on_error == OnError::PauseNotify;
+            // A request left unsent by an interrupted batch pauses the
+            // execution whatever the step's policy, so that a resume sends it.
+            let interrupted = failed
+                && step_report
+                    .error
+                    .as_ref()
+                    .is_some_and(|diagnostic| diagnostic.code == Code::RunInterrupted);
+            let pause = failed && !stop && (interrupted || step.policy.on_error == OnError::PauseNotify);
 
             if let Some(store) = store.as_deref_mut() {
                 let status = match (failed, step.policy.on_error) {
                     (false, _) => StepStatus::Succeeded,
-                    (true, _) if stop => StepStatus::Failed,
+                    (true, _) if stop || interrupted => StepStatus::Failed,
                     (true, OnError::PauseNotify) => StepStatus::Failed,
                     (true, OnError::ContinueNotify) => StepStatus::FailedContinued,
                     (true, OnError::ContinueSilently) => StepStatus::FailedSilently,
@@ -139,7 +146,7 @@ pub async fn execute(
 
             // The step's end is recorded before notifications go out, which
             // may take long, so that a crash meanwhile loses no known outcome.
-            if failed && step.policy.on_error != OnError::ContinueSilently && !options.dry_run {
+            if failed && !interrupted && step.policy.on_error != OnError::ContinueSilently && !options.dry_run {
                 let notification = notification(step, &step_report, &execution);
                 let record = notify::send(
                     &notification,
@@ -158,6 +165,8 @@ pub async fn execute(
 
             if failed && stop {
                 report.outcome = Outcome::Failed;
+            } else if interrupted {
+                report.outcome = Outcome::Paused;
             } else if failed {
                 match step.policy.on_error {
                     OnError::PauseNotify => report.outcome = Outcome::Paused,

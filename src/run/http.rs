@@ -46,6 +46,15 @@ impl Http {
         self.politeness = Some(politeness);
         self
     }
+
+    /// Ends the waits of every request at its host's gate, for its rate
+    /// slot or before a retry, so that those requests are not sent. Without
+    /// politeness nothing waits this way.
+    pub fn stop_waiting(&self) {
+        if let Some(politeness) = &self.politeness {
+            politeness.stop_waiting();
+        }
+    }
 }
 
 /// A request ready to send.
@@ -88,6 +97,10 @@ pub enum Failure {
     },
     /// The body exceeded this many bytes.
     BodyTooLarge(usize),
+    /// The run stopped waiting, as after the first Ctrl-C of a batch, while
+    /// the request waited for a `Retry-After` or its turn under a rate
+    /// limit; this request was not sent.
+    Stopped,
 }
 
 /// The parts of a step that sending one request uses.
@@ -127,7 +140,10 @@ pub async fn send(
     loop {
         number += 1;
         if let Some(politeness) = &http.politeness {
-            politeness.before_request(&request.url).await;
+            politeness
+                .before_request(&request.url)
+                .await
+                .map_err(|_| Failure::Stopped)?;
         }
         let started = Instant::now();
         let result = send_once(client, request, settings.timeout, settings.max_response_bytes).await;
@@ -233,7 +249,13 @@ pub async fn send(
             settings.max_retries + 1,
             format_duration(wait)
         );
-        context.sleeper.sleep(wait).await;
+        match &http.politeness {
+            Some(politeness) => politeness
+                .wait(context.sleeper.sleep(wait))
+                .await
+                .map_err(|_| Failure::Stopped)?,
+            None => context.sleeper.sleep(wait).await,
+        }
         waited = wait;
     }
 }
@@ -321,6 +343,7 @@ pub fn describe(failure: &Failure) -> String {
             format_duration(*max_wait)
         ),
         Failure::BodyTooLarge(limit) => format_size_limit(*limit),
+        Failure::Stopped => "not sent: the run was interrupted while the request waited".to_string(),
     }
 }
 

@@ -8,9 +8,11 @@
 //! instead of collecting 429s of their own.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// A request rate: `count` requests per `per`.
@@ -72,11 +74,18 @@ enum Decision {
 }
 
 /// The shared state of every host a run has called.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Politeness {
     interval: Option<Duration>,
     hosts: Mutex<HashMap<String, Host>>,
+    /// Set once waits end early, as after the first Ctrl-C of a batch.
+    stopped: watch::Sender<bool>,
 }
+
+/// The error of a wait that [`Politeness::stop_waiting`] ended: the request
+/// that waited was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
 
 #[derive(Debug, Clone, Copy)]
 struct Host {
@@ -94,24 +103,41 @@ impl Politeness {
         Politeness {
             interval: rate.map(Rate::interval),
             hosts: Mutex::new(HashMap::new()),
+            stopped: watch::channel(false).0,
+        }
+    }
+
+    /// Ends every wait for a gate, a rate slot or a retry at once, and every
+    /// such wait after it. Requests that need no wait still go.
+    pub fn stop_waiting(&self) {
+        self.stopped.send_replace(true);
+    }
+
+    /// Runs `wait` unless [`Politeness::stop_waiting`] ends it first.
+    pub async fn wait(&self, wait: impl Future<Output = ()>) -> Result<(), Stopped> {
+        let mut stopped = self.stopped.subscribe();
+        tokio::select! {
+            () = wait => Ok(()),
+            _ = stopped.wait_for(|stopped| *stopped) => Err(Stopped),
         }
     }
 
     /// Waits until a request to `url`'s host may go: until its gate is open
-    /// and, with a rate limit, until it has its own slot.
-    pub async fn before_request(&self, url: &reqwest::Url) {
+    /// and, with a rate limit, until it has its own slot. Fails when the
+    /// wait is ended by [`Politeness::stop_waiting`].
+    pub async fn before_request(&self, url: &reqwest::Url) -> Result<(), Stopped> {
         let key = host_key(url);
         loop {
             match self.decide(&key) {
-                Decision::Go => return,
-                Decision::Closed(open_at) => tokio::time::sleep_until(open_at).await,
+                Decision::Go => return Ok(()),
+                Decision::Closed(open_at) => self.wait(tokio::time::sleep_until(open_at)).await?,
                 Decision::Slot(slot) => {
-                    tokio::time::sleep_until(slot).await;
+                    self.wait(tokio::time::sleep_until(slot)).await?;
                     // A gate closed while the request waited for its slot
                     // sends it back to the queue, so that the requests it
                     // held leave one interval apart when it opens.
                     if self.gate_open(&key) {
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -220,14 +246,14 @@ mod tests {
         let politeness = Politeness::new(None);
         let started = Instant::now();
         politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(3));
-        politeness.before_request(&url("http://127.0.0.1:9001/y")).await;
+        politeness.before_request(&url("http://127.0.0.1:9001/y")).await.unwrap();
         assert_eq!(started.elapsed(), Duration::ZERO);
-        politeness.before_request(&url("http://127.0.0.1:9000/z")).await;
+        politeness.before_request(&url("http://127.0.0.1:9000/z")).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         // A shorter hold does not shorten a longer one.
         politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(5));
         politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(1));
-        politeness.before_request(&url("http://127.0.0.1:9000/z")).await;
+        politeness.before_request(&url("http://127.0.0.1:9000/z")).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(8));
     }
 
@@ -237,7 +263,7 @@ mod tests {
         let started = Instant::now();
         let mut times = Vec::new();
         for _ in 0..4 {
-            politeness.before_request(&url("http://127.0.0.1:9000/")).await;
+            politeness.before_request(&url("http://127.0.0.1:9000/")).await.unwrap();
             times.push(started.elapsed().as_millis());
         }
         assert_eq!(times, [0, 250, 500, 750]);
@@ -251,7 +277,7 @@ mod tests {
         for _ in 0..4 {
             let politeness = politeness.clone();
             tasks.push(tokio::spawn(async move {
-                politeness.before_request(&url("http://127.0.0.1:9000/")).await;
+                politeness.before_request(&url("http://127.0.0.1:9000/")).await.unwrap();
                 started.elapsed().as_millis()
             }));
         }
@@ -265,6 +291,27 @@ mod tests {
         }
         times.sort_unstable();
         assert_eq!(times, [0, 1050, 1150, 1250]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_ends_the_waits_but_not_free_requests() {
+        let politeness = std::sync::Arc::new(Politeness::new(None));
+        politeness.hold(&url("http://127.0.0.1:9000/"), Duration::from_secs(60));
+        let started = Instant::now();
+        let held = {
+            let politeness = politeness.clone();
+            tokio::spawn(async move { politeness.before_request(&url("http://127.0.0.1:9000/")).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        politeness.stop_waiting();
+        assert_eq!(held.await.unwrap(), Err(Stopped));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(politeness.before_request(&url("http://127.0.0.1:9001/")).await, Ok(()));
+        assert_eq!(
+            politeness.wait(tokio::time::sleep(Duration::from_secs(5))).await,
+            Err(Stopped)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
     #[test]
