@@ -146,7 +146,8 @@ pub async fn execute(
 
             // The step's end is recorded before notifications go out, which
             // may take long, so that a crash meanwhile loses no known outcome.
-            if failed && !interrupted && step.policy.on_error != OnError::ContinueSilently && !options.dry_run {
+            if failed && !interrupted && step.policy.on_error != OnError::ContinueSilently && !options.dry_run
+            {
                 let notification = notification(step, &step_report, &execution);
                 let record = notify::send(
                     &notification,

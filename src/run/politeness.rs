@@ -246,14 +246,23 @@ mod tests {
         let politeness = Politeness::new(None);
         let started = Instant::now();
         politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(3));
-        politeness.before_request(&url("http://127.0.0.1:9001/y")).await.unwrap();
+        politeness
+            .before_request(&url("http://127.0.0.1:9001/y"))
+            .await
+            .unwrap();
         assert_eq!(started.elapsed(), Duration::ZERO);
-        politeness.before_request(&url("http://127.0.0.1:9000/z")).await.unwrap();
+        politeness
+            .before_request(&url("http://127.0.0.1:9000/z"))
+            .await
+            .unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         // A shorter hold does not shorten a longer one.
         politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(5));
         politeness.hold(&url("http://127.0.0.1:9000/x"), Duration::from_secs(1));
-        politeness.before_request(&url("http://127.0.0.1:9000/z")).await.unwrap();
+        politeness
+            .before_request(&url("http://127.0.0.1:9000/z"))
+            .await
+            .unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(8));
     }
 
@@ -263,7 +272,10 @@ mod tests {
         let started = Instant::now();
         let mut times = Vec::new();
         for _ in 0..4 {
-            politeness.before_request(&url("http://127.0.0.1:9000/")).await.unwrap();
+            politeness
+                .before_request(&url("http://127.0.0.1:9000/"))
+                .await
+                .unwrap();
             times.push(started.elapsed().as_millis());
         }
         assert_eq!(times, [0, 250, 500, 750]);
@@ -277,7 +289,10 @@ mod tests {
         for _ in 0..4 {
             let politeness = politeness.clone();
             tasks.push(tokio::spawn(async move {
-                politeness.before_request(&url("http://127.0.0.1:9000/")).await.unwrap();
+                politeness
+                    .before_request(&url("http://127.0.0.1:9000/"))
+                    .await
+                    .unwrap();
                 started.elapsed().as_millis()
             }));
         }
@@ -306,7 +321,10 @@ mod tests {
         politeness.stop_waiting();
         assert_eq!(held.await.unwrap(), Err(Stopped));
         assert_eq!(started.elapsed(), Duration::from_secs(1));
-        assert_eq!(politeness.before_request(&url("http://127.0.0.1:9001/")).await, Ok(()));
+        assert_eq!(
+            politeness.before_request(&url("http://127.0.0.1:9001/")).await,
+            Ok(())
+        );
         assert_eq!(
             politeness.wait(tokio::time::sleep(Duration::from_secs(5))).await,
             Err(Stopped)
