@@ -103,3 +103,114 @@ fn fields_written_by_earlier_lines_are_known() {
         ]
     );
 }
+
+/// The code, message and start of each diagnostic `flowrun check` reports
+/// for `workflow` against the sample entity `sample`.
+fn check_against(workflow: &str, sample: &str) -> Vec<(String, String, Value)> {
+    let workspace = Workspace::new();
+    let flow = workspace.file("claim.flow", workflow);
+    let sample = workspace.file("sample.json", sample);
+    let output = flowrun(&["check", "--format", "json", "--entity-schema"])
+        .arg(&sample)
+        .arg(&flow)
+        .output()
+        .expect("flowrun runs");
+    let value: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["code"].as_str().unwrap().to_string(),
+                entry["message"].as_str().unwrap().to_string(),
+                entry["range"]["start"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn set_statements_are_checked_against_field_types() {
+    let found = check_against(
+        "set entity.amount = \"abc\"\n\
+         set entity.queue = 5\n\
+         set entity.flagged = <<entity.amount>>\n\
+         set entity.tags add \"synced\"\n\
+         set entity.queue add \"x\"\n\
+         set entity.amount = <<entity.amount>> * 2\n\
+         set entity.queue = \"standard\" only if blank\n\
+         set entity.due = <<entity.opened>> + 30 days\n\
+         set entity.new_field = 1\n",
+        r#"{"amount": 10.5, "queue": "q", "flagged": false, "tags": ["a"], "opened": "2024-01-01", "due": "2024-02-01"}"#,
+    );
+    let code = "flow::check::entity_write_type";
+    assert_eq!(
+        found,
+        [
+            (
+                code.to_string(),
+                "this writes a string to `entity.amount`, which is a number in the entity schema".to_string(),
+                serde_json::json!({"line": 1, "column": 5}),
+            ),
+            (
+                code.to_string(),
+                "this writes a number to `entity.queue`, which is a string in the entity schema".to_string(),
+                serde_json::json!({"line": 2, "column": 5}),
+            ),
+            (
+                code.to_string(),
+                "this writes a number to `entity.flagged`, which is a boolean in the entity schema"
+                    .to_string(),
+                serde_json::json!({"line": 3, "column": 5}),
+            ),
+            (
+                code.to_string(),
+                "`set ... add` appends to a list, but `entity.queue` is a string in the entity schema"
+                    .to_string(),
+                serde_json::json!({"line": 5, "column": 5}),
+            ),
+        ]
+    );
+}
+
+#[test]
+fn conditions_lets_and_code_inputs_read_known_paths() {
+    let found = check_against(
+        "let score: number = <<entity.bureau_scor>> or 0\n\
+         if <<entity.claim_typ>> == \"auto\" and <<entity.risk>> is blank {\n  \
+           set entity.queue = \"auto\"\n\
+         }\n\
+         step \"Compute\" {\n  \
+           code python \"\"\"\n    outputs.risk = 1\n  \"\"\"\n  \
+           inputs { score: <<entity.amout>> }\n  \
+           outputs { risk -> entity.risk }\n\
+         }\n\
+         step \"Send\" {\n  \
+           http GET \"http://127.0.0.1:9/<<entity.queue>>/<<entity.risk>>\"\n\
+         }\n",
+        r#"{"bureau_score": 700, "claim_type": "auto", "amount": 3}"#,
+    );
+    let unknown: Vec<(&str, &Value)> = found
+        .iter()
+        .filter(|(code, ..)| code == "flow::check::unknown_entity_field")
+        .map(|(_, message, start)| (message.as_str(), start))
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            (
+                "`bureau_scor` is not a field of `entity` in the entity schema",
+                &serde_json::json!({"line": 1, "column": 30}),
+            ),
+            (
+                "`claim_typ` is not a field of `entity` in the entity schema",
+                &serde_json::json!({"line": 2, "column": 13}),
+            ),
+            (
+                "`amout` is not a field of `entity` in the entity schema",
+                &serde_json::json!({"line": 9, "column": 28}),
+            ),
+        ]
+    );
+}

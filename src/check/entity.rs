@@ -6,7 +6,8 @@ use crate::check::names::{quote_list, suggest};
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::schema::{split_path, EntitySchema, Lookup, Type};
 use crate::syntax::ast::{
-    Expr, File, Item, LetValue, LlmClause, PathKey, StepItem, StepOption, Template, TranscribeClause,
+    Condition, Expr, File, Item, LlmClause, Operand, PathKey, SetMode, SetStatement, Statement, StepItem,
+    StepOption, Template, TranscribeClause, ValueExpr,
 };
 
 /// Where a template's value goes, which decides what types fit.
@@ -42,12 +43,23 @@ struct EntityChecker<'a> {
 impl EntityChecker<'_> {
     fn collect_writes(&mut self, items: &[Item]) {
         for item in items {
-            if let Item::Statement(crate::syntax::ast::Statement::If(block)) = item {
-                self.collect_writes(&block.then);
-                if let Some(otherwise) = &block.otherwise {
-                    self.collect_writes(otherwise);
+            match item {
+                Item::Statement(Statement::If(block)) => {
+                    self.collect_writes(&block.then);
+                    if let Some(otherwise) = &block.otherwise {
+                        self.collect_writes(otherwise);
+                    }
+                    continue;
                 }
-                continue;
+                Item::Statement(Statement::Set(set)) => {
+                    self.push_write(&set.target);
+                    continue;
+                }
+                Item::Statement(Statement::Clear(clear)) => {
+                    self.push_write(&clear.target);
+                    continue;
+                }
+                _ => {}
             }
             let Item::Step(step) = item else { continue };
             for step_item in &step.items {
@@ -66,6 +78,12 @@ impl EntityChecker<'_> {
                             if let TranscribeClause::Output { target, .. } = clause {
                                 self.push_write(target);
                             }
+                        }
+                        None
+                    }
+                    StepItem::CodeOutputs(outputs, _) => {
+                        for output in outputs {
+                            self.push_write(&output.target);
                         }
                         None
                     }
@@ -117,15 +135,22 @@ impl EntityChecker<'_> {
     fn items(&mut self, items: &[Item]) {
         for item in items {
             match item {
-                Item::Statement(crate::syntax::ast::Statement::If(block)) => {
+                Item::Statement(Statement::If(block)) => {
+                    self.condition(&block.condition);
                     self.items(&block.then);
                     if let Some(otherwise) = &block.otherwise {
                         self.items(otherwise);
                     }
                 }
+                Item::Statement(Statement::Set(set)) => self.set(set),
+                Item::Statement(Statement::Stop(stop)) => {
+                    if let Some(message) = &stop.message {
+                        self.template(&message.template, Place::Other);
+                    }
+                }
                 Item::Let(declaration) => {
-                    if let Some(LetValue::String(value)) = &declaration.value {
-                        self.template(&value.template, Place::Other);
+                    for value in declaration.value.iter().chain(&declaration.fallbacks) {
+                        self.operand(value);
                     }
                 }
                 Item::Step(step) => {
@@ -196,7 +221,12 @@ impl EntityChecker<'_> {
                     }
                 }
             }
-            StepItem::Code(_) | StepItem::CodeInputs(..) | StepItem::CodeOutputs(..) => {}
+            StepItem::CodeInputs(inputs, _) => {
+                for input in inputs {
+                    self.value_expr(&input.value);
+                }
+            }
+            StepItem::Code(_) | StepItem::CodeOutputs(..) => {}
             StepItem::Option(option) => {
                 if let Some((target, source, span)) = save_target(option) {
                     let written = match source.as_str() {
@@ -215,6 +245,118 @@ impl EntityChecker<'_> {
                     }
                 }
             }
+        }
+    }
+
+    fn condition(&mut self, condition: &Condition) {
+        match condition {
+            Condition::Or(parts, _) | Condition::And(parts, _) => {
+                for part in parts {
+                    self.condition(part);
+                }
+            }
+            Condition::Not(inner, _) => self.condition(inner),
+            Condition::Compare { left, right, .. } => {
+                self.operand(left);
+                self.operand(right);
+            }
+            Condition::In { left, items, .. } => {
+                self.operand(left);
+                for item in items {
+                    self.operand(item);
+                }
+            }
+            Condition::Blank { operand, .. } => self.operand(operand),
+            Condition::Llm { question, about, .. } => {
+                self.template(&question.template, Place::Other);
+                if let Some(about) = about {
+                    self.operand(about);
+                }
+            }
+        }
+    }
+
+    fn operand(&mut self, operand: &Operand) {
+        match operand {
+            Operand::String(value) => self.template(&value.template, Place::Other),
+            Operand::Field(field) => self.expr(&field.expr, Place::Other),
+            Operand::Number(..) | Operand::Bool(..) | Operand::Duration(..) => {}
+        }
+    }
+
+    fn value_expr(&mut self, value: &ValueExpr) {
+        match value {
+            ValueExpr::Operand(operand) => self.operand(operand),
+            ValueExpr::Binary { left, right, .. } => {
+                self.value_expr(left);
+                self.value_expr(right);
+            }
+        }
+    }
+
+    /// Checks what a `set` reads, and that its value fits the target: a
+    /// list for `add`, else a field of the value's type.
+    fn set(&mut self, set: &SetStatement) {
+        self.value_expr(&set.value);
+        if set.mode == SetMode::Add {
+            let (root, keys) = split_path(&set.target);
+            if root != "entity" {
+                return;
+            }
+            let Lookup::Found(shape) = self.schema.lookup(&keys) else {
+                return;
+            };
+            if !matches!(shape.ty, Type::Array(_) | Type::Any | Type::Null) {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::EntityWriteType,
+                        format!(
+                            "`set ... add` appends to a list, but `{}` is {} {} in the entity schema",
+                            set.target,
+                            article(shape.type_name()),
+                            shape.type_name()
+                        ),
+                    )
+                    .with_label(set.target_span, "not a list")
+                    .with_help("write `set TARGET = VALUE` to replace the value, or add to a list field"),
+                );
+            }
+            return;
+        }
+        if let Some(written) = self.value_type(&set.value) {
+            self.write(&set.target, set.target_span, written);
+        }
+    }
+
+    /// Returns the JSON type a `set` value writes, or `None` when the
+    /// checker cannot tell.
+    fn value_type(&self, value: &ValueExpr) -> Option<&'static str> {
+        match value {
+            ValueExpr::Binary { left, right, .. } => {
+                // A date plus or minus a duration is a date, written as text.
+                let dated = [left, right]
+                    .iter()
+                    .any(|side| matches!(side.as_ref(), ValueExpr::Operand(Operand::Duration(..))));
+                Some(if dated { "string" } else { "number" })
+            }
+            ValueExpr::Operand(Operand::String(_)) => Some("string"),
+            ValueExpr::Operand(Operand::Number(..)) => Some("number"),
+            ValueExpr::Operand(Operand::Bool(..)) => Some("boolean"),
+            ValueExpr::Operand(Operand::Duration(..)) => None,
+            ValueExpr::Operand(Operand::Field(field)) => match &field.expr {
+                Expr::Path(path) if path.root.text == "entity" => {
+                    let keys: Vec<PathKey> =
+                        path.segments.iter().map(|segment| segment.key.clone()).collect();
+                    match self.schema.lookup(&keys) {
+                        Lookup::Found(shape) => match shape.ty {
+                            Type::Any | Type::Null => None,
+                            _ => Some(shape.type_name()),
+                        },
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
         }
     }
 
@@ -318,12 +460,15 @@ impl EntityChecker<'_> {
         let Lookup::Found(shape) = self.schema.lookup(&keys) else {
             return;
         };
+        // A number may be whole, so it fits an integer field too.
         let fits = matches!(
             (&shape.ty, written),
-            (Type::Any, _)
+            (Type::Any | Type::Null, _)
                 | (Type::String, "string")
                 | (Type::Object(_), "object")
-                | (Type::Number | Type::Integer, "integer")
+                | (Type::Array(_), "array")
+                | (Type::Boolean, "boolean")
+                | (Type::Number | Type::Integer, "integer" | "number")
         );
         if !fits {
             self.diagnostics.push(
