@@ -102,3 +102,57 @@ fn github_format_prints_nothing_for_a_clean_file() {
     assert_eq!(output.status.code(), Some(0));
     assert!(output.stdout.is_empty());
 }
+
+#[cfg(unix)]
+#[test]
+fn sarif_uris_and_column_kind() {
+    let workspace = Workspace::new();
+    // `😀` is one code point but two UTF-16 units, so `POTS` starts at code
+    // point 18 and at UTF-16 unit 19.
+    let workflow = "step \"é😀\" { http POTS \"http://127.0.0.1:1/\" }\n";
+    workspace.file("C:x.flow", workflow);
+    let hashed = workspace.file("a #1?.flow", workflow);
+    let folder = workspace.dir.path().to_str().expect("a UTF-8 path");
+    assert!(
+        folder
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"/._-".contains(&byte)),
+        "the expected URI below assumes {folder} needs no encoding"
+    );
+
+    let output = flowrun(&["check", "--format", "sarif", "C:x.flow", "a #1?.flow"])
+        .arg(&hashed)
+        .current_dir(workspace.dir.path())
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(2));
+
+    let log: Value = serde_json::from_slice(&output.stdout).expect("SARIF is JSON");
+    let run = &log["runs"][0];
+    assert_eq!(run["columnKind"], "unicodeCodePoints");
+
+    let results = run["results"].as_array().expect("results");
+    let uris: Vec<&str> = results
+        .iter()
+        .map(|result| {
+            result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "C%3Ax.flow".to_string(),
+            "a%20%231%3F.flow".to_string(),
+            format!("file://{folder}/a%20%231%3F.flow"),
+        ]
+    );
+
+    for result in results {
+        assert_eq!(
+            result["locations"][0]["physicalLocation"]["region"],
+            json!({"startLine": 1, "startColumn": 18, "endLine": 1, "endColumn": 22})
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
+use std::path::Path;
 
 use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
 use serde_json::{json, Value};
@@ -526,20 +527,45 @@ pub fn render_sarif(files: &[FileReport<'_>]) -> Value {
                 "version": env!("CARGO_PKG_VERSION"),
                 "rules": rules,
             }},
+            // Columns count Unicode code points, as `LineIndex::line_col` does.
+            "columnKind": "unicodeCodePoints",
             "results": results,
         }],
     })
 }
 
-/// A file name as a relative SARIF URI: forward slashes, and spaces and
-/// other reserved characters percent-encoded.
+/// Turns a file name into a SARIF artifact URI. An absolute path becomes a
+/// `file:` URI. A relative path becomes a relative reference, with every
+/// byte other than letters, digits, `-._~` and the separator
+/// percent-encoded, so that `C:x.flow` cannot read as a scheme and `#`, `?`
+/// and spaces stay in the path.
 fn sarif_uri(name: &str) -> String {
-    let mut uri = String::with_capacity(name.len());
-    for byte in name.replace('\\', "/").bytes() {
+    let path = if cfg!(windows) {
+        name.replace('\\', "/")
+    } else {
+        name.to_string()
+    };
+    let mut uri = String::with_capacity(path.len() + 8);
+    let absolute = Path::new(name).is_absolute();
+    if absolute {
+        // `/tmp/a.flow` and the UNC path `//server/share/a.flow` follow
+        // `file:` as they are; `C:/flows/a.flow` needs a root slash.
+        let prefix = if path.starts_with("//") {
+            "file:"
+        } else if path.starts_with('/') {
+            "file://"
+        } else {
+            "file:///"
+        };
+        uri.push_str(prefix);
+    }
+    for (index, byte) in path.bytes().enumerate() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
                 uri.push(byte as char)
             }
+            // The drive colon of an absolute Windows path, after `file:///`.
+            b':' if absolute && index == 1 => uri.push(':'),
             _ => uri.push_str(&format!("%{byte:02X}")),
         }
     }
