@@ -6,7 +6,8 @@
 //! were apart. It spaces punctuation, starts each step item on its own line
 //! and breaks a long action before each clause. Strings, triple-quoted strings
 //! and comments are copied byte for byte; a JSON block moves with its first
-//! line, so its payload stays the same.
+//! line, so its payload stays the same. A leading UTF-8 byte order mark
+//! stays at the start of the text.
 //!
 //! Every result is verified: the formatted text must parse to the same tree
 //! (spans aside) and keep the same comments. When the full layout would
@@ -33,21 +34,33 @@ pub fn format(source: &str) -> Result<String, Vec<Diagnostic>> {
     if !syntax_errors.is_empty() {
         return Err(syntax_errors);
     }
+    match source.strip_prefix(BOM) {
+        Some(body) => Ok(format!("{BOM}{}", format_valid(body))),
+        None => Ok(format_valid(source)),
+    }
+}
+
+/// The UTF-8 byte order mark, which the grammar accepts at the start of a
+/// file.
+const BOM: char = '\u{FEFF}';
+
+/// Formats a file without syntax errors or byte order mark.
+fn format_valid(source: &str) -> String {
     let Some(tokens) = syntax::tokens::tokens(source) else {
-        return Ok(source.to_string());
+        return source.to_string();
     };
     let expected = tree_key(source);
     let comments = comment_texts(source, &tokens);
     for mode in [Mode::Full, Mode::KeepLines] {
         let formatted = layout(source, &tokens, mode);
         if formatted == source {
-            return Ok(formatted);
+            return formatted;
         }
         if same_meaning(&formatted, &expected, &comments) {
-            return Ok(formatted);
+            return formatted;
         }
     }
-    Ok(source.to_string())
+    source.to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,6 +387,12 @@ mod tests {
         let once = formatted(source);
         assert_eq!(formatted(&once), once);
         assert_eq!(tree_key(&once), tree_key(source));
+    }
+
+    #[test]
+    fn keeps_a_byte_order_mark() {
+        assert_eq!(formatted("\u{FEFF}let a=1\n"), "\u{FEFF}let a = 1\n");
+        assert_eq!(formatted("\u{FEFF}let a = 1\n"), "\u{FEFF}let a = 1\n");
     }
 
     #[test]

@@ -13,8 +13,23 @@ use crate::diagnostic::{Code, Diagnostic};
 /// The prefix of environment variables that hold secrets.
 pub const SECRET_ENV_PREFIX: &str = "FLOWRUN_SECRET_";
 
-/// Reads a `.flow` file as UTF-8 text.
+/// Reads a `.flow` file as UTF-8 text, without a leading byte order mark,
+/// so that columns on the first line count from the first character.
 pub fn read_flow(path: &Path) -> Result<String, Diagnostic> {
+    let text = read_flow_as_written(path)?;
+    Ok(match text.strip_prefix(BOM) {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
+/// The UTF-8 byte order mark, which some Windows editors write at the start
+/// of a file.
+pub const BOM: char = '\u{FEFF}';
+
+/// Reads a `.flow` file as UTF-8 text, keeping a leading byte order mark,
+/// for `flowrun fmt`, which writes the file back.
+pub fn read_flow_as_written(path: &Path) -> Result<String, Diagnostic> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|error| {
         let code = if error.kind() == std::io::ErrorKind::NotFound {
@@ -25,11 +40,6 @@ pub fn read_flow(path: &Path) -> Result<String, Diagnostic> {
         Diagnostic::error(code, format!("cannot read workflow `{shown}`: {error}"))
             .with_help("check the path; workflows are files such as `claims.flow`")
     })?;
-    // A byte order mark is not part of the workflow.
-    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        Some(rest) => rest.to_vec(),
-        None => bytes,
-    };
     let text = String::from_utf8(bytes).map_err(|error| {
         let offset = error.utf8_error().valid_up_to();
         Diagnostic::error(
@@ -38,7 +48,7 @@ pub fn read_flow(path: &Path) -> Result<String, Diagnostic> {
         )
         .with_help("save the file as UTF-8")
     })?;
-    if text.trim().is_empty() {
+    if text.strip_prefix(BOM).unwrap_or(&text).trim().is_empty() {
         return Err(
             Diagnostic::error(Code::EmptyFile, format!("workflow `{shown}` is empty"))
                 .with_help("add at least one step, such as `http GET \"https://api.example.test/health\"`"),

@@ -139,3 +139,59 @@ fn fmt_refuses_a_file_with_a_syntax_error() {
     assert!(stderr.contains("flow::syntax::unexpected"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&path).expect("readable"), broken);
 }
+
+#[test]
+fn fmt_keeps_a_byte_order_mark() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let path = folder.path().join("bom.flow");
+    let messy = "\u{FEFF}workflow   \"W\"\nstep \"s\" {\nhttp GET \"http://127.0.0.1:1/\"\n}\n";
+    let canonical = "\u{FEFF}workflow \"W\"\nstep \"s\" {\n  http GET \"http://127.0.0.1:1/\"\n}\n";
+    std::fs::write(&path, messy).expect("the file is written");
+
+    let output = flowrun(&[])
+        .arg("fmt")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(1));
+
+    let output = flowrun(&[]).arg("fmt").arg(&path).output().expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&path).expect("readable"), canonical);
+
+    let output = flowrun(&[])
+        .arg("fmt")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(0));
+
+    let output = flowrun(&["fmt", "-"])
+        .stdin(std::fs::File::open(&path).expect("readable"))
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), canonical);
+}
+
+#[test]
+fn fmt_bom_error_columns_match_check() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let path = folder.path().join("broken.flow");
+    std::fs::write(&path, "\u{FEFF}step \"s\" { http GET \"http://127.0.0.1:1/ }\n")
+        .expect("the file is written");
+    let output = flowrun(&[]).arg("fmt").arg(&path).output().expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(2));
+    let fmt_stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let output = flowrun(&[])
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(2));
+    let check_stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(check_stderr.contains("broken.flow:1:21]"), "{check_stderr}");
+    assert_eq!(fmt_stderr, check_stderr);
+}

@@ -585,3 +585,43 @@ fn symbols_include_steps_inside_conditions() {
     assert_eq!(children, ["Review", "Send"]);
     client.stop();
 }
+
+#[test]
+fn byte_order_mark_counts_as_one_character() {
+    let mut client = Client::start(&[]);
+
+    let uri = "untitled:bom-problem.flow";
+    let published = client.open(uri, "\u{FEFF}step \"A\" { http POTS \"http://127.0.0.1:9/\" }\n");
+    let diagnostics = published["diagnostics"].as_array().expect("diagnostics");
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0]["code"], "flow::check::unknown_method");
+    assert_eq!(
+        diagnostics[0]["range"],
+        json!({"start": {"line": 0, "character": 17}, "end": {"line": 0, "character": 21}})
+    );
+
+    let text = "\u{FEFF}let api = \"http://127.0.0.1:9\"\nstep   \"A\" {\nhttp GET \"<<vars.api>>/\"\n}\n";
+    let uri = "untitled:bom.flow";
+    let published = client.open(uri, text);
+    assert_eq!(published["diagnostics"], json!([]));
+    let definition = client.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": uri}, "position": position(text, "vars.api", 6)}),
+    );
+    assert_eq!(
+        definition,
+        json!({"uri": uri, "range": {"start": {"line": 0, "character": 5}, "end": {"line": 0, "character": 8}}})
+    );
+    let edits = client.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(
+        edits,
+        json!([{
+            "range": {"start": {"line": 0, "character": 0}, "end": {"line": 4, "character": 0}},
+            "newText": "\u{FEFF}let api = \"http://127.0.0.1:9\"\nstep \"A\" {\n  http GET \"<<vars.api>>/\"\n}\n",
+        }])
+    );
+    client.stop();
+}

@@ -25,7 +25,7 @@ pub fn fmt_command(args: FmtArgs) -> u8 {
             continue;
         }
         let name = file.display().to_string();
-        let text = match input::read_flow(file) {
+        let text = match input::read_flow_as_written(file) {
             Ok(text) => text,
             Err(diagnostic) => {
                 output::eprint_diagnostics(&[diagnostic], None);
@@ -33,12 +33,12 @@ pub fn fmt_command(args: FmtArgs) -> u8 {
                 continue;
             }
         };
-        let formatted = match format::format(&text) {
+        let formatted = match format_keeping_bom(&text) {
             Ok(formatted) => formatted,
             Err(diagnostics) => {
                 let source = Source {
                     name: &name,
-                    text: &text,
+                    text: without_bom(&text),
                 };
                 output::eprint_diagnostics(&diagnostics, Some(&source));
                 invalid = true;
@@ -79,17 +79,31 @@ fn format_stdin() -> Result<(), ()> {
         output::eprint_line(&format!("error: cannot read standard input: {error}"));
         return Err(());
     }
-    match format::format(&text) {
+    match format_keeping_bom(&text) {
         Ok(formatted) => output::print_stdout(&formatted).then_some(()).ok_or(()),
         Err(diagnostics) => {
             let source = Source {
                 name: "<stdin>",
-                text: &text,
+                text: without_bom(&text),
             };
             output::eprint_diagnostics(&diagnostics, Some(&source));
             Err(())
         }
     }
+}
+
+/// Formats `text` and keeps its leading byte order mark, if any. Syntax
+/// diagnostics point into the text after the mark, as `flowrun check`
+/// reports them.
+fn format_keeping_bom(text: &str) -> Result<String, Vec<Diagnostic>> {
+    match text.strip_prefix(input::BOM) {
+        Some(body) => format::format(body).map(|formatted| format!("{}{formatted}", input::BOM)),
+        None => format::format(text),
+    }
+}
+
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix(input::BOM).unwrap_or(text)
 }
 
 /// Writes `text` beside `path` and renames it over `path`, so that an

@@ -92,3 +92,27 @@ fn top_level_chunks(source: &str) -> Vec<(usize, &str)> {
         .map(|pair| (pair[0], &source[pair[0]..pair[1]]))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_order_mark_is_accepted() {
+        let parsed = parse("\u{FEFF}let a = 1\n");
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.file.items.len(), 1);
+    }
+
+    #[test]
+    fn byte_order_mark_before_broken_piece() {
+        let source = "\u{FEFF}let a = 1\nstep \"s\" {\n";
+        let parsed = parse(source);
+        assert_eq!(parsed.diagnostics.len(), 1, "{:?}", parsed.diagnostics);
+        assert_eq!(
+            parsed.diagnostics[0].span.map(|span| span.start),
+            Some(source.len())
+        );
+        assert_eq!(parsed.file.items.len(), 1);
+    }
+}

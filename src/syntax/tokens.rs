@@ -127,6 +127,11 @@ fn gap(source: &str, span: Span, parent: Rule, clause_start: bool, out: &mut Vec
     while index < bytes.len() {
         let start = index;
         let byte = bytes[index];
+        // A byte order mark at the start of the file is no token.
+        if span.start + index == 0 && text.starts_with('\u{FEFF}') {
+            index += '\u{FEFF}'.len_utf8();
+            continue;
+        }
         let kind = match byte {
             b' ' | b'\t' | b'\r' | b'\n' => {
                 index += 1;
@@ -229,6 +234,20 @@ mod tests {
             .map(|token| &source[token.span.start..token.span.end])
             .collect();
         assert_eq!(texts, ["a", "==", "b", "!=", "c", "->", "d"]);
+    }
+
+    #[test]
+    fn byte_order_mark_is_no_token() {
+        let source = "\u{FEFF}let a = 1\n";
+        assert_eq!(
+            texts(source),
+            vec![
+                (TokenKind::Word, "let"),
+                (TokenKind::Word, "a"),
+                (TokenKind::Punct, "="),
+                (TokenKind::Word, "1"),
+            ]
+        );
     }
 
     #[test]
