@@ -2,12 +2,17 @@
 //! language server.
 //!
 //! The formatter works on the grammar's tokens (see [`syntax::tokens`]).
-//! It indents lines by block depth and puts one space between tokens that
-//! were apart. It spaces punctuation, starts each step item on its own line
-//! and breaks a long action before each clause. Strings, triple-quoted strings
-//! and comments are copied byte for byte; a JSON block moves with its first
-//! line, so its payload stays the same. A leading UTF-8 byte order mark
-//! stays at the start of the text.
+//! It indents lines by block depth with spaces and puts one space between
+//! tokens that were apart. It spaces punctuation, starts each step item on its
+//! own line and breaks a long action before each clause. Strings are copied
+//! byte for byte, comments lose only their trailing white space, and a JSON
+//! block moves with its first line, so its payload stays the same.
+//!
+//! Every line break the formatter writes is the file's own: CRLF when the
+//! first line ends with CRLF, else LF. This includes the line breaks inside
+//! triple-quoted strings, whose value ignores a CR before each LF. Line breaks
+//! inside a JSON block are part of its payload and stay as they are. A leading
+//! UTF-8 byte order mark stays at the start of the text.
 //!
 //! Every result is verified: the formatted text must parse to the same tree
 //! (spans aside) and keep the same comments. When the full layout would
@@ -51,8 +56,9 @@ fn format_valid(source: &str) -> String {
     };
     let expected = tree_key(source);
     let comments = comment_texts(source, &tokens);
+    let newline = line_break_of(source);
     for mode in [Mode::Full, Mode::KeepLines] {
-        let formatted = layout(source, &tokens, mode);
+        let formatted = layout(source, &tokens, mode, newline);
         if formatted == source {
             return formatted;
         }
@@ -61,6 +67,15 @@ fn format_valid(source: &str) -> String {
         }
     }
     source.to_string()
+}
+
+/// Returns the line break of `source`: CRLF when its first line ends with
+/// CRLF, else LF.
+fn line_break_of(source: &str) -> &'static str {
+    match source.find('\n') {
+        Some(index) if source[..index].ends_with('\r') => "\r\n",
+        _ => "\n",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +134,8 @@ fn text<'a>(source: &'a str, token: &Token) -> &'a str {
     &source[token.span.start..token.span.end]
 }
 
-/// Lays out the tokens in `mode`.
-fn layout(source: &str, tokens: &[Token], mode: Mode) -> String {
+/// Lays out the tokens in `mode`, ending lines with `newline`.
+fn layout(source: &str, tokens: &[Token], mode: Mode, newline: &str) -> String {
     let breaks = line_breaks(source, tokens, mode);
     let mut out = String::with_capacity(source.len() + source.len() / 8);
     let mut depth = 0usize;
@@ -133,12 +148,12 @@ fn layout(source: &str, tokens: &[Token], mode: Mode) -> String {
         let newlines = breaks[index];
         if previous.is_none() {
             for _ in 0..newlines {
-                out.push('\n');
+                out.push_str(newline);
             }
             line_indent = depth * INDENT.len();
         } else if newlines > 0 {
             for _ in 0..newlines {
-                out.push('\n');
+                out.push_str(newline);
             }
             line_indent = depth * INDENT.len();
             for _ in 0..depth {
@@ -155,6 +170,11 @@ fn layout(source: &str, tokens: &[Token], mode: Mode) -> String {
                 let old_indent = indent_of_line(source, token.span.start);
                 shift_block(text(source, token), old_indent, line_indent, &mut out);
             }
+            TokenKind::Triple => {
+                let body = text(source, token).replace("\r\n", "\n");
+                out.push_str(&body.replace('\n', newline));
+            }
+            TokenKind::Comment => out.push_str(text(source, token).trim_end()),
             _ => out.push_str(text(source, token)),
         }
         if token.kind == TokenKind::Open {
@@ -162,7 +182,7 @@ fn layout(source: &str, tokens: &[Token], mode: Mode) -> String {
         }
     }
     if !out.is_empty() {
-        out.push('\n');
+        out.push_str(newline);
     }
     out
 }
@@ -294,27 +314,28 @@ fn indent_of_line(source: &str, offset: usize) -> usize {
 
 /// Writes a JSON block whose first line moves from indentation `old` to
 /// `new`. The parser removes up to the first line's indentation from each
-/// later line, so each later line gains or loses the same amount (at most
-/// its own leading white space) and the payload stays byte for byte.
+/// later line, so each later line gets `new` spaces in place of what the
+/// parser removes, and the payload stays byte for byte. A line that is
+/// blank after that removal gets no indentation, so no trailing white space.
+///
+/// NOTE: white space beyond the first line's indentation, tabs included, is
+/// part of the request body, so it stays as written.
 fn shift_block(block: &str, old: usize, new: usize, out: &mut String) {
     for (index, line) in block.split('\n').enumerate() {
         if index == 0 {
             out.push_str(line);
             continue;
         }
+        // A CR before the LF stays with its line because it is part of the payload.
         out.push('\n');
-        if line.is_empty() {
-            continue;
-        }
-        if new >= old {
-            for _ in 0..new - old {
+        let leading = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let payload = &line[leading.min(old)..];
+        if !payload.trim_end_matches('\r').is_empty() {
+            for _ in 0..new {
                 out.push(' ');
             }
-            out.push_str(line);
-        } else {
-            let leading = line.len() - line.trim_start_matches([' ', '\t']).len();
-            out.push_str(&line[leading.min(old - new)..]);
         }
+        out.push_str(payload);
     }
 }
 
@@ -387,6 +408,29 @@ mod tests {
         let once = formatted(source);
         assert_eq!(formatted(&once), once);
         assert_eq!(tree_key(&once), tree_key(source));
+    }
+
+    #[test]
+    fn writes_the_first_line_break_everywhere() {
+        let source = "let a = 1\r\nlet b = 2\nstep \"s\" {\r\n\thttp GET \"http://x.test/\" # get  \r\n}";
+        assert_eq!(
+            formatted(source),
+            "let a = 1\r\nlet b = 2\r\nstep \"s\" {\r\n  http GET \"http://x.test/\" # get\r\n}\r\n"
+        );
+        let source = "let a = 1\nlet b = 2\r\n";
+        assert_eq!(formatted(source), "let a = 1\nlet b = 2\n");
+    }
+
+    #[test]
+    fn replaces_the_removed_indentation_of_a_json_block() {
+        let source =
+            "step \"s\" {\r\n\thttp POST \"http://x.test/\" json {\r\n\t  \"a\": 1\r\n\r\n\t}\r\n}\r\n";
+        let once = formatted(source);
+        assert_eq!(
+            once,
+            "step \"s\" {\r\n  http POST \"http://x.test/\" json {\r\n    \"a\": 1\r\n\r\n  }\r\n}\r\n"
+        );
+        assert_eq!(formatted(&once), once);
     }
 
     #[test]

@@ -141,6 +141,65 @@ fn fmt_refuses_a_file_with_a_syntax_error() {
 }
 
 #[test]
+fn fmt_keeps_crlf_line_breaks_on_every_line() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let path = folder.path().join("windows.flow");
+    let messy = concat!(
+        "workflow \"W\"\r\n",
+        "# top   \r\n",
+        "step \"s\" {\r\n",
+        "\thttp POST \"http://127.0.0.1:1/x\" json {\r\n",
+        "\t  \"a\": 1\r\n",
+        "\t}\r\n",
+        "\tsave response.status -> entity.s # saved\r\n",
+        "}\r\n",
+        "step \"t\" {\r\n",
+        "    llm model \"m\" prompt \"\"\"\r\n",
+        "      Summarise <<entity.s>>\n",
+        "      \"\"\" -> entity.summary\r\n",
+        "}\r\n",
+    );
+    std::fs::write(&path, messy).expect("the file is written");
+
+    let output = flowrun(&[]).arg("fmt").arg(&path).output().expect("flowrun runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let formatted = std::fs::read_to_string(&path).expect("readable");
+    assert_eq!(
+        formatted,
+        concat!(
+            "workflow \"W\"\r\n",
+            "# top\r\n",
+            "step \"s\" {\r\n",
+            "  http POST \"http://127.0.0.1:1/x\" json {\r\n",
+            "    \"a\": 1\r\n",
+            "  }\r\n",
+            "  save response.status -> entity.s # saved\r\n",
+            "}\r\n",
+            "step \"t\" {\r\n",
+            "  llm model \"m\" prompt \"\"\"\r\n",
+            "      Summarise <<entity.s>>\r\n",
+            "      \"\"\" -> entity.summary\r\n",
+            "}\r\n",
+        )
+    );
+    assert_eq!(tree_key(&formatted), tree_key(messy));
+    assert_eq!(format(&formatted).expect("formatted text parses"), formatted);
+
+    let output = flowrun(&[])
+        .arg("fmt")
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
 fn fmt_keeps_a_byte_order_mark() {
     let folder = tempfile::tempdir().expect("a temporary folder");
     let path = folder.path().join("bom.flow");
