@@ -4,7 +4,8 @@
 //! The formatter works on the grammar's tokens (see [`syntax::tokens`]).
 //! It indents lines by block depth with spaces and puts one space between
 //! tokens that were apart. It spaces punctuation, starts each step item on its
-//! own line and breaks a long action before each clause. Strings are copied
+//! own line and breaks a long action before each clause, keeping the first
+//! clause of `llm` beside the keyword. Strings are copied
 //! byte for byte, comments lose only their trailing white space, and a JSON
 //! block moves with its first line, so its payload stays the same.
 //!
@@ -234,44 +235,61 @@ fn line_breaks(source: &str, tokens: &[Token], mode: Mode) -> Vec<usize> {
 
 /// Breaks a line longer than [`MAX_WIDTH`] that contains an `http`, `llm`,
 /// `extract` or `transcribe` action and more than one of its clauses, before
-/// each clause.
+/// each clause but one that directly follows the keyword, so that `llm`
+/// never stands alone. The width counts the line's indentation, and when a
+/// triple-quoted string or JSON block spans lines, the widest of them.
 fn break_long_actions(source: &str, tokens: &[Token], breaks: &mut [usize]) {
+    let mut depth = 0usize;
     let mut start = 0;
     while start < tokens.len() {
         let mut end = start + 1;
         while end < tokens.len() && breaks[end] == 0 {
             end += 1;
         }
-        let first = text(source, &tokens[start]);
-        let clauses = tokens[start + 1..end]
-            .iter()
-            .filter(|token| token.clause_start)
-            .count();
+        let line = &tokens[start..end];
+        if line[0].kind == TokenKind::Close {
+            depth = depth.saturating_sub(1);
+        }
+        let first = text(source, &line[0]);
+        let clauses = line[1..].iter().filter(|token| token.clause_start).count();
         if matches!(first, "http" | "llm" | "extract" | "transcribe")
             && clauses > 1
-            && line_width(source, &tokens[start..end]) > MAX_WIDTH
+            && line_width(source, line, depth * INDENT.len()) > MAX_WIDTH
         {
-            for index in start + 1..end {
+            for index in start + 2..end {
                 if tokens[index].clause_start {
                     breaks[index] = 1;
                 }
+            }
+        }
+        for (index, token) in line.iter().enumerate() {
+            match token.kind {
+                TokenKind::Open => depth += 1,
+                TokenKind::Close if index > 0 => depth = depth.saturating_sub(1),
+                _ => {}
             }
         }
         start = end;
     }
 }
 
-/// Measures a line of tokens up to its first line break, at depth zero.
-fn line_width(source: &str, tokens: &[Token]) -> usize {
-    let mut width = 0;
+/// Measures the widest physical line of a line of tokens that starts at
+/// column `indent`, in characters, counting one space between tokens.
+fn line_width(source: &str, tokens: &[Token], indent: usize) -> usize {
+    let mut widest = 0;
+    let mut width = indent;
     for token in tokens {
         let body = text(source, token);
-        match body.find('\n') {
-            Some(end) => return width + body[..end].chars().count(),
-            None => width += body.chars().count() + 1,
+        match (body.find('\n'), body.rfind('\n')) {
+            (Some(first_end), Some(last_start)) => {
+                widest = widest.max(width + body[..first_end].trim_end().chars().count());
+                width = body[last_start + 1..].chars().count() + 1;
+            }
+            _ => width += body.chars().count() + 1,
         }
     }
-    width
+    // The last token has no space after it.
+    widest.max(width.saturating_sub(1))
 }
 
 /// Decides whether to write a space between two tokens on one line. `apart`
@@ -395,6 +413,54 @@ mod tests {
         assert_eq!(
             formatted(&source),
             format!("step \"s\" {{\n  http POST \"{url}\"\n  json {{ \"a\": 1 }}\n  headers {{ \"A\": \"b\" }}\n}}\n")
+        );
+    }
+
+    #[test]
+    fn keeps_the_first_llm_clause_beside_llm() {
+        let prompt = "a".repeat(80);
+        let source = format!(
+            "step \"s\" {{\n  llm model \"m\" system \"be brief\" prompt \"{prompt}\" choices [\"x\", \"y\"] -> entity.kind\n}}\n"
+        );
+        let once = formatted(&source);
+        assert_eq!(
+            once,
+            format!(
+                "step \"s\" {{\n  llm model \"m\"\n  system \"be brief\"\n  prompt \"{prompt}\"\n  choices [\"x\", \"y\"]\n  -> entity.kind\n}}\n"
+            )
+        );
+        assert_eq!(formatted(&once), once);
+    }
+
+    #[test]
+    fn measures_a_long_line_after_a_triple_string() {
+        let system = "b".repeat(80);
+        let source = format!(
+            "step \"s\" {{\n  llm prompt \"\"\"\n    Summarise\n  \"\"\" system \"{system}\" -> entity.summary\n}}\n"
+        );
+        let once = formatted(&source);
+        assert_eq!(
+            once,
+            format!(
+                "step \"s\" {{\n  llm prompt \"\"\"\n    Summarise\n  \"\"\"\n  system \"{system}\"\n  -> entity.summary\n}}\n"
+            )
+        );
+        assert_eq!(formatted(&once), once);
+    }
+
+    #[test]
+    fn counts_indentation_in_the_line_width() {
+        // Two spaces of indentation and 37 other characters around the prompt.
+        let at_limit = format!(
+            "step \"s\" {{\n  llm model \"m\" prompt \"{}\" -> entity.s\n}}\n",
+            "c".repeat(63)
+        );
+        assert_eq!(formatted(&at_limit), at_limit);
+        let prompt = "c".repeat(64);
+        let over_limit = format!("step \"s\" {{\n  llm model \"m\" prompt \"{prompt}\" -> entity.s\n}}\n");
+        assert_eq!(
+            formatted(&over_limit),
+            format!("step \"s\" {{\n  llm model \"m\"\n  prompt \"{prompt}\"\n  -> entity.s\n}}\n")
         );
     }
 
