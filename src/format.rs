@@ -5,9 +5,10 @@
 //! It indents lines by block depth with spaces and puts one space between
 //! tokens that were apart. It spaces punctuation, starts each step item on its
 //! own line and breaks a long action before each clause, keeping the first
-//! clause of `llm` beside the keyword. Strings are copied
-//! byte for byte, comments lose only their trailing white space, and a JSON
-//! block moves with its first line, so its payload stays the same.
+//! clause of `llm` beside the keyword. Strings are copied byte for byte,
+//! comments lose only their trailing white space, and a JSON block moves with
+//! its first line. Tabs that indent the lines of a JSON block become spaces,
+//! which changes the bytes of the payload but not the JSON it is.
 //!
 //! Every line break the formatter writes is the file's own: CRLF when the
 //! first line ends with CRLF, else LF. This includes the line breaks inside
@@ -16,9 +17,10 @@
 //! UTF-8 byte order mark stays at the start of the text.
 //!
 //! Every result is verified: the formatted text must parse to the same tree
-//! (byte offsets aside) and keep the same comments. When the full layout would
-//! change either, a layout that keeps every line where it is is tried, and
-//! when that fails too the text is returned unchanged.
+//! (byte offsets aside) and keep the same comments. When tabs in JSON blocks
+//! become spaces, the tree compared is that of the text with spaces. When the
+//! full layout would change either, a layout that keeps every line where it
+//! is is tried, and when that fails too the text is returned unchanged.
 
 use crate::diagnostic::Diagnostic;
 use crate::syntax::{self, tokens::Token, tokens::TokenKind};
@@ -55,19 +57,68 @@ fn format_valid(source: &str) -> String {
     let Some(tokens) = syntax::tokens::tokens(source) else {
         return source.to_string();
     };
-    let expected = tree_key(source);
-    let comments = comment_texts(source, &tokens);
-    let newline = line_break_of(source);
-    for mode in [Mode::Full, Mode::KeepLines] {
-        let formatted = layout(source, &tokens, mode, newline);
-        if formatted == source {
-            return formatted;
-        }
-        if same_meaning(&formatted, &expected, &comments) {
+    if let Some(untabbed) = untab_blocks(source, &tokens) {
+        let laid_out = syntax::tokens::tokens(&untabbed)
+            .and_then(|untabbed_tokens| verified_layout(&untabbed, &untabbed_tokens));
+        if let Some(formatted) = laid_out {
             return formatted;
         }
     }
-    source.to_string()
+    verified_layout(source, &tokens).unwrap_or_else(|| source.to_string())
+}
+
+/// Returns the first layout of `source` that keeps its tree and comments.
+fn verified_layout(source: &str, tokens: &[Token]) -> Option<String> {
+    let expected = tree_key(source);
+    let comments = comment_texts(source, tokens);
+    let newline = line_break_of(source);
+    for mode in [Mode::Full, Mode::KeepLines] {
+        let formatted = layout(source, tokens, mode, newline);
+        if formatted == source || same_meaning(&formatted, &expected, &comments) {
+            return Some(formatted);
+        }
+    }
+    None
+}
+
+/// Replaces each tab in the leading white space of a JSON block's later
+/// lines with [`INDENT`], leaving the part that the parser removes (see
+/// [`shift_block`]). Returns `None` when no block has such a tab.
+///
+/// The payload then differs in bytes but not as JSON: neither JSON strings
+/// nor merge fields span lines, so white space at the start of a line lies
+/// between JSON tokens. A block with a line that ends in a backslash, which
+/// could continue a string, is left as it is.
+fn untab_blocks(source: &str, tokens: &[Token]) -> Option<String> {
+    let mut out = String::with_capacity(source.len());
+    let mut cursor = 0;
+    for token in tokens.iter().filter(|token| token.kind == TokenKind::Block) {
+        let block = text(source, token);
+        let continues_a_line = block
+            .split('\n')
+            .any(|line| line.trim_end_matches('\r').ends_with('\\'));
+        if !block.contains('\t') || continues_a_line {
+            continue;
+        }
+        let old = indent_of_line(source, token.span.start);
+        out.push_str(&source[cursor..token.span.start]);
+        for (index, line) in block.split('\n').enumerate() {
+            if index > 0 {
+                out.push('\n');
+            }
+            let leading = line.len() - line.trim_start_matches([' ', '\t']).len();
+            let removed = if index == 0 { leading } else { leading.min(old) };
+            out.push_str(&line[..removed]);
+            out.push_str(&line[removed..leading].replace('\t', INDENT));
+            out.push_str(&line[leading..]);
+        }
+        cursor = token.span.end;
+    }
+    if cursor == 0 {
+        return None;
+    }
+    out.push_str(&source[cursor..]);
+    (out != source).then_some(out)
 }
 
 /// Returns the line break of `source`: CRLF when its first line ends with
@@ -235,9 +286,9 @@ fn line_breaks(source: &str, tokens: &[Token], mode: Mode) -> Vec<usize> {
 
 /// Breaks a line longer than [`MAX_WIDTH`] that contains an `http`, `llm`,
 /// `extract` or `transcribe` action and more than one of its clauses, before
-/// each clause but one that directly follows the keyword, so that `llm`
-/// never stands alone. The width counts the line's indentation, and when a
-/// triple-quoted string or JSON block spans lines, the widest of them.
+/// each clause but one that directly follows the keyword, so that `llm` is
+/// never alone on its line. The width counts the line's indentation, and
+/// when a triple-quoted string or JSON block spans lines, the widest of them.
 fn break_long_actions(source: &str, tokens: &[Token], breaks: &mut [usize]) {
     let mut depth = 0usize;
     let mut start = 0;
@@ -338,8 +389,8 @@ fn indent_of_line(source: &str, offset: usize) -> usize {
 /// parser removes, and the payload stays byte for byte. A line that is
 /// blank after that removal gets no indentation, so no trailing white space.
 ///
-/// NOTE: white space beyond the first line's indentation, tabs included, is
-/// part of the request body, so it stays as written.
+/// White space beyond the removed part stays as written: [`untab_blocks`]
+/// has already turned its tabs into spaces where that keeps the JSON.
 fn shift_block(block: &str, old: usize, new: usize, out: &mut String) {
     for (index, line) in block.split('\n').enumerate() {
         if index == 0 {
@@ -508,6 +559,28 @@ mod tests {
             "step \"s\" {\r\n  http POST \"http://x.test/\" json {\r\n    \"a\": 1\r\n\r\n  }\r\n}\r\n"
         );
         assert_eq!(formatted(&once), once);
+    }
+
+    #[test]
+    fn turns_tabs_in_a_json_block_into_spaces() {
+        let source =
+            "step \"s\" {\n\thttp POST \"http://x.test/\" json {\n\t\t\"a\": [\n\t\t\t1\n\t\t]\n\t}\n}\n";
+        let once = formatted(source);
+        assert_eq!(
+            once,
+            "step \"s\" {\n  http POST \"http://x.test/\" json {\n    \"a\": [\n      1\n    ]\n  }\n}\n"
+        );
+        assert_eq!(formatted(&once), once);
+    }
+
+    #[test]
+    fn keeps_tabs_before_a_backslash_newline() {
+        let source =
+            "step \"s\" {\n\thttp POST \"http://x.test/\" json {\n\t\t\"a\": \"b\\\n\t\tc\"\n\t}\n}\n";
+        assert_eq!(
+            formatted(source),
+            "step \"s\" {\n  http POST \"http://x.test/\" json {\n  \t\"a\": \"b\\\n  \tc\"\n  }\n}\n"
+        );
     }
 
     #[test]
