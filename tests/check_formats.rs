@@ -156,3 +156,26 @@ fn sarif_uris_and_column_kind() {
         );
     }
 }
+
+#[test]
+fn json_positions_skip_a_byte_order_mark() {
+    let workspace = Workspace::new();
+    let path = workspace.file(
+        "bom.flow",
+        "\u{FEFF}step \"s\" { http POTS \"http://127.0.0.1:1/\" }\n",
+    );
+    let output = flowrun(&["check", "--format", "json"])
+        .arg(&path)
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(2));
+
+    let entries: Value = serde_json::from_slice(&output.stdout).expect("the output is JSON");
+    let entry = &entries[0];
+    assert_eq!(entry["code"], "flow::check::unknown_method");
+    assert_eq!(entry["span"], json!({"start": 16, "end": 20}));
+    assert_eq!(
+        entry["range"],
+        json!({"start": {"line": 1, "column": 17}, "end": {"line": 1, "column": 21}})
+    );
+}
