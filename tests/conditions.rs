@@ -897,3 +897,51 @@ async fn arithmetic_and_typed_variables_name_numbers_out_of_range() {
         "`+` cannot use `entity.big`: the number `1e+400` is out of range (more than 28 significant digits)"
     );
 }
+
+#[test]
+fn secrets_written_to_the_entity_are_masked() {
+    use support::cli::{flowrun, output, path_str, Workspace};
+
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "copy.flow",
+        "let header = \"Bearer <<secret.TOK>>\"\n\
+         set entity.copy = <<secret.TOK>>\n\
+         set entity.quoted = \"x<<secret.TOK>>x\"\n\
+         set entity.header = <<vars.header>>\n\
+         step \"Echo\" {\n  \
+           code python \"\"\"\n    outputs.echo = inputs.token + \"!\"\n  \"\"\"\n  \
+           inputs { token: <<secret.TOK>> }\n  \
+           outputs { echo -> entity.echo }\n\
+         }\n",
+    );
+    let entity = workspace.file("entity.json", "{\"id\": \"C-1\"}");
+    let store = workspace.dir.path().join("store.db");
+    let report = workspace.dir.path().join("report.json");
+    let (code, stdout, stderr) = output(
+        flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entity",
+            path_str(&entity),
+            "--store",
+            path_str(&store),
+            "--report",
+            path_str(&report),
+            "--execution-id",
+            "m-1",
+        ])
+        .env("FLOWRUN_SECRET_TOK", "tk-8812"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        printed,
+        json!({"id": "C-1", "copy": "***", "quoted": "x***x", "header": "Bearer ***", "echo": "***!"})
+    );
+    let written = std::fs::read_to_string(&report).unwrap();
+    assert!(!written.contains("tk-8812"), "{written}");
+    let stored = flowrun::store::sqlite::SqliteStore::open(&store).unwrap();
+    let record = flowrun::store::Store::execution(&stored, "m-1").unwrap();
+    assert_eq!(record.entity, printed);
+}

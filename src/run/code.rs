@@ -490,8 +490,11 @@ fn write_outputs(call: &CodeCall, outputs: &Value, execution: &mut Execution) ->
                 execution.secret_vars.remove(variable);
             }
             SaveTarget::Entity(path) => {
+                // A script may return a secret it was given as an input;
+                // the entity is printed and stored, so it is masked.
+                let value = execution.redact_value(value.clone());
                 let mut entity = execution.entity.clone();
-                set_path(&mut entity, path, value.clone()).map_err(|message| {
+                set_path(&mut entity, path, value).map_err(|message| {
                     Diagnostic::error(
                         Code::CodeFailed,
                         format!("cannot write output `{name}` to `{written}`: {message}"),

@@ -251,6 +251,9 @@ fn write_target(target: &SaveTarget, value: Value, execution: &mut Execution) ->
             Ok(())
         }
         SaveTarget::Entity(path) => {
+            // The entity is printed and stored, so a secret copied into it
+            // is masked, as in a `save` line.
+            let value = execution.redact_value(value);
             let mut entity = execution.entity.clone();
             set_path(&mut entity, path, value)?;
             execution.entity = entity;
