@@ -350,6 +350,23 @@ fn bad_rates_and_concurrency_are_refused() {
         path_str(&flow),
         "--entities",
         path_str(&input),
+        "--rate",
+        "4294967295/s",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(
+            "invalid value '4294967295/s' for '--rate <RATE>': `4294967295/s`: the count 4294967295 is above \
+             the maximum of 1000000/s; give a whole number from 1 to 1000000, which is 1000000 requests per \
+             second"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
         "--concurrency",
         "0",
     ]));

@@ -236,7 +236,7 @@ pub struct BatchArgs {
     pub concurrency: usize,
 
     /// Limit requests per host, shared by all executions, such as `50/s`,
-    /// `600/m` or `1000/h`. Requests are spaced evenly.
+    /// `600/m` or `1000/h`, up to 1000000/s. Requests are spaced evenly.
     #[arg(long, value_name = "RATE", value_parser = crate::run::politeness::Rate::parse, requires = "entities")]
     pub rate: Option<crate::run::politeness::Rate>,
 

@@ -22,29 +22,20 @@ pub struct Rate {
     pub per: Duration,
 }
 
+/// The highest rate `--rate` accepts, in requests per second. Requests
+/// leave one interval apart, and the interval is counted in whole
+/// nanoseconds, so above this an interval could be off by more than 0.1%,
+/// and above 10^9 per second it would be zero: no limit at all.
+pub const MAX_PER_SECOND: u64 = 1_000_000;
+
 impl Rate {
-    /// Parses `50/s`, `600/m` or `1000/h`.
+    /// Parses `50/s`, `600/m` or `1000/h`: a count from 1 up to
+    /// [`MAX_PER_SECOND`] per second, so 1000000/s, 60000000/m or
+    /// 3600000000/h.
     pub fn parse(text: &str) -> Result<Rate, String> {
         let (count, unit) = text
             .split_once('/')
             .ok_or_else(|| format!("`{text}` is not a rate; write it as COUNT/UNIT, such as 50/s"))?;
-        let count = count.trim();
-        let whole = !count.is_empty() && count.bytes().all(|byte| byte.is_ascii_digit());
-        let count: u32 = match count.parse() {
-            Ok(count) if count > 0 => count,
-            // Only a number too large for the count fails to parse as digits.
-            Err(_) if whole => {
-                return Err(format!(
-                    "`{text}`: the count is too large; the maximum is {}",
-                    u32::MAX
-                ))
-            }
-            _ => {
-                return Err(format!(
-                    "`{text}`: the count must be a whole number above 0, such as 50/s"
-                ))
-            }
-        };
         let per = match unit.trim() {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
@@ -55,7 +46,26 @@ impl Rate {
                 ))
             }
         };
-        Ok(Rate { count, per })
+        let unit = unit.trim();
+        let max = MAX_PER_SECOND * per.as_secs();
+        let count_text = count.trim();
+        let whole = !count_text.is_empty() && count_text.bytes().all(|byte| byte.is_ascii_digit());
+        // Digits too many for a u64 are above the maximum too.
+        let parsed = whole.then(|| count_text.parse::<u64>().unwrap_or(u64::MAX));
+        match parsed {
+            Some(count @ 1..) if count <= max => Ok(Rate {
+                // The maximum, 3600000000/h, fits in a u32.
+                count: count as u32,
+                per,
+            }),
+            Some(1..) => Err(format!(
+                "`{text}`: the count {count_text} is above the maximum of {max}/{unit}; give a whole number \
+                 from 1 to {max}, which is {MAX_PER_SECOND} requests per second"
+            )),
+            _ => Err(format!(
+                "`{text}`: the count must be a whole number from 1 to {max}, such as 50/{unit}"
+            )),
+        }
     }
 
     /// The time between two requests to one host.
@@ -226,7 +236,42 @@ mod tests {
         );
         assert_eq!(
             Rate::parse("0/s").unwrap_err(),
-            "`0/s`: the count must be a whole number above 0, such as 50/s"
+            "`0/s`: the count must be a whole number from 1 to 1000000, such as 50/s"
+        );
+        assert_eq!(
+            Rate::parse("1.5/m").unwrap_err(),
+            "`1.5/m`: the count must be a whole number from 1 to 60000000, such as 50/m"
+        );
+    }
+
+    #[test]
+    fn rates_up_to_a_million_per_second() {
+        assert_eq!(
+            Rate::parse("1000000/s").unwrap().interval(),
+            Duration::from_micros(1)
+        );
+        assert_eq!(
+            Rate::parse("60000000/m").unwrap().interval(),
+            Duration::from_micros(1)
+        );
+        assert_eq!(
+            Rate::parse("3600000000/h").unwrap().interval(),
+            Duration::from_micros(1)
+        );
+        assert_eq!(
+            Rate::parse("1000001/s").unwrap_err(),
+            "`1000001/s`: the count 1000001 is above the maximum of 1000000/s; give a whole number from 1 \
+             to 1000000, which is 1000000 requests per second"
+        );
+        assert_eq!(
+            Rate::parse("4294967295/s").unwrap_err(),
+            "`4294967295/s`: the count 4294967295 is above the maximum of 1000000/s; give a whole number \
+             from 1 to 1000000, which is 1000000 requests per second"
+        );
+        assert_eq!(
+            Rate::parse("99999999999999999999999/h").unwrap_err(),
+            "`99999999999999999999999/h`: the count 99999999999999999999999 is above the maximum of \
+             3600000000/h; give a whole number from 1 to 3600000000, which is 1000000 requests per second"
         );
         assert_eq!(
             Rate::parse("5/d").unwrap_err(),
@@ -336,11 +381,12 @@ mod tests {
     fn rates_too_large_name_the_maximum() {
         assert_eq!(
             Rate::parse("100000000000/s").unwrap_err(),
-            "`100000000000/s`: the count is too large; the maximum is 4294967295"
+            "`100000000000/s`: the count 100000000000 is above the maximum of 1000000/s; give a whole \
+             number from 1 to 1000000, which is 1000000 requests per second"
         );
         assert_eq!(
             Rate::parse("-5/s").unwrap_err(),
-            "`-5/s`: the count must be a whole number above 0, such as 50/s"
+            "`-5/s`: the count must be a whole number from 1 to 1000000, such as 50/s"
         );
     }
 }
