@@ -446,6 +446,55 @@ fn csv_columns_become_fields_typed_on_request() {
 }
 
 #[test]
+fn csv_errors_name_the_record_and_its_lines() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    // Lines end with CRLF. Line 1 is the header and line 2 is blank. C-0 is
+    // on line 3, and C-1 on lines 4 and 5 with a quoted note. Line 6 is
+    // blank, and line 7 a row of one cell. C-2 spans lines 8 to 10 with a
+    // quoted note and has a cell too many. C-3 is on line 11.
+    let input = workspace.file(
+        "claims.csv",
+        "id,note\r\n\r\nC-0,a\r\n\"C-1\",\"two\r\nlines\"\r\n\r\nbad\r\nC-2,\"x\r\ny\r\nz\",extra\r\nC-3,d\r\n",
+    );
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "1",
+        "--no-store",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        lines(&stdout),
+        [
+            json!({"id": "C-0", "note": "a", "status": "ok"}),
+            json!({"id": "C-1", "note": "two\r\nlines", "status": "ok"}),
+            json!({"id": "C-3", "note": "d", "status": "ok"}),
+        ]
+    );
+    let shown = format!("`{}`", input.display());
+    assert!(
+        stderr.contains(&format!(
+            "record 3 (line 7) of {shown} has 1 cell, but the header row has 2 columns"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "record 4 (lines 8 to 10) of {shown} has 3 cells, but the header row has 2 columns"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("record 3 did not run:"), "{stderr}");
+    assert!(stderr.contains("record 4 did not run:"), "{stderr}");
+}
+
+#[test]
 fn a_json_array_on_standard_input_and_a_bad_record() {
     let server = ok_server();
     let workspace = Workspace::new();

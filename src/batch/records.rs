@@ -417,7 +417,7 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(reader);
+        .from_reader(LineCounter::new(reader));
     let headers: Vec<String> = match csv.headers() {
         Ok(headers) => headers
             .iter()
@@ -457,36 +457,60 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
         });
         return;
     }
-    let mut row = csv::StringRecord::new();
+    let mut row = csv::ByteRecord::new();
     let mut number = 0u64;
     loop {
         number += 1;
-        let entity = match csv.read_record(&mut row) {
-            Ok(false) => return,
-            Ok(true) => {
-                let mut entity = Map::new();
-                for (name, cell) in headers.iter().zip(row.iter()) {
-                    let value = if typed {
-                        typed_cell(cell)
-                    } else {
-                        Value::String(cell.to_string())
-                    };
-                    entity.insert(name.clone(), value);
-                }
-                Ok(Value::Object(entity))
+        let result = csv.read_byte_record(&mut row);
+        // The reader stops right after the row's terminator, or at the end
+        // of the input, so the row's last byte lies on its last line.
+        // Asking on every row also lets the counter drop the breaks before it.
+        let end = csv.position().byte();
+        let last_line = csv.get_mut().line_of(end.saturating_sub(1));
+        let place = || {
+            let breaks: u64 = row.iter().map(count_line_breaks).sum();
+            Place {
+                number,
+                first_line: last_line.saturating_sub(breaks),
+                last_line,
             }
+        };
+        let entity = match result {
+            Ok(false) => return,
+            Ok(true) => csv_entity(&headers, &row, typed).map_err(|column| {
+                Diagnostic::error(
+                    Code::InvalidRecord,
+                    format!(
+                        "{} of {shown} is not valid UTF-8 in the column `{column}`",
+                        place()
+                    ),
+                )
+                .with_help("save the file as UTF-8")
+            }),
             // A row with the wrong number of cells is that record's problem;
             // the rows after it are still read.
-            Err(error) if matches!(error.kind(), csv::ErrorKind::UnequalLengths { .. }) => {
-                Err(csv_error(shown, &error))
-            }
-            Err(error) => {
-                send(Record {
-                    number,
-                    entity: Err(csv_error(shown, &error)),
-                });
-                return;
-            }
+            Err(error) => match error.kind() {
+                csv::ErrorKind::UnequalLengths {
+                    expected_len, len, ..
+                } => {
+                    let cells = if *len == 1 { "cell" } else { "cells" };
+                    Err(Diagnostic::error(
+                        Code::InvalidRecord,
+                        format!(
+                            "{} of {shown} has {len} {cells}, but the header row has {expected_len} columns",
+                            place()
+                        ),
+                    )
+                    .with_help("every row needs as many cells as the header row has columns; quote a cell that contains a comma"))
+                }
+                _ => {
+                    send(Record {
+                        number,
+                        entity: Err(csv_error(shown, &error)),
+                    });
+                    return;
+                }
+            },
         };
         if !send(Record { number, entity }) {
             return;
@@ -494,25 +518,138 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
     }
 }
 
-fn csv_error(shown: &str, error: &csv::Error) -> Diagnostic {
-    let line = error
-        .position()
-        .map(|position| format!("line {} of ", position.line()))
-        .unwrap_or_default();
-    let help = match error.kind() {
-        csv::ErrorKind::UnequalLengths { .. } => {
-            "every row needs as many cells as the header row has columns"
+/// Turns a CSV row into an entity, or returns the name of the first column
+/// whose cell is not UTF-8.
+fn csv_entity(headers: &[String], row: &csv::ByteRecord, typed: bool) -> Result<Value, String> {
+    let mut entity = Map::new();
+    for (name, cell) in headers.iter().zip(row.iter()) {
+        let cell = std::str::from_utf8(cell).map_err(|_| name.clone())?;
+        let value = if typed {
+            typed_cell(cell)
+        } else {
+            Value::String(cell.to_string())
+        };
+        entity.insert(name.clone(), value);
+    }
+    Ok(Value::Object(entity))
+}
+
+/// The location of a CSV record: its number and the lines of the file it spans.
+struct Place {
+    number: u64,
+    first_line: u64,
+    last_line: u64,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Place {
+            number,
+            first_line,
+            last_line,
+        } = self;
+        if first_line == last_line {
+            write!(formatter, "record {number} (line {first_line})")
+        } else {
+            write!(formatter, "record {number} (lines {first_line} to {last_line})")
         }
-        csv::ErrorKind::Utf8 { .. } => "save the file as UTF-8",
-        _ => "check that the input is CSV with a header row",
-    };
-    let message = match error.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("{line}{shown} has {len} cells, but the header row has {expected_len} columns"),
-        _ => format!("{line}{shown} cannot be read as CSV: {error}"),
-    };
-    Diagnostic::error(Code::InvalidRecord, message).with_help(help)
+    }
+}
+
+/// Counts line breaks as text editors do: `\r\n`, a lone `\r` and a lone
+/// `\n` each end one line.
+fn count_line_breaks(bytes: &[u8]) -> u64 {
+    let mut breaks = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let ends_line = byte == b'\n' || (byte == b'\r' && bytes.get(index + 1) != Some(&b'\n'));
+        breaks += u64::from(ends_line);
+    }
+    breaks
+}
+
+/// A reader that notes where each line break of the input lies, so that a
+/// byte offset can be turned into a line number after the CSV parser has
+/// read past it. Only the breaks not yet asked about are kept, which are
+/// those in the parser's read-ahead buffer.
+struct LineCounter {
+    inner: Box<dyn Read + Send>,
+    /// Bytes read so far.
+    offset: u64,
+    /// The offsets of the last byte of each line break not yet counted in
+    /// `lines_before`, in order.
+    breaks: std::collections::VecDeque<u64>,
+    /// The offset of a `\r` that ended the last read, which ends a line
+    /// unless the next read starts with `\n`.
+    pending_return: Option<u64>,
+    /// Line breaks that end before the offsets asked about so far.
+    lines_before: u64,
+}
+
+impl LineCounter {
+    fn new(inner: Box<dyn Read + Send>) -> LineCounter {
+        LineCounter {
+            inner,
+            offset: 0,
+            breaks: std::collections::VecDeque::new(),
+            pending_return: None,
+            lines_before: 0,
+        }
+    }
+
+    /// Returns the 1-based line of the byte at `offset`. Offsets must not
+    /// decrease from one call to the next, and must lie in the bytes read.
+    fn line_of(&mut self, offset: u64) -> u64 {
+        while self.breaks.front().is_some_and(|&end| end < offset) {
+            self.breaks.pop_front();
+            self.lines_before += 1;
+        }
+        self.lines_before + 1
+    }
+}
+
+impl Read for LineCounter {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        for (index, &byte) in buffer[..read].iter().enumerate() {
+            let at = self.offset + index as u64;
+            if let Some(previous) = self.pending_return.take() {
+                // A lone `\r` ends its line at itself; `\r\n` at the `\n`.
+                if byte != b'\n' {
+                    self.breaks.push_back(previous);
+                }
+            }
+            match byte {
+                b'\n' => self.breaks.push_back(at),
+                b'\r' => self.pending_return = Some(at),
+                _ => {}
+            }
+        }
+        if read == 0 {
+            if let Some(previous) = self.pending_return.take() {
+                self.breaks.push_back(previous);
+            }
+        }
+        self.offset += read as u64;
+        Ok(read)
+    }
+}
+
+/// A CSV error that ends the reading: in the header row, or in reading the
+/// input itself.
+fn csv_error(shown: &str, error: &csv::Error) -> Diagnostic {
+    match error.kind() {
+        csv::ErrorKind::Io(io) => read_error(shown, io),
+        csv::ErrorKind::Utf8 { .. } => Diagnostic::error(
+            Code::InvalidRecord,
+            format!("the header row of {shown} is not valid UTF-8"),
+        )
+        .with_help("save the file as UTF-8"),
+        _ => Diagnostic::error(
+            Code::InvalidRecord,
+            format!("{shown} cannot be read as CSV: {error}"),
+        )
+        .with_help("check that the input is CSV with a header row"),
+    }
 }
 
 /// A CSV cell under `--csv-types`: a JSON number (so `42`, `-1.5`, `2e3`,
@@ -580,8 +717,34 @@ mod tests {
     use serde_json::json;
 
     fn read(text: &'static str, format: Format, csv_types: bool, skip: u64) -> Vec<Result<Value, String>> {
+        read_from(Box::new(text.as_bytes()), format, csv_types, skip)
+    }
+
+    /// A reader that returns one byte per call, so that every line break
+    /// straddles two reads.
+    struct ByteByByte(&'static [u8]);
+
+    impl Read for ByteByByte {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buffer.first_mut()) {
+                (Some((&byte, rest)), Some(slot)) => {
+                    *slot = byte;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    fn read_from(
+        reader: Box<dyn Read + Send>,
+        format: Format,
+        csv_types: bool,
+        skip: u64,
+    ) -> Vec<Result<Value, String>> {
         let source = Source {
-            reader: Box::new(text.as_bytes()),
+            reader,
             shown: "`in`".to_string(),
             format,
             csv_types,
@@ -724,7 +887,7 @@ mod tests {
         assert_eq!(records.len(), 3);
         assert_eq!(
             records[1],
-            Err("line 3 of `in` has 1 cells, but the header row has 2 columns".to_string())
+            Err("record 2 (line 3) of `in` has 1 cell, but the header row has 2 columns".to_string())
         );
         assert_eq!(records[2], Ok(json!({"a": "4", "b": "5"})));
         assert_eq!(
@@ -732,6 +895,131 @@ mod tests {
             [Err(
                 "the header row of `in` names the column `a` twice".to_string()
             )]
+        );
+    }
+
+    /// Reads `text` whole and one byte per read, checks that both give the
+    /// same records, and returns them.
+    fn read_csv_both_ways(text: &'static str) -> Vec<Result<Value, String>> {
+        let whole = read(text, Format::Csv, false, 0);
+        let byte_by_byte = read_from(Box::new(ByteByByte(text.as_bytes())), Format::Csv, false, 0);
+        assert_eq!(whole, byte_by_byte, "{text:?}");
+        whole
+    }
+
+    #[test]
+    fn csv_messages_name_the_line_with_crlf() {
+        assert_eq!(
+            read_csv_both_ways("a,b\r\n1,2\r\n3\r\n4,5,6\r\n7,8\r\n"),
+            [
+                Ok(json!({"a": "1", "b": "2"})),
+                Err("record 2 (line 3) of `in` has 1 cell, but the header row has 2 columns".to_string()),
+                Err("record 3 (line 4) of `in` has 3 cells, but the header row has 2 columns".to_string()),
+                Ok(json!({"a": "7", "b": "8"})),
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_blank_lines_are_skipped_but_counted() {
+        // Lines: 1 header, 2 blank, 3 row, 4 and 5 blank, 6 bad row, 7 row.
+        assert_eq!(
+            read_csv_both_ways("a,b\n\n1,2\n\n\n3\n4,5\n"),
+            [
+                Ok(json!({"a": "1", "b": "2"})),
+                Err("record 2 (line 6) of `in` has 1 cell, but the header row has 2 columns".to_string()),
+                Ok(json!({"a": "4", "b": "5"})),
+            ]
+        );
+        assert_eq!(
+            read_csv_both_ways("a,b\r\n\r\n1,2\r\n\r\n\r\n3\r\n"),
+            [
+                Ok(json!({"a": "1", "b": "2"})),
+                Err("record 2 (line 6) of `in` has 1 cell, but the header row has 2 columns".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_quoted_line_breaks_count_as_lines() {
+        // Record 1 spans lines 2 and 3, record 2 spans lines 5 to 7 after a
+        // blank line, and record 3 is on line 8.
+        assert_eq!(
+            read_csv_both_ways("a,b\n\"x\ny\",1\n\n\"p\r\nq\r\nr\"\n3\n"),
+            [
+                Ok(json!({"a": "x\ny", "b": "1"})),
+                Err(
+                    "record 2 (lines 5 to 7) of `in` has 1 cell, but the header row has 2 columns"
+                        .to_string()
+                ),
+                Err("record 3 (line 8) of `in` has 1 cell, but the header row has 2 columns".to_string()),
+            ]
+        );
+        // A quoted break in the header row moves every line after it.
+        assert_eq!(
+            read_csv_both_ways("\"a\r\nz\",b\r\n1\r\n"),
+            [Err(
+                "record 1 (line 3) of `in` has 1 cell, but the header row has 2 columns".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn csv_lone_cr_and_last_line() {
+        assert_eq!(
+            read_csv_both_ways("a,b\r1,2\r\r3\r"),
+            [
+                Ok(json!({"a": "1", "b": "2"})),
+                Err("record 2 (line 4) of `in` has 1 cell, but the header row has 2 columns".to_string()),
+            ]
+        );
+        assert_eq!(
+            read_csv_both_ways("a,b\n1,2\n3"),
+            [
+                Ok(json!({"a": "1", "b": "2"})),
+                Err("record 2 (line 3) of `in` has 1 cell, but the header row has 2 columns".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_line_numbers_hold_past_the_read_buffer() {
+        // 20,000 rows of CRLF lines are far more than the parser buffers.
+        let mut text = String::from("a,b\r\n");
+        for index in 0..20_000 {
+            if index == 15_000 {
+                text.push_str("\"bad\r\nrow\"\r\n");
+            } else {
+                text.push_str(&format!("{index},x\r\n"));
+            }
+        }
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        let records = read(text, Format::Csv, false, 0);
+        assert_eq!(records.len(), 20_000);
+        assert_eq!(
+            records[15_000],
+            Err(
+                "record 15001 (lines 15002 to 15003) of `in` has 1 cell, but the header row has 2 columns"
+                    .to_string()
+            )
+        );
+        assert_eq!(records[15_001], Ok(json!({"a": "15001", "b": "x"})));
+    }
+
+    #[test]
+    fn csv_cell_that_is_not_utf8_fails_alone() {
+        let text: &'static [u8] = b"a,b\r\n1,2\r\n\r\n3,\xff\r\n4,5\r\n";
+        assert_eq!(
+            read_from(Box::new(text), Format::Csv, false, 0),
+            [
+                Ok(json!({"a": "1", "b": "2"})),
+                Err("record 2 (line 4) of `in` is not valid UTF-8 in the column `b`".to_string()),
+                Ok(json!({"a": "4", "b": "5"})),
+            ]
+        );
+        assert_eq!(
+            read_from(Box::new(&b"a,\xff\n1,2\n"[..]), Format::Csv, false, 0),
+            [Err("the header row of `in` is not valid UTF-8".to_string())]
         );
     }
 
