@@ -495,6 +495,41 @@ fn csv_errors_name_the_record_and_its_lines() {
 }
 
 #[test]
+fn csv_typed_numbers_keep_their_digits() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "numbers.flow",
+        format!(
+            "step \"Send\" {{\n  http POST \"{}/claims/<<entity.id>>\" json {{\n    \"a\": <<entity.a>>,\n    \"b\": <<entity.b>>,\n    \"c\": <<entity.c>>,\n    \"d\": <<entity.d>>\n  }}\n}}\n",
+            server.url()
+        ),
+    );
+    let input = workspace.file(
+        "numbers.csv",
+        "id,a,b,c,d\nC-1,2e3,0.10000000000000000001,12345678901234567890123,-1.50E-2\n",
+    );
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--csv-types",
+        "--no-store",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "{\"id\":\"C-1\",\"a\":2000,\"b\":0.10000000000000000001,\"c\":12345678901234567890123,\"d\":-0.0150}\n"
+    );
+    assert_eq!(
+        server.requests()[0].body_text(),
+        "{\n  \"a\": 2000,\n  \"b\": 0.10000000000000000001,\n  \"c\": 12345678901234567890123,\n  \"d\": -0.0150\n}"
+    );
+}
+
+#[test]
 fn a_json_array_on_standard_input_and_a_bad_record() {
     let server = ok_server();
     let workspace = Workspace::new();

@@ -654,7 +654,10 @@ fn csv_error(shown: &str, error: &csv::Error) -> Diagnostic {
 
 /// A CSV cell under `--csv-types`: a JSON number (so `42`, `-1.5`, `2e3`,
 /// but not `007` or `+1`, which stay text), `true` or `false`; anything
-/// else, the empty cell included, stays a string.
+/// else, the empty cell included, stays a string. A number keeps every digit
+/// as written, because `serde_json` stores numbers as text here
+/// (`arbitrary_precision`), and one with an exponent is written out in
+/// plain decimal notation by [`without_exponent`].
 pub fn typed_cell(cell: &str) -> Value {
     match cell {
         "true" => return Value::Bool(true),
@@ -662,11 +665,86 @@ pub fn typed_cell(cell: &str) -> Value {
         _ => {}
     }
     if is_json_number(cell) {
-        if let Ok(number) = serde_json::from_str::<serde_json::Number>(cell) {
-            return Value::Number(number);
+        if let Some(plain) = without_exponent(cell) {
+            if let Ok(number) = serde_json::from_str::<serde_json::Number>(&plain) {
+                return Value::Number(number);
+            }
         }
     }
     Value::String(cell.to_string())
+}
+
+/// The largest exponent, up or down, that [`without_exponent`] writes out,
+/// so that a short cell such as `1e999999999` cannot become a string of a
+/// billion digits.
+const MAX_EXPONENT: u64 = 1000;
+
+/// Rewrites a JSON number with an exponent in plain decimal notation,
+/// keeping every written digit: `2e3` is `2000`, `1.50E1` is `15.0` and
+/// `-25e-3` is `-0.025`. `serde_json` 1.0.154 would store `2e3` as `2e+3`, so a
+/// number is never handed to it with an exponent. Returns the text
+/// unchanged when it has no exponent, and `None` when the exponent is
+/// beyond [`MAX_EXPONENT`] either way.
+fn without_exponent(number: &str) -> Option<String> {
+    let Some(e) = number.find(['e', 'E']) else {
+        return Some(number.to_string());
+    };
+    let (mantissa, exponent) = (&number[..e], &number[e + 1..]);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let (down, exponent_digits) = match exponent.as_bytes().first() {
+        Some(b'-') => (true, &exponent[1..]),
+        Some(b'+') => (false, &exponent[1..]),
+        _ => (false, exponent),
+    };
+    let exponent_digits = exponent_digits.trim_start_matches('0');
+    if exponent_digits.len() > 4 {
+        return None;
+    }
+    let shift: u64 = if exponent_digits.is_empty() {
+        0
+    } else {
+        exponent_digits.parse().ok()?
+    };
+    if shift > MAX_EXPONENT {
+        return None;
+    }
+
+    let digits = format!("{whole}{fraction}");
+    // The position of the decimal point in `digits`, counted from the left.
+    // It may lie before the first digit or after the last.
+    let point = if down {
+        whole.len() as i64 - shift as i64
+    } else {
+        whole.len() as i64 + shift as i64
+    };
+    let (whole, fraction) = if point <= 0 {
+        (
+            "0".to_string(),
+            format!("{}{digits}", "0".repeat(point.unsigned_abs() as usize)),
+        )
+    } else if point as usize >= digits.len() {
+        (
+            format!("{digits}{}", "0".repeat(point as usize - digits.len())),
+            String::new(),
+        )
+    } else {
+        let (whole, fraction) = digits.split_at(point as usize);
+        (whole.to_string(), fraction.to_string())
+    };
+    // JSON allows no leading zero before other digits: `0.5e1` is `5`.
+    let whole = match whole.trim_start_matches('0') {
+        "" => "0",
+        trimmed => trimmed,
+    };
+    if fraction.is_empty() {
+        Some(format!("{sign}{whole}"))
+    } else {
+        Some(format!("{sign}{whole}.{fraction}"))
+    }
 }
 
 /// Follows the number grammar of RFC 8259.
@@ -1027,6 +1105,54 @@ mod tests {
     fn skipped_records_keep_their_numbers() {
         let records = read("{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n", Format::JsonLines, false, 2);
         assert_eq!(records, [Ok(json!({"a": 3}))]);
+    }
+
+    #[test]
+    fn typed_numbers_keep_every_digit() {
+        let cases = [
+            ("42", "42"),
+            ("-1.5", "-1.5"),
+            ("12.50", "12.50"),
+            ("0.10000000000000000001", "0.10000000000000000001"),
+            ("12345678901234567890123", "12345678901234567890123"),
+            (
+                "-98765432109876543210.000000000000000000001",
+                "-98765432109876543210.000000000000000000001",
+            ),
+            ("2e3", "2000"),
+            ("2E3", "2000"),
+            ("2e+3", "2000"),
+            ("2e0", "2"),
+            ("2e-0", "2"),
+            ("1.50E1", "15.0"),
+            ("1.5e3", "1500"),
+            ("-25e-3", "-0.025"),
+            ("0.5e1", "5"),
+            ("0.05e1", "0.5"),
+            ("1e-2", "0.01"),
+            ("0e5", "0"),
+            ("-0e-2", "-0.00"),
+            ("123.456e2", "12345.6"),
+            ("1.00000000000000000001e20", "100000000000000000001"),
+            ("1e007", "10000000"),
+        ];
+        for (cell, expected) in cases {
+            let value = typed_cell(cell);
+            let Value::Number(number) = &value else {
+                panic!("{cell} became {value:?}");
+            };
+            assert_eq!(number.as_str(), expected, "{cell}");
+            assert_eq!(serde_json::to_string(&value).unwrap(), expected, "{cell}");
+        }
+        let long = typed_cell("1e1000");
+        assert_eq!(long.to_string(), format!("1{}", "0".repeat(1000)));
+        assert_eq!(
+            typed_cell("1e-1000").to_string(),
+            format!("0.{}1", "0".repeat(999))
+        );
+        for cell in ["1e1001", "1e-1001", "5e99999", "1e0000000000000000000009999"] {
+            assert_eq!(typed_cell(cell), Value::String(cell.to_string()), "{cell}");
+        }
     }
 
     #[test]

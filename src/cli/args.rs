@@ -221,7 +221,8 @@ pub struct BatchArgs {
     pub entities_format: Option<EntitiesFormat>,
 
     /// In CSV records, read cells that are JSON numbers as numbers and
-    /// `true`/`false` as booleans; other cells stay strings.
+    /// `true`/`false` as booleans; other cells stay strings. Numbers keep
+    /// every digit, and `2e3` becomes 2000.
     #[arg(long, requires = "entities")]
     pub csv_types: bool,
 
