@@ -142,7 +142,7 @@ fn one_failing_record_fails_alone() {
     assert_eq!(ids(&entities), expected_ids(0..20));
     assert_eq!(entities[7], json!({"id": "C-7"}));
     assert_eq!(entities[8], json!({"id": "C-8", "status": "ok"}));
-    assert!(stderr.contains("record 8 (execution "), "{stderr}");
+    assert!(stderr.contains("record 8 (line 8, execution "), "{stderr}");
     assert!(
         stderr.contains(") failed at step \"Send\": POST ")
             && stderr.contains("returned 500 Internal Server Error"),
@@ -492,6 +492,77 @@ fn csv_errors_name_the_record_and_its_lines() {
     );
     assert!(stderr.contains("record 3 did not run:"), "{stderr}");
     assert!(stderr.contains("record 4 did not run:"), "{stderr}");
+}
+
+#[test]
+fn record_lines_name_the_input_line() {
+    let server = TestServer::start(|request| match record_id(request) {
+        "C-2" => Reply::status(500).body("broken"),
+        _ => Reply::json(200, json!({"status": "ok"})),
+    });
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "greet.flow",
+        format!(
+            "let greeting = \"hi <<entity.name>>\"\n\nstep \"Send\" {{\n  http POST \"{}/claims/<<entity.id>>\" json {{\n    \"greeting\": \"<<vars.greeting>>\"\n  }}\n  on error continue notify\n}}\n",
+            server.url()
+        ),
+    );
+    // Record 2, on line 4, has no name, and record 3, on line 6, fails.
+    let input = workspace.file(
+        "records.jsonl",
+        "{\"id\":\"C-0\",\"name\":\"a\"}\n\n\n{\"id\":\"C-1\"}\n\n{\"id\":\"C-2\",\"name\":\"c\"}\n",
+    );
+
+    for log_format in ["text", "json"] {
+        let (code, stdout, stderr) = output(&mut flowrun(&[
+            "run",
+            path_str(&flow),
+            "--entities",
+            path_str(&input),
+            "--no-store",
+            "--log-format",
+            log_format,
+        ]));
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(ids(&lines(&stdout)), ["C-0", "C-2"]);
+        assert!(stderr.contains("record 2 (line 4) did not run"), "{stderr}");
+        assert!(stderr.contains("record 3 (line 6, execution "), "{stderr}");
+    }
+
+    let (_, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--no-store",
+        "--log-format",
+        "json",
+    ]));
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let rejected = events
+        .iter()
+        .find(|event| event["code"] == "flow::run::missing_merge_field")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(
+        rejected["spans"],
+        json!([{"name": "record", "record": 2, "line": 4}])
+    );
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["message"].as_str().unwrap().contains("/claims/C-2"))
+        .collect();
+    assert_eq!(failed.len(), 2, "{stderr}");
+    for event in failed {
+        assert_eq!(
+            event["spans"][0],
+            json!({"name": "record", "record": 3, "line": 6}),
+            "{event}"
+        );
+    }
 }
 
 #[test]
@@ -991,7 +1062,7 @@ fn json_logs_name_the_record_and_execution_on_every_line() {
     for event in &about_c1 {
         assert_eq!(
             event["spans"][0],
-            json!({"name": "record", "record": 2}),
+            json!({"name": "record", "record": 2, "line": 2}),
             "{event}"
         );
         assert_eq!(event["spans"][1]["execution_id"], json!(id), "{event}");
@@ -1000,7 +1071,8 @@ fn json_logs_name_the_record_and_execution_on_every_line() {
     assert_eq!(
         about_c1[1]["message"],
         json!(format!(
-            "record 2 (execution {id}) failed at step \"Send\": POST {url}/claims/C-1 returned 500 Internal \
+            "record 2 (line 2, execution {id}) failed at step \"Send\": POST {url}/claims/C-1 returned 500 \
+             Internal \
              Server Error; response body: broken"
         ))
     );
@@ -1024,7 +1096,10 @@ fn json_logs_name_the_record_and_execution_on_every_line() {
     );
     assert_eq!(rejected["code"], "flow::input::invalid_record");
     assert_eq!(rejected["level"], "ERROR");
-    assert_eq!(rejected["spans"], json!([{"name": "record", "record": 3}]));
+    assert_eq!(
+        rejected["spans"],
+        json!([{"name": "record", "record": 3, "line": 3}])
+    );
 
     let summary = events.last().unwrap();
     assert_eq!(summary["level"], "INFO");
@@ -1117,7 +1192,7 @@ fn ctrl_c_ends_retry_after_waits_and_leaves_them_resumable() {
              request waited\n"
         );
         assert!(
-            stderr.contains(&format!("record {number} (execution ")),
+            stderr.contains(&format!("record {number} (line {number}, execution ")),
             "{stderr}"
         );
         assert!(stderr.contains(&line), "{stderr}");

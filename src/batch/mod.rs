@@ -57,10 +57,16 @@ pub struct Batch<'a> {
 #[derive(Debug)]
 pub enum Finished {
     /// The record ran as an execution.
-    Ran { number: u64, report: Box<Report> },
+    Ran {
+        number: u64,
+        /// The line of the input the record starts on, for JSON Lines and CSV.
+        line: Option<u64>,
+        report: Box<Report>,
+    },
     /// The record could not be read, or its execution could not start.
     Rejected {
         number: u64,
+        line: Option<u64>,
         diagnostics: Vec<Diagnostic>,
     },
 }
@@ -200,11 +206,19 @@ pub async fn run(
                     match record.entity {
                         Ok(entity) => running.push(
                             shared
-                                .execute(record.number, entity)
-                                .instrument(tracing::info_span!("record", record = record.number)),
+                                .execute(record.number, record.line, entity)
+                                .instrument(tracing::info_span!(
+                                    "record",
+                                    record = record.number,
+                                    line = record.line
+                                )),
                         ),
                         Err(diagnostic) => deliver(
-                            Finished::Rejected { number: record.number, diagnostics: vec![diagnostic] },
+                            Finished::Rejected {
+                                number: record.number,
+                                line: record.line,
+                                diagnostics: vec![diagnostic],
+                            },
                             &mut totals,
                             &mut waiting,
                             &mut next_out,
@@ -237,7 +251,7 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    async fn execute(&self, number: u64, entity: Value) -> Finished {
+    async fn execute(&self, number: u64, line: Option<u64>, entity: Value) -> Finished {
         let batch = self.batch;
         let inputs = Inputs {
             entity,
@@ -248,7 +262,13 @@ impl Shared<'_> {
         };
         let execution = match run::prepare(batch.program, batch.source, inputs, false) {
             Ok(execution) => execution,
-            Err(diagnostics) => return Finished::Rejected { number, diagnostics },
+            Err(diagnostics) => {
+                return Finished::Rejected {
+                    number,
+                    line,
+                    diagnostics,
+                }
+            }
         };
         let mut handle = batch.store.map(StoreWriter::handle);
         if let Some(handle) = handle.as_mut() {
@@ -267,6 +287,7 @@ impl Shared<'_> {
             if let Err(error) = handle.begin_execution(&new) {
                 return Finished::Rejected {
                     number,
+                    line,
                     diagnostics: vec![Diagnostic::error(
                         crate::diagnostic::Code::StoreFailed,
                         format!("the execution store failed: {error}; the record did not run"),
@@ -294,6 +315,7 @@ impl Shared<'_> {
         .await;
         Finished::Ran {
             number,
+            line,
             report: Box::new(report),
         }
     }

@@ -28,6 +28,8 @@ pub enum Format {
 #[derive(Debug)]
 pub struct Record {
     pub number: u64,
+    /// The line of the input the record starts on, for JSON Lines and CSV.
+    pub line: Option<u64>,
     /// The entity, or why this record cannot be read.
     pub entity: Result<Value, Diagnostic>,
 }
@@ -154,6 +156,7 @@ fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 number += 1;
                 send(Record {
                     number,
+                    line: None,
                     entity: Err(read_error(shown, &error)),
                 });
                 return;
@@ -177,7 +180,8 @@ fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             )
             .with_help("JSON Lines holds one JSON object per line")),
         };
-        if !send(Record { number, entity }) {
+        let line = Some(line_number);
+        if !send(Record { number, line, entity }) {
             return;
         }
     }
@@ -201,6 +205,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
     let stop = |number: u64, message: String, send: &mut dyn FnMut(Record) -> bool| {
         send(Record {
             number,
+            line: None,
             entity: Err(Diagnostic::error(
                 Code::InvalidRecord,
                 format!("{message}; reading stopped at record {number}, and the rest of {shown} was not read"),
@@ -211,6 +216,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
     let read_failed = |number: u64, error: &std::io::Error, send: &mut dyn FnMut(Record) -> bool| {
         send(Record {
             number,
+            line: None,
             entity: Err(read_error(shown, error)),
         });
     };
@@ -311,7 +317,11 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 return;
             }
         };
-        if !send(Record { number, entity }) {
+        if !send(Record {
+            number,
+            line: None,
+            entity,
+        }) {
             return;
         }
     }
@@ -434,6 +444,7 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
         Err(error) => {
             send(Record {
                 number: 1,
+                line: None,
                 entity: Err(csv_error(shown, &error)),
             });
             return;
@@ -446,6 +457,7 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
     {
         send(Record {
             number: 1,
+            line: None,
             entity: Err(Diagnostic::error(
                 Code::InvalidRecord,
                 format!(
@@ -467,23 +479,18 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
         // Asking on every row also lets the counter drop the breaks before it.
         let end = csv.position().byte();
         let last_line = csv.get_mut().line_of(end.saturating_sub(1));
-        let place = || {
-            let breaks: u64 = row.iter().map(count_line_breaks).sum();
-            Place {
-                number,
-                first_line: last_line.saturating_sub(breaks),
-                last_line,
-            }
+        let breaks: u64 = row.iter().map(count_line_breaks).sum();
+        let place = Place {
+            number,
+            first_line: last_line.saturating_sub(breaks),
+            last_line,
         };
         let entity = match result {
             Ok(false) => return,
             Ok(true) => csv_entity(&headers, &row, typed).map_err(|column| {
                 Diagnostic::error(
                     Code::InvalidRecord,
-                    format!(
-                        "{} of {shown} is not valid UTF-8 in the column `{column}`",
-                        place()
-                    ),
+                    format!("{place} of {shown} is not valid UTF-8 in the column `{column}`"),
                 )
                 .with_help("save the file as UTF-8")
             }),
@@ -497,8 +504,7 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
                     Err(Diagnostic::error(
                         Code::InvalidRecord,
                         format!(
-                            "{} of {shown} has {len} {cells}, but the header row has {expected_len} columns",
-                            place()
+                            "{place} of {shown} has {len} {cells}, but the header row has {expected_len} columns"
                         ),
                     )
                     .with_help("every row needs as many cells as the header row has columns; quote a cell that contains a comma"))
@@ -506,13 +512,15 @@ fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut d
                 _ => {
                     send(Record {
                         number,
+                        line: None,
                         entity: Err(csv_error(shown, &error)),
                     });
                     return;
                 }
             },
         };
-        if !send(Record { number, entity }) {
+        let line = Some(place.first_line);
+        if !send(Record { number, line, entity }) {
             return;
         }
     }
@@ -1099,6 +1107,35 @@ mod tests {
             read_from(Box::new(&b"a,\xff\n1,2\n"[..]), Format::Csv, false, 0),
             [Err("the header row of `in` is not valid UTF-8".to_string())]
         );
+    }
+
+    fn lines_of(text: &'static str, format: Format) -> Vec<Option<u64>> {
+        let source = Source {
+            reader: Box::new(text.as_bytes()),
+            shown: "`in`".to_string(),
+            format,
+            csv_types: false,
+            skip: 0,
+        };
+        let mut receiver = spawn(source);
+        let mut lines = Vec::new();
+        while let Some(record) = receiver.blocking_recv() {
+            lines.push(record.line);
+        }
+        lines
+    }
+
+    #[test]
+    fn records_carry_their_first_line() {
+        assert_eq!(
+            lines_of("{}\r\n\n{}\n[1]\n", Format::JsonLines),
+            [Some(1), Some(3), Some(4)]
+        );
+        assert_eq!(
+            lines_of("a\r\n\r\n1\r\n\"x\r\ny\"\r\n2\r\n", Format::Csv),
+            [Some(3), Some(4), Some(6)]
+        );
+        assert_eq!(lines_of("[{}, 1]", Format::JsonArray), [None, None]);
     }
 
     #[test]

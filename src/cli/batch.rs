@@ -223,22 +223,38 @@ impl Log {
     }
 
     /// Writes a line about record `number`, whose execution is `execution`.
-    fn record(self, number: u64, execution: &str, outcome: &str, message: &str) {
+    fn record(self, number: u64, line: Option<u64>, execution: &str, outcome: &str, message: &str) {
         if self.json {
             let mut fields = serde_json::Map::new();
             fields.insert("outcome".to_string(), outcome.into());
-            fields.insert("spans".to_string(), spans(number, Some(execution)));
+            fields.insert("spans".to_string(), spans(number, line, Some(execution)));
             output::eprint_json_line(tracing::Level::WARN, message, fields);
         } else {
             output::eprint_line(message);
         }
     }
 
-    /// Writes the diagnostics of record `number`, or of the batch without one.
-    fn diagnostics(self, number: Option<u64>, diagnostics: &[Diagnostic], source: Option<&Source<'_>>) {
+    /// Writes the diagnostics of `record`, a record number and its line, or
+    /// of the batch without one. The line is named unless every diagnostic
+    /// is `flow::input::invalid_record`, whose message names it already.
+    fn diagnostics(
+        self,
+        record: Option<(u64, Option<u64>)>,
+        diagnostics: &[Diagnostic],
+        source: Option<&Source<'_>>,
+    ) {
+        let named = record.map(|(number, line)| {
+            let message_names_line = diagnostics
+                .iter()
+                .all(|diagnostic| diagnostic.code == Code::InvalidRecord);
+            match line {
+                Some(line) if !message_names_line => format!("record {number} (line {line})"),
+                _ => format!("record {number}"),
+            }
+        });
         if !self.json {
-            if let Some(number) = number {
-                output::eprint_line(&format!("record {number} did not run:"));
+            if let Some(named) = &named {
+                output::eprint_line(&format!("{named} did not run:"));
             }
             output::eprint_diagnostics(diagnostics, source);
             return;
@@ -249,21 +265,26 @@ impl Log {
             if let Some(help) = &diagnostic.help {
                 fields.insert("help".to_string(), help.as_str().into());
             }
-            let message = match number {
-                Some(number) => {
-                    fields.insert("spans".to_string(), spans(number, None));
-                    format!("record {number} did not run: {}", diagnostic.message)
+            let message = match (record, &named) {
+                (Some((number, line)), Some(named)) => {
+                    fields.insert("spans".to_string(), spans(number, line, None));
+                    format!("{named} did not run: {}", diagnostic.message)
                 }
-                None => diagnostic.message.clone(),
+                _ => diagnostic.message.clone(),
             };
             output::eprint_json_line(tracing::Level::ERROR, &message, fields);
         }
     }
 }
 
-/// The `spans` of a JSON log line about record `number`.
-fn spans(number: u64, execution: Option<&str>) -> serde_json::Value {
-    let mut spans = vec![serde_json::json!({"name": "record", "record": number})];
+/// Builds the `spans` of a JSON log line about record `number`, which
+/// starts on `line` of the input, as the span of its execution's events does.
+fn spans(number: u64, line: Option<u64>, execution: Option<&str>) -> serde_json::Value {
+    let mut record = serde_json::json!({"name": "record", "record": number});
+    if let Some(line) = line {
+        record["line"] = line.into();
+    }
+    let mut spans = vec![record];
     if let Some(execution) = execution {
         spans.push(serde_json::json!({"name": "execution", "execution_id": execution}));
     }
@@ -286,7 +307,7 @@ impl<W: io::Write> Printer<'_, W> {
     /// still takes lines.
     fn finished(&mut self, finished: Finished, totals: &Totals) -> bool {
         match finished {
-            Finished::Ran { number, report } => {
+            Finished::Ran { number, line, report } => {
                 let id = &report.execution_id;
                 match report.outcome {
                     Outcome::Succeeded => {}
@@ -310,18 +331,23 @@ impl<W: io::Write> Printer<'_, W> {
                             .or_else(|| report.failure())
                             .map(|diagnostic| format!(": {}", diagnostic.message.replace('\n', "; ")))
                             .unwrap_or_default();
-                        let line = format!("record {number} (execution {id}) {verb}{step}{reason}");
+                        let place = line.map(|line| format!("line {line}, ")).unwrap_or_default();
+                        let message = format!("record {number} ({place}execution {id}) {verb}{step}{reason}");
                         let log = self.log;
-                        self.suspend(|| log.record(number, id, verb, &line));
+                        self.suspend(|| log.record(number, line, id, verb, &message));
                     }
                 }
                 self.write_entity(&report.entity);
             }
-            Finished::Rejected { number, diagnostics } => {
+            Finished::Rejected {
+                number,
+                line,
+                diagnostics,
+            } => {
                 let source = Some(self.source)
                     .filter(|_| diagnostics.iter().any(|diagnostic| diagnostic.span.is_some()));
                 let log = self.log;
-                self.suspend(|| log.diagnostics(Some(number), &diagnostics, source));
+                self.suspend(|| log.diagnostics(Some((number, line)), &diagnostics, source));
             }
         }
         if let Some(bar) = self.progress {
