@@ -10,7 +10,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
-use time::{Date, OffsetDateTime};
+use time::{Date, OffsetDateTime, Time, UtcOffset};
 
 use crate::program::statement::VarType;
 use crate::render::encode::text_of;
@@ -43,10 +43,19 @@ impl Moment {
         }
     }
 
-    pub fn to_value(self) -> Value {
+    /// The moment as text, or `None` when its year, in its own offset, lies
+    /// outside 0000 to 9999, which `YYYY-MM-DD` and RFC 3339 cannot write.
+    pub fn to_value(self) -> Option<Value> {
+        let year = match self {
+            Moment::Date(date) => date.year(),
+            Moment::DateTime(moment) => moment.year(),
+        };
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
         match self {
-            Moment::Date(date) => Value::String(format_date(date)),
-            Moment::DateTime(moment) => Value::String(moment.format(&Rfc3339).unwrap_or_default()),
+            Moment::Date(date) => Some(Value::String(format_date(date))),
+            Moment::DateTime(moment) => moment.format(&Rfc3339).ok().map(Value::String),
         }
     }
 }
@@ -70,11 +79,12 @@ pub fn parse_moment(text: &str) -> Option<Moment> {
     Date::parse(text, &format).ok().map(Moment::Date)
 }
 
-/// Reads a number: a JSON number, or text holding one.
+/// Reads a number: a JSON number, or text holding one. Text with `_` is
+/// not a number, although Rust's decimal parser skips underscores.
 pub fn to_decimal(value: &Value) -> Option<Decimal> {
     let text = match value {
         Value::Number(number) => number.to_string(),
-        Value::String(text) => text.trim().to_string(),
+        Value::String(text) if !text.contains('_') => text.trim().to_string(),
         _ => return None,
     };
     Decimal::from_str_exact(&text)
@@ -83,8 +93,7 @@ pub fn to_decimal(value: &Value) -> Option<Decimal> {
 }
 
 /// Whether `value` is written as a number but is beyond what an exact
-/// decimal holds (more than 28 significant digits, or an exponent such as
-/// `1e400`).
+/// decimal holds: see [`out_of_range_reason`].
 pub fn out_of_range(value: &Value) -> bool {
     let numeric = match value {
         Value::Number(_) => true,
@@ -99,6 +108,43 @@ pub fn out_of_range(value: &Value) -> bool {
         _ => false,
     };
     numeric && to_decimal(value).is_none()
+}
+
+/// The largest magnitude of an exact decimal, 2^96 - 1, as a float.
+const DECIMAL_MAX: f64 = 79_228_162_514_264_337_593_543_950_335.0;
+
+/// Explains, in brackets for a message, why a number that [`out_of_range`]
+/// found cannot be an exact decimal. It is too large, or it has more than
+/// 28 digits after the decimal point (trailing zeros count), or else it has
+/// at least 29 significant digits.
+pub fn out_of_range_reason(value: &Value) -> &'static str {
+    let text = text_of(value);
+    let text = text.trim();
+    if text
+        .parse::<f64>()
+        .map_or(true, |number| number.abs() > DECIMAL_MAX)
+    {
+        return "(larger than an exact decimal holds, about 7.9e28)";
+    }
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => {
+            let saturated = if exponent.starts_with('-') {
+                i64::MIN
+            } else {
+                i64::MAX
+            };
+            (mantissa, exponent.parse::<i64>().unwrap_or(saturated))
+        }
+        None => (text, 0),
+    };
+    let fraction_digits = mantissa
+        .split_once('.')
+        .map_or(0, |(_, fraction)| fraction.len() as i64);
+    if fraction_digits.saturating_sub(exponent) > 28 {
+        "(more than 28 digits after the decimal point)"
+    } else {
+        "(more than 28 significant digits)"
+    }
 }
 
 /// Writes a decimal as a JSON number with the same digits.
@@ -141,7 +187,7 @@ pub fn convert(value: &Value, ty: VarType) -> Result<Value, String> {
             })
             .ok_or_else(|| {
                 if out_of_range(value) {
-                    format!("`{}` is out of range (more than 28 significant digits)", shown())
+                    format!("`{}` is out of range {}", shown(), out_of_range_reason(value))
                 } else {
                     format!("`{}` is not a number", shown())
                 }
@@ -150,16 +196,28 @@ pub fn convert(value: &Value, ty: VarType) -> Result<Value, String> {
             .map(Value::Bool)
             .ok_or_else(|| format!("`{}` is not a boolean (true or false)", shown())),
         VarType::Date => match value {
+            // A date stands for its midnight in UTC, so only a date-time at
+            // that instant converts without losing its time.
             Value::String(text) => match parse_moment(text) {
                 Some(Moment::Date(date)) => Ok(Value::String(format_date(date))),
-                Some(Moment::DateTime(moment)) => Ok(Value::String(format_date(moment.date()))),
+                Some(Moment::DateTime(moment)) => {
+                    let utc = moment.to_offset(UtcOffset::UTC);
+                    if utc.time() == Time::MIDNIGHT && (0..=9999).contains(&utc.year()) {
+                        Ok(Value::String(format_date(utc.date())))
+                    } else {
+                        Err(format!(
+                            "`{}` is a date-time that is not midnight UTC, so it is not a date (YYYY-MM-DD)",
+                            shown()
+                        ))
+                    }
+                }
                 None => Err(format!("`{}` is not a date (YYYY-MM-DD)", shown())),
             },
             _ => Err(format!("`{}` is not a date (YYYY-MM-DD)", shown())),
         },
         VarType::Datetime => match value {
             Value::String(text) => parse_moment(text)
-                .map(|moment| Moment::DateTime(moment.at()).to_value())
+                .and_then(|moment| Moment::DateTime(moment.at()).to_value())
                 .ok_or_else(|| format!("`{}` is not a date-time (RFC 3339)", shown())),
             _ => Err(format!("`{}` is not a date-time (RFC 3339)", shown())),
         },
@@ -169,6 +227,16 @@ pub fn convert(value: &Value, ty: VarType) -> Result<Value, String> {
                 .map_err(|_| format!("`{}` is not a UUID", shown())),
             _ => Err(format!("`{}` is not a UUID", shown())),
         },
+    }
+}
+
+/// Whether text written in a workflow compares with a value of type `ty`:
+/// it converts to it, and for a date or date-time it is either of them,
+/// since dates and date-times compare with each other.
+pub fn compares_with(text: &str, ty: VarType) -> bool {
+    match ty {
+        VarType::Date | VarType::Datetime => parse_moment(text).is_some(),
+        _ => convert_text(text, ty).is_ok(),
     }
 }
 
@@ -212,7 +280,19 @@ mod tests {
         );
         assert_eq!(
             convert(&json!("2024-02-03T10:00:00+02:00"), VarType::Date),
+            Err("`2024-02-03T10:00:00+02:00` is a date-time that is not midnight UTC, so it is not a date (YYYY-MM-DD)".to_string())
+        );
+        assert_eq!(
+            convert(&json!("2024-02-03T00:00:00Z"), VarType::Date),
             Ok(json!("2024-02-03"))
+        );
+        assert_eq!(
+            convert(&json!("2024-02-03T22:00:00-02:00"), VarType::Date),
+            Ok(json!("2024-02-04"))
+        );
+        assert_eq!(
+            convert(&json!("1_000"), VarType::Number),
+            Err("`1_000` is not a number".to_string())
         );
         assert_eq!(
             convert(&json!("2024-02-03"), VarType::Datetime),
@@ -226,6 +306,42 @@ mod tests {
             convert(&json!("abc"), VarType::Number),
             Err("`abc` is not a number".to_string())
         );
+    }
+
+    #[test]
+    fn out_of_range_reasons() {
+        let reason = |text: &str| out_of_range_reason(&serde_json::from_str(text).unwrap());
+        assert_eq!(
+            reason("1e400"),
+            "(larger than an exact decimal holds, about 7.9e28)"
+        );
+        assert_eq!(
+            reason("-8e28"),
+            "(larger than an exact decimal holds, about 7.9e28)"
+        );
+        assert_eq!(reason("1.0e-30"), "(more than 28 digits after the decimal point)");
+        assert_eq!(
+            reason("1e-99999999999999999999"),
+            "(more than 28 digits after the decimal point)"
+        );
+        assert_eq!(
+            reason("1234567890.1234567890123456789012"),
+            "(more than 28 significant digits)"
+        );
+        assert!(out_of_range(&serde_json::from_str("1.0e-30").unwrap()));
+        assert!(!out_of_range(&json!("1_000")));
+    }
+
+    #[test]
+    fn moments_outside_years_0000_to_9999_have_no_text() {
+        let date = |text: &str| parse_moment(text).unwrap();
+        assert_eq!(date("0000-01-01").to_value(), Some(json!("0000-01-01")));
+        let before = date("0000-01-01T00:30:00Z").at() - time::Duration::hours(1);
+        assert_eq!(Moment::DateTime(before).to_value(), None);
+        let Moment::Date(first) = date("0000-01-01") else {
+            unreachable!()
+        };
+        assert_eq!(Moment::Date(first.previous_day().unwrap()).to_value(), None);
     }
 
     #[test]

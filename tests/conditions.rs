@@ -532,7 +532,7 @@ set entity.after = true
     let cases = [
         ("number", json!("12.50"), parse("12.50")),
         ("boolean", json!("False"), json!(false)),
-        ("date", json!("2024-01-31T23:00:00+00:00"), json!("2024-01-31")),
+        ("date", json!("2024-01-31T02:00:00+02:00"), json!("2024-01-31")),
         ("datetime", json!("2024-01-31"), json!("2024-01-31T00:00:00Z")),
         (
             "uuid",
@@ -853,7 +853,7 @@ async fn numbers_out_of_range_are_not_matched_as_text() {
     let entity = parse(r#"{"big": 1e400}"#);
     assert_eq!(
         condition_error("<<entity.big>> contains \"1\"", entity).await,
-        "`contains` cannot use `entity.big`: the number `1e+400` is out of range (more than 28 significant digits)"
+        "`contains` cannot use `entity.big`: the number `1e+400` is out of range (larger than an exact decimal holds, about 7.9e28)"
     );
 }
 
@@ -862,7 +862,7 @@ async fn numbers_out_of_range_are_named_so_when_ordered() {
     let entity = parse(r#"{"big": 123456789012345678901234567890123}"#);
     assert_eq!(
         condition_error("<<entity.big>> > 5", entity).await,
-        "`>` cannot compare `entity.big`: the number `123456789012345678901234567890123` is out of range (more than 28 significant digits)"
+        "`>` cannot compare `entity.big`: the number `123456789012345678901234567890123` is out of range (larger than an exact decimal holds, about 7.9e28)"
     );
 }
 
@@ -894,7 +894,7 @@ async fn arithmetic_and_typed_variables_name_numbers_out_of_range() {
     assert_eq!(failure.code, Code::InvalidValue);
     assert_eq!(
         failure.message,
-        "`+` cannot use `entity.big`: the number `1e+400` is out of range (more than 28 significant digits)"
+        "`+` cannot use `entity.big`: the number `1e+400` is out of range (larger than an exact decimal holds, about 7.9e28)"
     );
 }
 
@@ -944,4 +944,320 @@ fn secrets_written_to_the_entity_are_masked() {
     let stored = flowrun::store::sqlite::SqliteStore::open(&store).unwrap();
     let record = flowrun::store::Store::execution(&stored, "m-1").unwrap();
     assert_eq!(record.entity, printed);
+}
+
+#[tokio::test]
+async fn out_of_range_messages_give_the_true_reason() {
+    let cases = [
+        (
+            r#"{"v": 1.0e-30}"#,
+            "variable `v`: `1.0e-30` is out of range (more than 28 digits after the decimal point)",
+        ),
+        (
+            r#"{"v": "0.00000000000000000000000000001"}"#,
+            "variable `v`: `0.00000000000000000000000000001` is out of range (more than 28 digits after the decimal point)",
+        ),
+        (
+            r#"{"v": 1e400}"#,
+            "variable `v`: `1e+400` is out of range (larger than an exact decimal holds, about 7.9e28)",
+        ),
+        (
+            r#"{"v": 1234567890.1234567890123456789012}"#,
+            "variable `v`: `1234567890.1234567890123456789012` is out of range (more than 28 significant digits)",
+        ),
+    ];
+    for (entity, message) in cases {
+        let report = run(
+            "let v: number = <<entity.v>>
+set entity.v = <<vars.v>>
+",
+            parse(entity),
+        )
+        .await;
+        let failure = report.failure().expect("the conversion fails");
+        assert_eq!(failure.code, Code::InvalidValue, "{entity}");
+        assert_eq!(failure.message, message);
+    }
+}
+
+#[tokio::test]
+async fn list_contains_compares_items_like_equals() {
+    let cases = [
+        ("<<entity.a>> contains 5", json!({"a": [5.0, "c"]}), "then"),
+        ("<<entity.a>> contains 5.0", json!({"a": [5, "c"]}), "then"),
+        (
+            "<<entity.a>> contains <<entity.b>>",
+            json!({"a": [5, "c"], "b": 5.0}),
+            "then",
+        ),
+        ("<<entity.a>> contains \"5.00\"", json!({"a": [5]}), "then"),
+        ("<<entity.a>> contains 6", json!({"a": [5.0, "c"]}), "else"),
+        ("<<entity.a>> contains \"C\"", json!({"a": [5, "c"]}), "else"),
+        (
+            "<<entity.a>> contains \"C\" ignoring case",
+            json!({"a": [5, "c"]}),
+            "then",
+        ),
+        ("<<entity.a>> contains true", json!({"a": ["TRUE"]}), "then"),
+        (
+            "<<entity.a>> contains \"2024-03-01\"",
+            json!({"a": ["2024-03-01T01:00:00Z"]}),
+            "else",
+        ),
+        (
+            "<<entity.a>> contains \"2024-03-01\"",
+            json!({"a": ["2024-03-01T00:00:00Z"]}),
+            "then",
+        ),
+    ];
+    for (condition, entity, expected) in cases {
+        assert_eq!(
+            branch(condition, entity.clone()).await,
+            expected,
+            "{condition} with {entity}"
+        );
+    }
+    assert_eq!(
+        condition_error("<<entity.a>> contains 5", parse(r#"{"a": ["x", 1e400]}"#)).await,
+        "`contains` cannot compare an item of `entity.a`: the number `1e+400` is out of range (larger than an exact decimal holds, about 7.9e28)"
+    );
+}
+
+#[tokio::test]
+async fn add_skips_values_equal_to_an_item() {
+    let source = r#"
+set entity.a add 5
+set entity.b add "5"
+set entity.c add 6
+set entity.d add <<entity.more>>
+"#;
+    let report = run(
+        source,
+        parse(r#"{"a": [5.0], "b": [5], "c": [5.0], "d": ["5.00"], "more": [5, 7, 7.0]}"#),
+    )
+    .await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity["a"].to_string(), "[5.0]");
+    assert_eq!(report.entity["b"].to_string(), "[5]");
+    assert_eq!(report.entity["c"].to_string(), "[5.0,6]");
+    assert_eq!(report.entity["d"].to_string(), r#"["5.00",7]"#);
+}
+
+#[tokio::test]
+async fn in_is_false_for_a_blank_value() {
+    let cases = [
+        (r#"<<entity.kind>> in ["auto", ""]"#, json!({}), "else"),
+        (
+            r#"<<entity.kind>> in ["auto", ""]"#,
+            json!({"kind": "  "}),
+            "else",
+        ),
+        (
+            r#"<<entity.kind>> in ["auto", " "]"#,
+            json!({"kind": null}),
+            "else",
+        ),
+        (r#"<<entity.kind>> not in ["auto", ""]"#, json!({}), "then"),
+        (r#"<<entity.kind>> not in ["auto"]"#, json!({"kind": ""}), "then"),
+        (
+            r#"<<entity.kind>> in ["auto", ""]"#,
+            json!({"kind": "auto"}),
+            "then",
+        ),
+        (
+            r#"<<entity.kind>> not in ["auto", ""]"#,
+            json!({"kind": "auto"}),
+            "else",
+        ),
+    ];
+    for (condition, entity, expected) in cases {
+        assert_eq!(
+            branch(condition, entity.clone()).await,
+            expected,
+            "{condition} with {entity}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn in_with_a_number_out_of_range_is_an_error() {
+    let entity = parse(r#"{"a": 1e400}"#);
+    assert_eq!(
+        condition_error(r#"<<entity.a>> in ["x"]"#, entity.clone()).await,
+        "`in` cannot compare `entity.a`: the number `1e+400` is out of range (larger than an exact decimal holds, about 7.9e28)"
+    );
+    assert_eq!(
+        condition_error(r#"<<entity.a>> not in ["x", 5]"#, entity).await,
+        "`not in` cannot compare `entity.a`: the number `1e+400` is out of range (larger than an exact decimal holds, about 7.9e28)"
+    );
+}
+
+#[tokio::test]
+async fn a_date_takes_a_date_time_only_at_midnight_utc() {
+    let source = "let due: date = <<entity.d>>\nset entity.due = <<vars.due>>\n";
+    let report = run(source, json!({"d": "2024-01-01T23:30:00-05:00"})).await;
+    assert_eq!(report.outcome, Outcome::Paused);
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::InvalidValue);
+    assert_eq!(
+        failure.message,
+        "variable `due`: `2024-01-01T23:30:00-05:00` is a date-time that is not midnight UTC, so it is not a date (YYYY-MM-DD)"
+    );
+    assert_eq!(report.entity.get("due"), None);
+
+    let report = run(source, json!({"d": "2024-01-02T01:00:00+01:00"})).await;
+    assert_eq!(report.entity["due"], "2024-01-02");
+
+    let source = r#"
+let d: date = "2024-01-01"
+set entity.later = <<vars.d>> + 1 hour
+set entity.next = <<vars.d>> + 1 day
+set vars.d = <<vars.d>> + 1 hour
+"#;
+    let report = run(source, json!({})).await;
+    assert_eq!(report.entity["later"], "2024-01-01T01:00:00Z");
+    assert_eq!(report.entity["next"], "2024-01-02");
+    let failure = report
+        .failure()
+        .expect("a date variable does not take a date-time");
+    assert_eq!(failure.code, Code::InvalidValue);
+    assert_eq!(
+        failure.message,
+        "`vars.d`: `2024-01-01T01:00:00Z` is a date-time that is not midnight UTC, so it is not a date (YYYY-MM-DD)"
+    );
+}
+
+#[tokio::test]
+async fn date_arithmetic_stays_within_years_0000_to_9999() {
+    let entity = json!({"a": "0000-01-01", "b": "0000-01-01T00:30:00Z", "c": "9999-12-31", "e": "9999-12-31T23:00:00-05:00"});
+    let cases = [
+        (
+            "<<entity.a>> - 1 seconds",
+            "`-` moves `entity.a` (`0000-01-01`) outside the years 0000 to 9999",
+        ),
+        (
+            "<<entity.a>> - 1 days",
+            "`-` moves `entity.a` (`0000-01-01`) outside the years 0000 to 9999",
+        ),
+        (
+            "<<entity.b>> - 1 hours",
+            "`-` moves `entity.b` (`0000-01-01T00:30:00Z`) outside the years 0000 to 9999",
+        ),
+        (
+            "<<entity.c>> + 1 days",
+            "`+` moves `entity.c` (`9999-12-31`) outside the years 0000 to 9999",
+        ),
+        (
+            "<<entity.e>> + 2 hours",
+            "`+` moves `entity.e` (`9999-12-31T23:00:00-05:00`) outside the years 0000 to 9999",
+        ),
+    ];
+    for (expr, message) in cases {
+        let report = run(&format!("set entity.r = {expr}\n"), entity.clone()).await;
+        assert_eq!(report.outcome, Outcome::Paused, "{expr}");
+        assert_eq!(report.entity.get("r"), None, "{expr}");
+        let failure = report.failure().expect("the calculation fails");
+        assert_eq!(failure.code, Code::InvalidValue, "{expr}");
+        assert_eq!(failure.message, message);
+    }
+    let report = run("set entity.r = <<entity.b>> - 30 minutes\n", entity).await;
+    assert_eq!(report.entity["r"], "0000-01-01T00:00:00Z");
+}
+
+#[tokio::test]
+async fn numbers_with_underscores_are_not_numbers() {
+    let report = run("let score: number = <<entity.s>>\n", json!({"s": "1_000"})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::InvalidValue);
+    assert_eq!(failure.message, "variable `score`: `1_000` is not a number");
+    assert_eq!(
+        condition_error("<<entity.x>> == 100", json!({"x": "1_00"})).await,
+        "`==` compares numbers, but `entity.x` is `1_00`"
+    );
+    let report = run("set entity.y = <<entity.x>> + 1\n", json!({"x": "1_0"})).await;
+    assert_eq!(
+        report.failure().unwrap().message,
+        "`+` works on numbers, but `entity.x` is `1_0`"
+    );
+}
+
+#[tokio::test]
+async fn an_untyped_let_keeps_the_json_type_of_its_field() {
+    let source = r#"
+let n = <<entity.num>>
+let flag = <<entity.flag>>
+let tags = <<entity.tags>>
+let m = <<entity.missing>> or <<entity.num>>
+set entity.n = <<vars.n>>
+set entity.f = <<vars.flag>>
+set entity.t = <<vars.tags>>
+set entity.m = <<vars.m>>
+set vars.n = <<vars.n>> + 1
+set entity.n_plus_one = <<vars.n>>
+"#;
+    let report = run(source, parse(r#"{"num": 1.50, "flag": true, "tags": ["a"]}"#)).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity["n"].to_string(), "1.50");
+    assert_eq!(report.entity["f"], json!(true));
+    assert_eq!(report.entity["t"], json!(["a"]));
+    assert_eq!(report.entity["m"].to_string(), "1.50");
+    assert_eq!(report.entity["n_plus_one"].to_string(), "2.50");
+
+    // A number literal gives the type, so text converts to a number.
+    let report = run(
+        "let n = <<entity.num>> or 0\nset entity.n = <<vars.n>>\n",
+        json!({"num": "12.50"}),
+    )
+    .await;
+    assert_eq!(report.entity["n"].to_string(), "12.50");
+    // A --var value is text.
+    let report = run_with_vars(
+        "let n = <<entity.num>>\nset entity.n = <<vars.n>>\n",
+        json!({"num": 3}),
+        &[("n", "7")],
+    )
+    .await;
+    assert_eq!(report.entity["n"], json!("7"));
+}
+
+#[test]
+fn durations_as_values_are_type_mismatches() {
+    let problems = |source: &str| -> Vec<(Code, String, String)> {
+        check_source(source, Path::new("test.flow"))
+            .diagnostics
+            .into_iter()
+            .filter(|diagnostic| diagnostic.code != Code::PythonSyntax)
+            .map(|diagnostic| {
+                let span = diagnostic.span.expect("a span");
+                (
+                    diagnostic.code,
+                    source[span.start..span.end].to_string(),
+                    diagnostic.message,
+                )
+            })
+            .collect()
+    };
+    let mismatch =
+        |text: &str, message: &str| vec![(Code::TypeMismatch, text.to_string(), message.to_string())];
+    assert_eq!(
+        problems("let wait = 30 days\nset entity.x = 1\n"),
+        mismatch("30 days", "variable `wait` cannot hold the duration `30 days`")
+    );
+    assert_eq!(
+        problems("let wait: number = <<entity.w>> or 1 hour\nset entity.x = 1\n"),
+        mismatch("1 hour", "variable `wait` cannot hold the duration `1 hour`")
+    );
+    assert_eq!(
+        problems("set entity.t = 30 days\n"),
+        mismatch("30 days", "`set entity.t` cannot write a duration")
+    );
+    assert_eq!(
+        problems("set entity.t = 1 day + 2 hours\n"),
+        mismatch("1 day + 2 hours", "`set entity.t` cannot write a duration")
+    );
+    assert_eq!(
+        problems("step \"Compute\" {\n  code python \"\"\"\n    outputs.a = inputs.w\n  \"\"\"\n  inputs { w: 2 weeks }\n  outputs { a -> entity.a }\n}\n"),
+        mismatch("2 weeks", "input `w` cannot be a duration")
+    );
+    assert_eq!(problems("set entity.t = <<entity.d>> + 30 days + 1 hour\n"), []);
 }

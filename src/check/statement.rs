@@ -84,6 +84,15 @@ fn parse_duration_literal(text: &str) -> Option<Duration> {
     count.checked_mul(seconds).map(Duration::from_secs)
 }
 
+/// Whether a value is a duration: a duration literal, or the sum or
+/// difference of two durations.
+fn is_duration(expr: &ast::ValueExpr) -> bool {
+    match expr {
+        ast::ValueExpr::Operand(operand) => matches!(operand, ast::Operand::Duration(..)),
+        ast::ValueExpr::Binary { left, right, .. } => is_duration(left) && is_duration(right),
+    }
+}
+
 /// What the checker knows of an operand's type.
 #[derive(Debug, Clone, PartialEq)]
 enum Known {
@@ -113,8 +122,9 @@ impl Checker {
         self.variables.insert(name.clone(), decl.name.span);
         self.variable_order.push(name.clone());
         self.execution_vars.insert(name.clone());
-        let ty = self.let_type(decl);
-        self.var_types.insert(name.clone(), ty);
+        if let Some(ty) = self.let_type(decl) {
+            self.var_types.insert(name.clone(), ty);
+        }
         Some(Variable {
             name: name.clone(),
             value: None,
@@ -123,10 +133,11 @@ impl Checker {
         })
     }
 
-    /// The declared type of a `let`, or the type of its first literal.
-    fn let_type(&mut self, decl: &ast::Let) -> VarType {
+    /// The declared type of a `let`, or the type of its first number or
+    /// boolean literal; `None` when it has neither.
+    fn let_type(&mut self, decl: &ast::Let) -> Option<VarType> {
         if let Some(ty) = &decl.ty {
-            return match VarType::parse(&ty.text) {
+            return Some(match VarType::parse(&ty.text) {
                 Some(ty) => ty,
                 None => {
                     let names: Vec<&str> = VarType::ALL.iter().map(|ty| ty.as_str()).collect();
@@ -137,17 +148,16 @@ impl Checker {
                     );
                     VarType::Text
                 }
-            };
+            });
         }
-        let literal = std::iter::once(decl.value.as_ref())
+        std::iter::once(decl.value.as_ref())
             .flatten()
             .chain(decl.fallbacks.iter())
             .find_map(|value| match value {
                 ast::Operand::Number(..) => Some(VarType::Number),
                 ast::Operand::Bool(..) => Some(VarType::Boolean),
                 _ => None,
-            });
-        literal.unwrap_or(VarType::Text)
+            })
     }
 
     /// Checks `items` and appends their steps to `flat`. Each step gets
@@ -285,11 +295,18 @@ impl Checker {
     }
 
     fn let_statement(&mut self, decl: &ast::Let) -> Option<Statement> {
-        let ty = self
-            .var_types
-            .get(&decl.name.text)
-            .copied()
-            .unwrap_or(VarType::Text);
+        let ty = self.var_types.get(&decl.name.text).copied();
+        for source in std::iter::once(decl.value.as_ref())
+            .flatten()
+            .chain(decl.fallbacks.iter())
+        {
+            if let ast::Operand::Duration(text, span) = source {
+                self.duration_as_value(
+                    format!("variable `{}` cannot hold the duration `{text}`", decl.name.text),
+                    *span,
+                );
+            }
+        }
         let sources = std::iter::once(decl.value.as_ref())
             .flatten()
             .chain(decl.fallbacks.iter())
@@ -305,6 +322,12 @@ impl Checker {
     }
 
     fn set_statement(&mut self, set: &ast::SetStatement) -> Option<Statement> {
+        if is_duration(&set.value) {
+            self.duration_as_value(
+                format!("`set {}` cannot write a duration", set.target),
+                set.value.span(),
+            );
+        }
         let value = self.value_expr(&set.value);
         let target = self.statement_target(&set.target, set.target_span)?;
         let ty = match &target {
@@ -317,6 +340,18 @@ impl Checker {
             value,
             ty,
         }))
+    }
+
+    /// Reports a duration where a value is stored: it means something only
+    /// added to a date, and no JSON value stands for it.
+    pub(crate) fn duration_as_value(&mut self, message: String, span: Span) {
+        self.diagnostics.push(
+            Diagnostic::error(Code::TypeMismatch, message)
+                .with_label(span, "a duration is not a value")
+                .with_help(
+                    "add the duration to a date where it is used, as in `<<entity.opened>> + 30 days`, or store a number, such as `let wait_days = 30`",
+                ),
+        );
     }
 
     /// Reads the target of `set`, `clear` or a code output: `entity.PATH`
@@ -492,7 +527,7 @@ impl Checker {
             Known::Duration => "a duration".to_string(),
             Known::Unknown => "a value".to_string(),
         };
-        let converts = |text: &str, ty: VarType| crate::value::convert_text(text, ty).is_ok();
+        let converts = |text: &str, ty: VarType| crate::value::compares_with(text, ty);
         let text_op = matches!(
             op,
             CompareOp::Contains | CompareOp::StartsWith | CompareOp::EndsWith
@@ -644,6 +679,10 @@ impl Checker {
                 StepItem::CodeInputs(list, span) => {
                     parts_span.get_or_insert(*span);
                     for input in list {
+                        if is_duration(&input.value) {
+                            let message = format!("input `{}` cannot be a duration", input.name.text);
+                            self.duration_as_value(message, input.value.span());
+                        }
                         inputs.push((input.name.text.clone(), self.value_expr(&input.value)));
                     }
                 }

@@ -158,7 +158,9 @@ pub enum Statement {
 #[derive(Debug, Clone)]
 pub struct LetStatement {
     pub name: String,
-    pub ty: VarType,
+    /// The declared type, or the type of a number or boolean source; `None`
+    /// keeps the value as its source gives it.
+    pub ty: Option<VarType>,
     /// Whether the type was written, or comes from a literal.
     pub declared: bool,
     pub required: bool,

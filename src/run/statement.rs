@@ -28,7 +28,8 @@ use crate::run::save::set_path;
 use crate::run::Execution;
 use crate::syntax::ast::{ArithOp, CompareOp, Expr, PathKey, SetMode};
 use crate::value::{
-    convert, decimal_value, is_blank, out_of_range, parse_moment, shorten, to_bool, to_decimal, Moment,
+    convert, decimal_value, is_blank, out_of_range, out_of_range_reason, parse_moment, shorten, to_bool,
+    to_decimal, Moment,
 };
 
 /// What a statement asks of the execution besides its changes.
@@ -110,10 +111,11 @@ pub(crate) fn resolve_let(
             }
         }
     }
-    let value = match found {
-        Some(value) => convert(&value, statement.ty)
+    let value = match (found, statement.ty) {
+        (Some(value), None) => value,
+        (Some(value), Some(ty)) => convert(&value, ty)
             .map_err(|reason| invalid(execution.redactor.redact(&format!("variable `{name}`: {reason}"))))?,
-        None if statement.required => {
+        (None, _) if statement.required => {
             let sources: Vec<String> = statement.sources.iter().map(describe_operand).collect();
             return Err(Diagnostic::error(
                 Code::RequiredVariable,
@@ -126,7 +128,7 @@ pub(crate) fn resolve_let(
             .with_label(span, "required variable")
             .with_help("give the entity a value for it, or add a fallback with `or`"));
         }
-        None => Value::Null,
+        (None, _) => Value::Null,
     };
     execution.vars.insert(name.clone(), value);
     if reads_secret(statement) {
@@ -163,7 +165,15 @@ fn run_set(statement: &SetStatement, execution: &mut Execution) -> Result<(), Di
     if statement.mode == SetMode::OnlyIfBlank && !is_blank(current.as_ref()) {
         return Ok(());
     }
-    let value = value_of(evaluate_value(&statement.value, execution)?);
+    let value = match evaluate_value(&statement.value, execution)? {
+        Computed::Value(value) => value,
+        Computed::Duration(_) => {
+            return Err(invalid(format!(
+                "{} cannot hold a duration: a duration is only a value when added to a date",
+                target_text(&statement.target)
+            )))
+        }
+    };
     let new = match statement.mode {
         SetMode::Overwrite | SetMode::OnlyIfBlank => {
             let value = value.unwrap_or(Value::Null);
@@ -196,7 +206,7 @@ fn run_set(statement: &SetStatement, execution: &mut Execution) -> Result<(), Di
                 Some(item) => vec![item],
             };
             for item in added {
-                if !list.contains(&item) {
+                if !list.iter().any(|present| same_value(present, &item)) {
                     list.push(item);
                 }
             }
@@ -350,9 +360,10 @@ fn arithmetic(
                 to_decimal(value).ok_or_else(|| {
                     if out_of_range(value) {
                         return format!(
-                            "`{symbol}` cannot use {}: the number `{}` is out of range (more than 28 significant digits)",
+                            "`{symbol}` cannot use {}: the number `{}` is out of range {}",
                             describe_expr(expr),
-                            shorten(&text_of(value))
+                            shorten(&text_of(value)),
+                            out_of_range_reason(value)
                         );
                     }
                     format!(
@@ -410,9 +421,13 @@ fn shift(value: Option<&Value>, expr: &ValueExpr, op: ArithOp, duration: Duratio
         Moment::Date(date) if whole_days => date.checked_add(delta).map(Moment::Date),
         other => other.at().checked_add(delta).map(Moment::DateTime),
     };
-    shifted
-        .map(Moment::to_value)
-        .ok_or_else(|| "the date is out of range".to_string())
+    shifted.and_then(Moment::to_value).ok_or_else(|| {
+        format!(
+            "`{symbol}` moves {} (`{}`) outside the years 0000 to 9999",
+            describe_expr(expr),
+            shorten(&text_of(value))
+        )
+    })
 }
 
 fn describe_expr(expr: &ValueExpr) -> String {
@@ -464,7 +479,13 @@ fn operand_value_with(
             .map(|text| Some(Value::String(text)))
             .map_err(|error| render_diagnostic(&error, lines, &execution.redactor)),
         Operand::Literal(value, _) => Ok(Some(value.clone())),
-        Operand::Duration(duration, _) => Ok(Some(Value::from(duration.as_secs()))),
+        // `flowrun check` reports a duration outside date arithmetic.
+        Operand::Duration(_, span) => Err(Diagnostic::error(
+            Code::InvalidValue,
+            "a duration is only a value when added to a date",
+        )
+        .with_label(*span, "this duration")
+        .with_help("add the duration to a date, as in `<<entity.opened>> + 30 days`")),
     }
 }
 
@@ -540,6 +561,23 @@ pub(crate) fn evaluate<'a>(
                 span,
             } => {
                 let a = operand_value(left, execution, context)?;
+                // A blank value is in no list, as it contains nothing.
+                if is_blank(a.as_ref()) {
+                    return Ok(*negated);
+                }
+                let keyword = if *negated { "not in" } else { "in" };
+                if let Some(number) = a
+                    .as_ref()
+                    .filter(|value| value.is_number() && out_of_range(value))
+                {
+                    let message = format!(
+                        "`{keyword}` cannot compare {}: the number `{}` is out of range {}",
+                        describe_operand(left),
+                        shorten(&text_of(number)),
+                        out_of_range_reason(number)
+                    );
+                    return Err(condition_error(&message, *span, execution));
+                }
                 // Each item is compared on its own: a text item that cannot
                 // be a number is not equal to a number, while an item that
                 // is not text keeps the error of its comparison, reported
@@ -686,10 +724,11 @@ fn check_shapes(
             Value::Object(_) => ("objects", "an object"),
             Value::Number(_) if text_op && to_decimal(value).is_none() => {
                 return Err(format!(
-                    "`{}` cannot use {}: the number `{}` is out of range (more than 28 significant digits)",
+                    "`{}` cannot use {}: the number `{}` is out of range {}",
                     op.as_str(),
                     describe_operand(operand),
-                    shorten(&text_of(value))
+                    shorten(&text_of(value)),
+                    out_of_range_reason(value)
                 ))
             }
             _ => continue,
@@ -703,6 +742,50 @@ fn check_shapes(
         ));
     }
     Ok(())
+}
+
+/// Whether list `items`, the value of `list`, contains an item equal to
+/// `needle` as `==` compares them: `[5.0, "c"]` contains `5`. An item that
+/// does not convert to the type of the comparison is not equal, except a
+/// number out of range, which is an error as it is for `==`.
+fn list_contains(
+    items: &[Value],
+    (list, operand, needle): (&Operand, &Operand, &Value),
+    ignore_case: bool,
+) -> Result<bool, String> {
+    for item in items {
+        let item_operand = Operand::Literal(item.clone(), list.span());
+        match compare(
+            (&item_operand, Some(item)),
+            CompareOp::Eq,
+            (operand, Some(needle)),
+            ignore_case,
+        ) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(_) if item.is_number() && out_of_range(item) => {
+                return Err(format!(
+                    "`contains` cannot compare an item of {}: the number `{}` is out of range {}",
+                    describe_operand(list),
+                    shorten(&text_of(item)),
+                    out_of_range_reason(item)
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `set ... add` finds `item` already in a list: equal as `==`
+/// compares values without declared types, or identical JSON.
+fn same_value(present: &Value, item: &Value) -> bool {
+    let span = Span::new(0, 0);
+    let (a, b) = (
+        Operand::Literal(present.clone(), span),
+        Operand::Literal(item.clone(), span),
+    );
+    present == item || compare((&a, Some(present)), CompareOp::Eq, (&b, Some(item)), false) == Ok(true)
 }
 
 /// Compares two values with `op`. The error names the operand that is
@@ -736,10 +819,11 @@ fn compare(
                 to_decimal(value).ok_or_else(|| {
                     if value.is_number() {
                         return format!(
-                            "`{}` cannot compare {}: the number `{}` is out of range (more than 28 significant digits)",
+                            "`{}` cannot compare {}: the number `{}` is out of range {}",
                             op.as_str(),
                             describe_operand(operand),
-                            shorten(&text_of(value))
+                            shorten(&text_of(value)),
+                            out_of_range_reason(value)
                         );
                     }
                     format!(
@@ -794,10 +878,10 @@ fn compare(
             let needle = fold(b);
             match op {
                 CompareOp::Contains => {
-                    return Ok(match a {
-                        Value::Array(items) => items.iter().any(|item| fold(item) == needle),
-                        other => fold(other).contains(&needle),
-                    })
+                    return match a {
+                        Value::Array(items) => list_contains(items, (left, right, b), ignore_case),
+                        other => Ok(fold(other).contains(&needle)),
+                    }
                 }
                 CompareOp::StartsWith => return Ok(fold(a).starts_with(&needle)),
                 CompareOp::EndsWith => return Ok(fold(a).ends_with(&needle)),
