@@ -150,6 +150,7 @@ codes! {
     ElseWithoutIf => "flow::check::else_without_if",
     TypeMismatch => "flow::check::type_mismatch",
     UnknownType => "flow::check::unknown_type",
+    UnknownUnit => "flow::check::unknown_unit",
     InvalidTarget => "flow::check::invalid_target",
     InvalidCode => "flow::check::invalid_code",
     PythonSyntax => "flow::check::python_syntax",

@@ -1261,3 +1261,26 @@ fn durations_as_values_are_type_mismatches() {
     );
     assert_eq!(problems("set entity.t = <<entity.d>> + 30 days + 1 hour\n"), []);
 }
+
+#[test]
+fn months_and_years_are_unknown_units() {
+    let cases = [
+        ("months", "1 months"),
+        ("month", "1 month"),
+        ("years", "2 years"),
+        ("year", "1year"),
+    ];
+    for (unit, expr) in cases {
+        let source = format!("set entity.t = <<entity.a>> + {expr}\n");
+        let diagnostics = check_source(&source, Path::new("test.flow")).diagnostics;
+        assert_eq!(diagnostics.len(), 1, "{expr}: {diagnostics:#?}");
+        assert_eq!(diagnostics[0].code, Code::UnknownUnit, "{expr}");
+        assert_eq!(diagnostics[0].message, format!("unknown duration unit `{unit}`"));
+        let span = diagnostics[0].span.expect("a span");
+        assert_eq!(&source[span.start..span.end], expr);
+        assert_eq!(
+            diagnostics[0].help.as_deref(),
+            Some("valid units: `weeks`, `days`, `hours`, `minutes`, `seconds`; a month or a year has no fixed length, so write days, such as `30 days`")
+        );
+    }
+}

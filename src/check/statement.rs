@@ -68,6 +68,9 @@ pub(crate) fn python_available() -> bool {
     find_on_path("python3").is_some()
 }
 
+/// The units of a duration literal, in the singular.
+const DURATION_UNITS: [&str; 5] = ["week", "day", "hour", "minute", "second"];
+
 /// Parses a duration literal such as `30 days` or `1 hour`.
 fn parse_duration_literal(text: &str) -> Option<Duration> {
     let digits_end = text.find(|c: char| !c.is_ascii_digit())?;
@@ -342,8 +345,8 @@ impl Checker {
         }))
     }
 
-    /// Reports a duration where a value is stored: it means something only
-    /// added to a date, and no JSON value stands for it.
+    /// Reports a duration stored as a value. A duration only shifts a date,
+    /// and no JSON value represents it.
     pub(crate) fn duration_as_value(&mut self, message: String, span: Span) {
         self.diagnostics.push(
             Diagnostic::error(Code::TypeMismatch, message)
@@ -419,8 +422,15 @@ impl Checker {
                 }
             }
             ast::Operand::Duration(text, span) => {
-                // The grammar only accepts a count and a known unit, and a
-                // count too large for seconds is rare enough for zero.
+                let unit = text.trim_start_matches(|c: char| c.is_ascii_digit()).trim();
+                if !DURATION_UNITS.contains(&unit.trim_end_matches('s')) {
+                    self.diagnostics.push(
+                        Diagnostic::error(Code::UnknownUnit, format!("unknown duration unit `{unit}`"))
+                            .with_label(*span, "not a duration unit")
+                            .with_help("valid units: `weeks`, `days`, `hours`, `minutes`, `seconds`; a month or a year has no fixed length, so write days, such as `30 days`"),
+                    );
+                }
+                // A count too large for seconds is rare enough for zero.
                 Operand::Duration(parse_duration_literal(text).unwrap_or_default(), *span)
             }
         }
