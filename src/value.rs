@@ -176,8 +176,9 @@ pub fn convert_text(text: &str, ty: VarType) -> Result<Value, String> {
 pub fn convert(value: &Value, ty: VarType) -> Result<Value, String> {
     let shown = || shorten(&text_of(value));
     match ty {
+        // A list or object becomes its compact JSON, as in a string.
         VarType::Text => Ok(match value {
-            Value::String(_) | Value::Array(_) | Value::Object(_) | Value::Null => value.clone(),
+            Value::String(_) | Value::Null => value.clone(),
             other => Value::String(text_of(other)),
         }),
         VarType::Number => to_decimal(value)
@@ -273,6 +274,11 @@ mod tests {
             "12.50"
         );
         assert_eq!(convert(&json!(7), VarType::Text), Ok(json!("7")));
+        assert_eq!(convert(&json!(["a", 1]), VarType::Text), Ok(json!(r#"["a",1]"#)));
+        assert_eq!(
+            convert(&json!({"k": true}), VarType::Text),
+            Ok(json!(r#"{"k":true}"#))
+        );
         assert_eq!(convert(&json!("TRUE"), VarType::Boolean), Ok(json!(true)));
         assert_eq!(
             convert(&json!("2024-02-30"), VarType::Date),

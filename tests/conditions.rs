@@ -1218,6 +1218,15 @@ set entity.n_plus_one = <<vars.n>>
     )
     .await;
     assert_eq!(report.entity["n"], json!("7"));
+
+    // `: text` converts a list or an object to its JSON text.
+    let report = run(
+        "let l: text = <<entity.tags>>\nlet o: text = <<entity.obj>>\nset entity.l = <<vars.l>>\nset entity.o = <<vars.o>>\n",
+        json!({"tags": ["a"], "obj": {"k": 1}}),
+    )
+    .await;
+    assert_eq!(report.entity["l"], json!(r#"["a"]"#));
+    assert_eq!(report.entity["o"], json!(r#"{"k":1}"#));
 }
 
 #[test]
