@@ -539,3 +539,33 @@ fn dry_run_lists_failed_conditions_and_the_branch_taken() {
     assert!(stdout.contains("failed: "), "{stdout}");
     assert!(stdout.contains("abc"), "{stdout}");
 }
+
+#[test]
+fn dry_run_does_not_evaluate_values_a_code_step_sets() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "dry.flow",
+        "step \"Score\" {\n  code python \"\"\"\n    outputs.r = 41\n  \"\"\"\n  outputs { r -> entity.r }\n}\n\
+         set entity.y = <<entity.r>> + 1\n\
+         if <<entity.y>> > 40 {\n  http POST \"http://127.0.0.1:9/high\" json { \"r\": \"<<entity.r>>\" }\n}\n\
+         set entity.z = <<entity.base>> + 1\n",
+    );
+    let entity = workspace.file("claim.json", r#"{"base": 1}"#);
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&entity),
+        "--execution-id",
+        "exec-dry",
+        "--dry-run",
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "# step \"set entity.y (line 7)\": not evaluated, because it reads `entity.r`, which the dry run does not know\n\n\
+         # step \"if (line 8)\": not evaluated, because it reads `entity.y`, which the dry run does not know\n\n\
+         # step \"if (line 8)\": took the `then` branch\n\n\
+         # step \"POST (line 9)\"\nPOST http://127.0.0.1:9/high\ncontent-type: application/json\nidempotency-key: 9658ca80-37e0-5f9c-a098-6c6644f6a5db\n\n{ \"r\": \"<outputs.r>\" }\n\n"
+    );
+}

@@ -434,3 +434,114 @@ async fn the_smallest_memory_limit_runs_a_script() {
     assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
     assert_eq!(report.entity, json!({"n": 45}));
 }
+
+/// Waits up to 10 s for every process in `pids` to end. Processes still
+/// running then are killed, so that a failing test leaves nothing behind,
+/// and the test fails.
+fn assert_all_end(pids: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let running = |pid: &u64| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = status.rsplit(") ").next().and_then(|rest| rest.chars().next());
+        !status.is_empty() && !matches!(state, Some('Z') | Some('X'))
+    };
+    loop {
+        let left: Vec<u64> = pids.iter().copied().filter(running).collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            for pid in &left {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+            panic!("processes {left:?} still ran after the step");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A script that starts, each in a process group of its own: a child with
+/// its standard streams closed, a grandchild whose parent ended at once,
+/// and a child without flowrun's environment. It writes their ids to the
+/// file named by the input `pids`, then sleeps `inputs.sleep` seconds.
+const SPAWNING_SCRIPT: &str = "import os, subprocess, time
+from subprocess import DEVNULL
+quiet = dict(process_group=0, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL)
+child = subprocess.Popen([\"/bin/sleep\", \"301\"], **quiet)
+shell = subprocess.Popen([\"/bin/sh\", \"-c\", \"/bin/sleep 302 >/dev/null 2>&1 & echo $!\"], process_group=0, stdin=DEVNULL, stdout=subprocess.PIPE, stderr=DEVNULL)
+grandchild = int(shell.stdout.read())
+shell.wait()
+bare = subprocess.Popen([\"/bin/sleep\", \"303\"], env={}, **quiet)
+with open(inputs.pids, \"w\") as file:
+    file.write(\"%d %d %d\" % (child.pid, grandchild, bare.pid))
+time.sleep(inputs.sleep)
+outputs.done = True";
+
+fn spawned_pids(path: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn processes_in_new_groups_end_with_the_step() {
+    let workspace = Workspace::new();
+    let pids = workspace.dir.path().join("pids.txt");
+    let source = code_step(
+        SPAWNING_SCRIPT,
+        &format!(
+            "  inputs {{\n    pids: \"{}\"\n    sleep: 0.2\n  }}\n  outputs {{ done -> entity.done }}\n",
+            path_str(&pids)
+        ),
+    );
+    let report = run(&source, json!({})).await;
+    assert!(pids.exists(), "{:#?}", report.failure());
+    let spawned = spawned_pids(&pids);
+    assert_eq!(spawned.len(), 3);
+    assert_all_end(&spawned);
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity, json!({"done": true}));
+}
+
+#[tokio::test]
+async fn processes_in_new_groups_end_when_the_step_times_out() {
+    let workspace = Workspace::new();
+    let pids = workspace.dir.path().join("pids.txt");
+    let source = code_step(
+        SPAWNING_SCRIPT,
+        &format!(
+            "  inputs {{\n    pids: \"{}\"\n    sleep: 60\n  }}\n  timeout 2s\n",
+            path_str(&pids)
+        ),
+    );
+    let report = run(&source, json!({})).await;
+    assert!(pids.exists(), "{:#?}", report.failure());
+    let spawned = spawned_pids(&pids);
+    assert_eq!(spawned.len(), 3);
+    assert_all_end(&spawned);
+    assert_eq!(report.failure().unwrap().code, Code::CodeTimeout);
+}
+
+#[tokio::test]
+async fn outputs_convert_to_the_type_of_their_variable() {
+    let source = "let n: number = 0\nlet d: datetime = \"2024-01-01T00:00:00Z\"\n\
+step \"Script\" {\n  code python \"\"\"\n    outputs.a = \"12.50\"\n    outputs.b = \"2024-01-01T23:00:00-05:00\"\n  \"\"\"\n  outputs {\n    a -> vars.n\n    b -> vars.d\n  }\n}\n\
+set entity.n = <<vars.n>>\nset entity.d = <<vars.d>>\n";
+    let report = run(source, json!({})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity["n"].to_string(), "12.50");
+    assert_eq!(report.entity["d"], json!("2024-01-01T23:00:00-05:00"));
+
+    let source = "let n: number = 0\n\
+step \"Script\" {\n  code python \"\"\"\n    outputs.a = \"abc\"\n    outputs.b = 1\n  \"\"\"\n  outputs {\n    b -> entity.b\n    a -> vars.n\n  }\n}\n";
+    let report = run(source, json!({})).await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.code, Code::InvalidValue);
+    assert_eq!(failure.message, "output `a` to `vars.n`: `abc` is not a number");
+    // No output is written when one does not convert.
+    assert_eq!(report.entity, json!({}));
+}

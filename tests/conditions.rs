@@ -1293,3 +1293,55 @@ fn months_and_years_are_unknown_units() {
         );
     }
 }
+
+#[test]
+fn typed_variables_used_before_their_let_are_reported() {
+    let diagnostics = |source: &str| -> Vec<(Code, String, String)> {
+        check_source(source, Path::new("test.flow"))
+            .diagnostics
+            .into_iter()
+            .map(|diagnostic| {
+                let span = diagnostic.span.expect("a span");
+                (
+                    diagnostic.code,
+                    diagnostic.message,
+                    source[span.start..span.end].to_string(),
+                )
+            })
+            .collect()
+    };
+    let unknown = |name: &str| {
+        (
+            Code::UnknownVariable,
+            format!("unknown variable `{name}`"),
+            name.to_string(),
+        )
+    };
+    assert_eq!(
+        diagnostics("if <<vars.b>> == \"x\" {\n  set entity.a = 1\n}\nlet b: text = \"x\"\n"),
+        [unknown("b")]
+    );
+    assert_eq!(
+        diagnostics("set entity.a = <<vars.b>>\nlet b: text = \"x\"\n"),
+        [unknown("b")]
+    );
+    assert_eq!(
+        diagnostics("set vars.b = \"y\"\nlet b: text = \"x\"\n"),
+        [unknown("b")]
+    );
+    let own = diagnostics("let x: number = <<entity.a>> or <<vars.x>>\n");
+    assert_eq!(own, [unknown("x")]);
+    let checked = check_source(
+        "let x: number = <<entity.a>> or <<vars.x>>\n",
+        Path::new("test.flow"),
+    );
+    assert_eq!(
+        checked.diagnostics[0].help.as_deref(),
+        Some("a `let` cannot read its own variable: give `x` a fallback that does not use `vars.x`")
+    );
+    // Below its `let`, also one inside an `if` block, the variable is known.
+    assert_eq!(
+        diagnostics("let b: text = \"x\"\nif <<vars.b>> == \"x\" {\n  let c: number = 1\n  set entity.a = <<vars.c>>\n}\nset entity.c = <<vars.c>>\n"),
+        []
+    );
+}

@@ -168,6 +168,48 @@ fn continue_notify_goes_on_and_notifies_once() {
 }
 
 #[test]
+fn stop_failed_notifies_that_the_execution_failed() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "stop.flow",
+        "if <<entity.kind>> == \"FRAUD\" {\n  stop failed \"fraud suspected for <<entity.id>>\"\n}\nset entity.after = true\n",
+    );
+    let entity = workspace.file("claim.json", r#"{"id": "A", "kind": "FRAUD"}"#);
+    let notify_file = workspace.dir.path().join("notifications.jsonl");
+    let store_file = store_path(&workspace);
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entity",
+        path_str(&entity),
+        "--store",
+        path_str(&store_file),
+        "--execution-id",
+        "exec-stop",
+        "--notify-file",
+        path_str(&notify_file),
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"id": "A", "kind": "FRAUD"})
+    );
+    let lines = notification_lines(&notify_file);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["action"], "stop_failed");
+    assert_eq!(lines[0]["error"]["code"], "flow::run::stopped");
+    assert_eq!(
+        lines[0]["error"]["message"],
+        "the workflow stopped the execution as failed: fraud suspected for A"
+    );
+    let store = SqliteStore::open(&store_file).unwrap();
+    assert_eq!(
+        store.execution("exec-stop").unwrap().status,
+        ExecutionStatus::Failed
+    );
+}
+
+#[test]
 fn continue_silently_goes_on_without_notifying() {
     let server = flaky_server();
     let hooks = TestServer::scripted(vec![Reply::status(204)]);

@@ -210,13 +210,20 @@ impl Checker {
             );
             return;
         };
-        if self.variables.contains_key(name.as_str()) {
+        if self.variables.contains_key(name.as_str()) && !self.unreached_variables.contains(name.as_str()) {
             return;
         }
         let declared: Vec<&str> = self.variable_order.iter().map(String::as_str).collect();
         let mut diagnostic = Diagnostic::error(Code::UnknownVariable, format!("unknown variable `{name}`"))
             .with_label(first.span, "not declared before this point");
         diagnostic = match self.later_variables.get(name.as_str()) {
+            // The declaration starts before the use only when the use is in
+            // the declaration's own sources.
+            Some(span) if span.start < first.span.start => diagnostic
+                .with_related(*span, "declared here")
+                .with_help(format!(
+                    "a `let` cannot read its own variable: give `{name}` a fallback that does not use `vars.{name}`"
+                )),
             Some(span) => diagnostic
                 .with_related(*span, "declared here, after its use")
                 .with_help("variables are evaluated top to bottom: move the `let` above its first use"),

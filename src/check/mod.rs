@@ -64,6 +64,7 @@ pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec
         variables: HashMap::new(),
         variable_order: Vec::new(),
         later_variables: HashMap::new(),
+        unreached_variables: Default::default(),
         program_secrets: Vec::new(),
         var_types: HashMap::new(),
         python: statement::python_available(),
@@ -138,6 +139,13 @@ pub fn check_with_providers(file: &ast::File, default_name: &str, mut extra: Vec
             .unwrap_or(NotifySeverity::Medium),
     };
 
+    // A `let` step's variable may be used only below its declaration, so it
+    // counts as declared once the walk over the steps reaches it.
+    checker.unreached_variables = lets
+        .iter()
+        .filter(|(_, simple)| !simple)
+        .map(|(decl, _)| decl.name.text.clone())
+        .collect();
     let mut flat = statement::Flattener {
         steps: Vec::new(),
         step_names: HashMap::new(),
@@ -185,6 +193,9 @@ pub(crate) struct Checker {
     pub variable_order: Vec<String>,
     /// Every `let` in the file, to tell "declared later" from "undeclared".
     pub later_variables: HashMap<String, Span>,
+    /// Variables of `let` steps that the walk over the steps has not
+    /// reached yet: a use of one is a use before its declaration.
+    pub unreached_variables: std::collections::HashSet<String>,
     pub program_secrets: Vec<(String, Span)>,
     /// The type of each declared variable.
     pub var_types: HashMap<String, crate::program::statement::VarType>,

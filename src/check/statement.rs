@@ -13,8 +13,8 @@ use crate::check::names::did_you_mean;
 use crate::check::Checker;
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::program::statement::{
-    Branch, CodeCall, Condition, Guard, LetStatement, Operand, SetStatement, Statement, ValueExpr, VarType,
-    DEFAULT_CODE_MEMORY,
+    Branch, CodeCall, CodeOutput, Condition, Guard, LetStatement, Operand, SetStatement, Statement,
+    ValueExpr, VarType, DEFAULT_CODE_MEMORY,
 };
 use crate::program::{
     Action, Compiled, Encoding, ErrorPolicy, LlmCall, LlmOutput, LlmTarget, Piece, SaveTarget, Settings,
@@ -176,7 +176,10 @@ impl Checker {
                 }
                 Item::Let(decl) if guards.is_empty() && decl.is_simple() => {}
                 Item::Let(decl) => {
+                    // The sources are checked first, so that a `let` that
+                    // reads its own variable is a use before declaration.
                     let statement = self.let_statement(decl);
+                    self.unreached_variables.remove(&decl.name.text);
                     let name = format!("let {} (line {})", decl.name.text, decl.line);
                     self.statement_step(name, decl.span, statement, guards, flat);
                 }
@@ -700,7 +703,16 @@ impl Checker {
                     parts_span.get_or_insert(*span);
                     for output in list {
                         if let Some(target) = self.statement_target(&output.target, output.target_span) {
-                            outputs.push((output.name.text.clone(), target, output.target.clone()));
+                            let ty = match &target {
+                                SaveTarget::Variable(name) => self.var_types.get(name).copied(),
+                                SaveTarget::Entity(_) => None,
+                            };
+                            outputs.push(CodeOutput {
+                                name: output.name.text.clone(),
+                                target,
+                                written: output.target.clone(),
+                                ty,
+                            });
                         }
                     }
                 }

@@ -175,6 +175,12 @@ pub fn format_dry_run_report(report: &Report) -> (String, bool) {
             mine.iter().map(|&index| report.dry_run[index].clone()).collect();
         failed |= requests.iter().any(|request| request.error.is_some());
         out.push_str(&format_dry_run(&requests));
+        if let Some(read) = &step.not_evaluated {
+            out.push_str(&format!(
+                "# step \"{}\": not evaluated, because it reads `{read}`, which the dry run does not know\n\n",
+                step.name
+            ));
+        }
         if let Some(branch) = step.branch {
             out.push_str(&format!(
                 "# step \"{}\": took the `{}` branch\n\n",

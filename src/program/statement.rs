@@ -213,13 +213,24 @@ pub struct Guard {
 pub struct CodeCall {
     pub script: String,
     pub inputs: Vec<(String, ValueExpr)>,
-    /// Each output name with where it is written and the target as written.
-    pub outputs: Vec<(String, SaveTarget, String)>,
+    pub outputs: Vec<CodeOutput>,
     /// The address-space limit of the interpreter, in bytes.
     pub memory: u64,
     /// The interpreter to run, or `None` for `python3` on `PATH`.
     pub interpreter: Option<String>,
     pub span: Span,
+}
+
+/// One `NAME -> TARGET` line of a code step's `outputs`.
+#[derive(Debug, Clone)]
+pub struct CodeOutput {
+    pub name: String,
+    pub target: SaveTarget,
+    /// The target as written, such as `vars.total`.
+    pub written: String,
+    /// The type of the variable written, which the value is converted to;
+    /// `None` for an entity field.
+    pub ty: Option<VarType>,
 }
 
 /// The memory limit of a code step when it sets none: 1 GiB.

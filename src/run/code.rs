@@ -4,10 +4,12 @@
 //! JSON document; a small driver program, passed with `-c`, sets the memory
 //! limit with `setrlimit`, runs the script and writes the outputs, the log
 //! and any exception as JSON to a copy of its standard output. No shell
-//! stands in between, and the interpreter starts with an empty environment,
-//! in isolated mode, in a process group of its own. When the interpreter
-//! ends or the step's timeout passes, the group is killed, and so is any
-//! process that still holds the step's pipes.
+//! stands in between, and the interpreter starts in isolated mode, in a
+//! process group of its own, with an environment of three variables. When the interpreter
+//! ends or the step's timeout passes, the group is killed, and so is every
+//! process the step started that flowrun can find: the descendants it saw
+//! through `/proc` parent links, the processes whose environment holds the
+//! step's marker, and any process that still holds the step's pipes.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use crate::program::SaveTarget;
 use crate::run::save::set_path;
 use crate::run::statement::{evaluate_value, value_of};
 use crate::run::Execution;
+use crate::value::{convert, is_blank};
 
 /// The longest message `outputs.log` keeps, in bytes of UTF-8.
 pub const LOG_MESSAGE_LIMIT: usize = 8 * 1024;
@@ -36,6 +39,12 @@ const DRAIN_IDLE: Duration = Duration::from_millis(500);
 /// The end of standard error kept for a script that failed without a
 /// result.
 const STDERR_LIMIT: usize = 8 * 1024;
+/// How often the descendants of a running interpreter are looked up, so
+/// that a process stays known after its parent ended.
+const DESCENDANT_POLL: Duration = Duration::from_millis(50);
+/// The environment variable that marks the processes of one code step. Its
+/// value is a new UUID per step.
+const MARKER_VARIABLE: &str = "FLOWRUN_CODE_STEP";
 
 /// The driver: reads the request, limits memory, runs the script, and
 /// writes the result. User code that prints writes to standard error.
@@ -158,13 +167,15 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
         "memory": call.memory,
         "log_message": LOG_MESSAGE_LIMIT,
         "log_run": LOG_RUN_LIMIT,
-        "outputs": call.outputs.iter().map(|(name, _, _)| name.as_str()).collect::<Vec<_>>(),
+        "outputs": call.outputs.iter().map(|output| output.name.as_str()).collect::<Vec<_>>(),
     });
 
+    let marker = uuid::Uuid::new_v4().to_string();
     let mut command = tokio::process::Command::new(&interpreter);
     command
         .args(["-I", "-c", DRIVER])
         .env_clear()
+        .env(MARKER_VARIABLE, &marker)
         .env("PYTHONIOENCODING", "utf-8")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::piped())
@@ -183,6 +194,7 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
         }
     };
     let pid = child.id();
+    let mut processes = StepProcesses::new(pid, marker);
     let mut stdin = child.stdin.take().expect("run: stdin is piped");
     let mut stdout = child.stdout.take().expect("run: stdout is piped");
     let mut stderr = child.stderr.take().expect("run: stderr is piped");
@@ -198,8 +210,10 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
         let mut out_chunk = vec![0u8; 64 * 1024];
         let mut err_chunk = [0u8; 8192];
         let (mut out_open, mut err_open) = (true, true);
+        let mut poll = tokio::time::interval(DESCENDANT_POLL);
         let status = loop {
             tokio::select! {
+                _ = poll.tick() => processes.refresh(),
                 read = stdout.read(&mut out_chunk), if out_open => match read {
                     Ok(0) | Err(_) => out_open = false,
                     Ok(count) => {
@@ -219,7 +233,7 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
         // The interpreter has ended: what it wrote is in the pipes. Its
         // group and any process still holding the pipes are killed first,
         // so that reading to the end cannot wait on them.
-        stop_all(pid, &pipes);
+        processes.stop_all(&pipes);
         while out_open {
             match tokio::time::timeout(DRAIN_IDLE, stdout.read(&mut out_chunk)).await {
                 Ok(Ok(count)) if count > 0 => {
@@ -242,7 +256,7 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
     let (status, out, err) = match tokio::time::timeout(timeout, exchange).await {
         Ok(Exchange::Ended { status, out, err }) => (status, out, err),
         Ok(Exchange::TooLarge) => {
-            stop_all(pid, &pipes);
+            processes.stop_all(&pipes);
             return fail(
                 Code::CodeFailed,
                 "the Python script wrote more than 16 MB of outputs".to_string(),
@@ -250,7 +264,7 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
             );
         }
         Err(_) => {
-            stop_all(pid, &pipes);
+            processes.stop_all(&pipes);
             return fail(
                 Code::CodeTimeout,
                 format!(
@@ -369,27 +383,143 @@ fn keep_tail(err: &mut Vec<u8>, chunk: &[u8]) {
     }
 }
 
-/// Kills the interpreter's process group, then every process that still
-/// holds one of the step's pipes: a process that left the group with
-/// `setsid` but kept its standard output or error is found that way.
-fn stop_all(pid: Option<u32>, pipes: &[Option<String>]) {
-    kill_group(pid);
-    let own = std::process::id();
-    // A holder may start another process before it is killed; a few rounds
-    // find those too.
-    for _ in 0..5 {
-        let holders = pipe_holders(pipes, own);
-        if holders.is_empty() {
-            return;
-        }
-        for holder in holders {
-            // The process may have ended already.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(holder),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+/// The processes of one code step: the interpreter and every descendant
+/// seen so far, each with its start time, so that a process id used again
+/// by another program is not mistaken for one of them.
+struct StepProcesses {
+    interpreter: Option<i32>,
+    marker: String,
+    /// Process id and start time (in clock ticks after boot) of each
+    /// descendant seen.
+    known: Vec<(i32, u64)>,
+}
+
+/// The fields of `/proc/PID/stat` that tell a process's family.
+struct ProcStat {
+    pid: i32,
+    parent: i32,
+    start_time: u64,
+}
+
+impl StepProcesses {
+    fn new(interpreter: Option<u32>, marker: String) -> StepProcesses {
+        StepProcesses {
+            interpreter: interpreter.and_then(|pid| i32::try_from(pid).ok()),
+            marker,
+            known: Vec::new(),
         }
     }
+
+    /// Adds every process whose parent is the interpreter or a known
+    /// descendant. A process whose parent ended is adopted by another
+    /// process and loses that link, so this runs while the step runs.
+    fn refresh(&mut self) {
+        let Some(interpreter) = self.interpreter else {
+            return;
+        };
+        let all = proc_stats();
+        // A known process that ended may leave its id to another program.
+        self.known.retain(|(pid, start)| {
+            all.iter()
+                .any(|stat| stat.pid == *pid && stat.start_time == *start)
+        });
+        loop {
+            let before = self.known.len();
+            for stat in &all {
+                let is_known =
+                    |pid: i32| pid == interpreter || self.known.iter().any(|(known, _)| *known == pid);
+                if is_known(stat.parent) && !is_known(stat.pid) {
+                    self.known.push((stat.pid, stat.start_time));
+                }
+            }
+            if self.known.len() == before {
+                break;
+            }
+        }
+    }
+
+    /// Returns the processes other than flowrun whose environment carries
+    /// the step's marker.
+    fn marked(&self, own: i32) -> Vec<i32> {
+        let needle = format!("{MARKER_VARIABLE}={}", self.marker);
+        proc_stats()
+            .into_iter()
+            .map(|stat| stat.pid)
+            .filter(|pid| *pid != own)
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|environ| {
+                        environ
+                            .split(|byte| *byte == 0)
+                            .any(|entry| entry == needle.as_bytes())
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    /// Kills the interpreter's process group, every descendant seen, every
+    /// process with the step's marker, and every process that still holds
+    /// one of the step's pipes: a process that left the group with `setsid`
+    /// but kept its standard output or error is found that way.
+    fn stop_all(&mut self, pipes: &[Option<String>]) {
+        if let Some(pid) = self.interpreter {
+            // The group may be gone already; nothing is left to stop then.
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let own = std::process::id() as i32;
+        // A process may start another before it is killed; a few rounds
+        // find those too.
+        for _ in 0..5 {
+            self.refresh();
+            let mut targets: Vec<i32> = self.known.iter().map(|(pid, _)| *pid).collect();
+            targets.extend(self.marked(own));
+            targets.extend(pipe_holders(pipes, own as u32));
+            targets.retain(|pid| *pid != own);
+            targets.sort_unstable();
+            targets.dedup();
+            if targets.is_empty() {
+                return;
+            }
+            for target in targets {
+                // The process may have ended already.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(target),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Reads the process id, parent and start time of every process in
+/// `/proc`. A process that ends while it is read is left out.
+fn proc_stats() -> Vec<ProcStat> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let text = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            parse_stat(pid, &text)
+        })
+        .collect()
+}
+
+/// Parses `/proc/PID/stat`. The command name in parentheses may hold
+/// spaces and parentheses, so the fields are counted after the last `)`:
+/// the state is field 3, the parent field 4 and the start time field 22.
+fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcStat {
+        pid,
+        parent: fields.get(1)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// The name `/proc` gives the pipe behind `fd`, such as `pipe:[1234]`.
@@ -432,13 +562,6 @@ fn pipe_holders(pipes: &[Option<String>], own: u32) -> Vec<i32> {
     holders
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
-        // The group may be gone already; nothing is left to stop then.
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
 fn tail(bytes: &[u8]) -> String {
     let start = bytes.len().saturating_sub(STDERR_LIMIT);
     String::from_utf8_lossy(&bytes[start..]).trim().to_string()
@@ -474,8 +597,13 @@ fn truncate(text: &str, limit: usize) -> &str {
     &text[..end]
 }
 
+/// Writes the declared outputs. Every output is read and converted to the
+/// type of the variable it goes to before the first is written, so an
+/// output that does not convert leaves the entity and variables unchanged.
 fn write_outputs(call: &CodeCall, outputs: &Value, execution: &mut Execution) -> Result<(), Diagnostic> {
-    for (name, target, written) in &call.outputs {
+    let mut values = Vec::with_capacity(call.outputs.len());
+    for output in &call.outputs {
+        let name = &output.name;
         let Some(value) = outputs.get(name) else {
             return Err(Diagnostic::error(
                 Code::CodeFailed,
@@ -484,20 +612,42 @@ fn write_outputs(call: &CodeCall, outputs: &Value, execution: &mut Execution) ->
             .with_label(call.span, "this code action")
             .with_help(format!("set it in the script, such as `outputs.{name} = ...`")));
         };
-        match target {
+        let value = match output.ty {
+            Some(ty) if !is_blank(Some(value)) => convert(value, ty).map_err(|reason| {
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    execution
+                        .redactor
+                        .redact(&format!("output `{name}` to `{}`: {reason}", output.written)),
+                )
+                .with_label(call.span, "this code action")
+                .with_help(format!(
+                    "set `outputs.{name}` to a {} in the script, or declare the variable with the type of its values",
+                    ty.as_str()
+                ))
+            })?,
+            _ => value.clone(),
+        };
+        values.push(value);
+    }
+    for (output, value) in call.outputs.iter().zip(values) {
+        match &output.target {
             SaveTarget::Variable(variable) => {
-                execution.vars.insert(variable.clone(), value.clone());
+                execution.vars.insert(variable.clone(), value);
                 execution.secret_vars.remove(variable);
             }
             SaveTarget::Entity(path) => {
                 // A script may return a secret it was given as an input;
                 // the entity is printed and stored, so it is masked.
-                let value = execution.redact_value(value.clone());
+                let value = execution.redact_value(value);
                 let mut entity = execution.entity.clone();
                 set_path(&mut entity, path, value).map_err(|message| {
                     Diagnostic::error(
                         Code::CodeFailed,
-                        format!("cannot write output `{name}` to `{written}`: {message}"),
+                        format!(
+                            "cannot write output `{}` to `{}`: {message}",
+                            output.name, output.written
+                        ),
                     )
                     .with_label(call.span, "this code action")
                     .with_help("write the output to a field whose parents are objects")

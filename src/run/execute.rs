@@ -8,6 +8,7 @@ use serde_json::Value;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::diagnostic::{Code, Diagnostic, LineIndex};
+use crate::program::statement::{Branch, Statement};
 use crate::program::{Action, OnError, Program, Step};
 use crate::render;
 use crate::run::errors::failure_diagnostic;
@@ -16,7 +17,7 @@ use crate::run::notify::{self, Notification, NotificationError};
 use crate::run::report::{Outcome, RenderedRequest, Report, StepReport};
 use crate::run::request::{build, idempotency_key, rendered};
 use crate::run::statement::{self, Effect};
-use crate::run::{code, llm, media, now, save, Execution, Options};
+use crate::run::{code, dry, llm, media, now, save, Execution, Options};
 use crate::store::{AttemptRecord, ExecutionStatus, StepEnd, StepStatus, Store};
 
 /// Runs the steps of `program` from `options.first_step` on and returns the
@@ -148,7 +149,7 @@ pub async fn execute(
             // may take long, so that a crash meanwhile loses no known outcome.
             if failed && !interrupted && step.policy.on_error != OnError::ContinueSilently && !options.dry_run
             {
-                let notification = notification(step, &step_report, &execution);
+                let notification = notification(step, &step_report, stop, &execution);
                 let record = notify::send(
                     &notification,
                     &channels,
@@ -236,7 +237,10 @@ fn render_webhooks(program: &Program, execution: &Execution) -> Vec<String> {
         .collect()
 }
 
-fn notification(step: &Step, report: &StepReport, execution: &Execution) -> Notification {
+/// Builds the notification of a failed step. `stopped` is true when the
+/// step was a `stop failed`, which ends the execution as failed whatever
+/// the failure behaviour.
+fn notification(step: &Step, report: &StepReport, stopped: bool, execution: &Execution) -> Notification {
     let (code, message) = match &report.error {
         Some(diagnostic) => (diagnostic.code.as_str().to_string(), diagnostic.message.clone()),
         None => (String::new(), String::new()),
@@ -247,6 +251,7 @@ fn notification(step: &Step, report: &StepReport, execution: &Execution) -> Noti
         step: step.name.clone(),
         severity: step.policy.severity,
         action: match step.policy.on_error {
+            _ if stopped => "stop_failed",
             OnError::PauseNotify => "pause_notify",
             OnError::ContinueNotify | OnError::ContinueSilently => "continue_notify",
         },
@@ -318,6 +323,7 @@ async fn run_step(
     let mut branch = None;
     let mut stop = false;
     let mut log = Vec::new();
+    let mut not_evaluated = None;
 
     for (action, step_action) in step.actions.iter().enumerate() {
         let request = match step_action {
@@ -345,6 +351,29 @@ async fn run_step(
                 continue;
             }
             Action::Statement(statement) => {
+                if options.dry_run {
+                    if let Some(read) = execution.unknown.read_by(statement) {
+                        // The result would come from a placeholder: the
+                        // statement is not evaluated, and what it writes is
+                        // unknown too.
+                        for target in dry::written_by(statement) {
+                            execution.unknown.mark(&target);
+                        }
+                        if matches!(statement, Statement::Condition(_)) {
+                            execution.branches.insert(
+                                step.name.clone(),
+                                Value::String(Branch::Then.as_str().to_string()),
+                            );
+                            branch = Some(Branch::Then);
+                        }
+                        not_evaluated = Some(read);
+                        successes += 1;
+                        continue;
+                    }
+                    for target in dry::written_by(statement) {
+                        execution.unknown.forget(&target);
+                    }
+                }
                 let context = llm::CallContext {
                     program,
                     step,
@@ -395,7 +424,9 @@ async fn run_step(
             }
             Action::Code(call) => {
                 if options.dry_run {
-                    // A dry run starts no interpreter.
+                    // A dry run starts no interpreter: the outputs are
+                    // unknown.
+                    dry::skip_code(call, execution);
                     successes += 1;
                     continue;
                 }
@@ -466,6 +497,9 @@ async fn run_step(
         if options.dry_run {
             dry_run.push(rendered(step, &outgoing, &execution.redactor));
             save::apply_placeholders(request, execution);
+            for save in &request.saves {
+                execution.unknown.mark(&save.target);
+            }
             successes += 1;
             continue;
         }
@@ -544,6 +578,7 @@ async fn run_step(
         llm_usage,
         provenance,
         branch,
+        not_evaluated,
         log,
         stop,
     }

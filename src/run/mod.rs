@@ -7,6 +7,7 @@
 //! decides whether the execution goes on.
 
 mod code;
+pub mod dry;
 mod errors;
 mod execute;
 mod extract;
@@ -75,6 +76,9 @@ pub struct Execution {
     pub branches: Map<String, Value>,
     /// `--var` values of variables that a `let` step computes.
     pub var_overrides: HashMap<String, String>,
+    /// In a dry run, the targets whose values come from skipped scripts and
+    /// requests.
+    pub unknown: dry::Unknown,
     execution_value: Value,
     mask_secrets: bool,
 }
@@ -233,6 +237,7 @@ pub fn prepare(
         secret_vars: secret_derived(program),
         branches: Map::new(),
         var_overrides: HashMap::new(),
+        unknown: dry::Unknown::default(),
         mask_secrets: dry_run,
     };
     if !diagnostics.is_empty() {
@@ -321,6 +326,7 @@ pub fn prepare_resume(
         secret_vars: secret_derived(program),
         branches: Map::new(),
         var_overrides: HashMap::new(),
+        unknown: dry::Unknown::default(),
         mask_secrets: false,
     };
     // The store leaves out variables whose `let` reads a secret. They are

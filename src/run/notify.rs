@@ -26,7 +26,8 @@ pub struct Notification {
     pub execution_id: String,
     pub step: String,
     pub severity: NotifySeverity,
-    /// `continue_notify` or `pause_notify`: what the execution did.
+    /// The action the execution took: `continue_notify`, `pause_notify`, or
+    /// `stop_failed` when a `stop failed` statement ended it as failed.
     pub action: &'static str,
     pub error: NotificationError,
     /// The entity's `id` field, when it has one.

@@ -70,6 +70,10 @@ pub struct StepReport {
     /// For a condition step, the branch it took: `then` or `else`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<crate::program::statement::Branch>,
+    /// In a dry run, the unknown value that kept a statement from being
+    /// evaluated, such as `entity.risk`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_evaluated: Option<String>,
     /// What a code step's script kept with `outputs.log`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<String>,
