@@ -250,6 +250,12 @@ pub struct Variable {
     /// True for a variable that a `let` step computes where it stands in
     /// the workflow; a `--var` value then replaces its sources.
     pub deferred: bool,
+    /// The declared type, or the type of the literal, that a `--var` value
+    /// is converted to; `None` for an untyped `let` from a bare merge field.
+    pub ty: Option<crate::program::statement::VarType>,
+    /// True for a `let` with no value and no fallback, which a run needs a
+    /// `--var` for.
+    pub needs_var: bool,
     pub span: Span,
 }
 

@@ -1345,3 +1345,118 @@ fn typed_variables_used_before_their_let_are_reported() {
         []
     );
 }
+
+#[test]
+fn in_lists_skip_text_items_a_number_never_equals() {
+    let messages = |source: &str| -> Vec<String> {
+        check_source(source, Path::new("test.flow"))
+            .diagnostics
+            .into_iter()
+            .map(|diagnostic| diagnostic.message)
+            .collect()
+    };
+    assert_eq!(
+        messages("let s: number = 0\nif <<vars.s>> in [1, \"n/a\"] {\n  set entity.x = 1\n}\n"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        messages("let due: date = <<entity.due>>\nif <<vars.due>> in [\"2024-01-01\", 5] {\n  set entity.x = 1\n}\n"),
+        ["`in` compares date with number"]
+    );
+    assert_eq!(
+        messages("let s: number = 0\nif <<vars.s>> not in [true] {\n  set entity.x = 1\n}\n"),
+        ["`not in` compares number with boolean"]
+    );
+}
+
+#[tokio::test]
+async fn in_with_text_items_for_a_number_variable() {
+    let source = "let s: number = <<entity.s>>\nif <<vars.s>> in [1, \"n/a\"] {\n  set entity.r = \"then\"\n} else {\n  set entity.r = \"else\"\n}\n";
+    let report = run(source, json!({"s": 1})).await;
+    assert_eq!(report.entity["r"], "then");
+    let report = run(source, json!({"s": 5})).await;
+    assert_eq!(report.entity["r"], "else");
+}
+
+/// Prepares `source` with `vars` and returns the code and message of each
+/// input error.
+fn prepare_errors(source: &str, vars: &[(&str, &str)]) -> Vec<(Code, String)> {
+    let checked = check_source(source, Path::new("test.flow"));
+    assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
+    let inputs = Inputs {
+        entity: json!({}),
+        vars: vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        secrets: HashMap::new(),
+        execution_id: Some("exec-1".to_string()),
+        env: HashMap::new(),
+    };
+    match prepare(&checked.program, source, inputs, false) {
+        Ok(_) => Vec::new(),
+        Err(diagnostics) => diagnostics
+            .into_iter()
+            .map(|diagnostic| (diagnostic.code, diagnostic.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn var_values_are_converted_when_the_run_starts() {
+    assert_eq!(
+        prepare_errors(
+            "let limit = 5000\nset entity.limit = <<vars.limit>>\n",
+            &[("limit", "abc")]
+        ),
+        [(
+            Code::InvalidVar,
+            "--var limit=abc: variable `limit` is a number, but `abc` is not a number".to_string()
+        )]
+    );
+    assert_eq!(
+        prepare_errors(
+            "let due: date = <<entity.due>>\nset entity.due = <<vars.due>>\n",
+            &[("due", "soon")]
+        ),
+        [(
+            Code::InvalidVar,
+            "--var due=soon: variable `due` is a date, but `soon` is not a date (YYYY-MM-DD)".to_string()
+        )]
+    );
+    assert_eq!(
+        prepare_errors("let n: number\nset entity.n = <<vars.n>>\n", &[]),
+        [(Code::MissingVar, "variable `n` has no value".to_string())]
+    );
+    assert_eq!(
+        prepare_errors("let n: number\nset entity.n = <<vars.n>>\n", &[("n", "7")]),
+        []
+    );
+}
+
+#[tokio::test]
+async fn var_values_keep_the_type_of_the_let() {
+    let report = run_with_vars(
+        "let limit = 5000\nset entity.limit = <<vars.limit>>\n",
+        json!({}),
+        &[("limit", "50")],
+    )
+    .await;
+    assert_eq!(report.entity, json!({"limit": 50}));
+
+    let report = run_with_vars(
+        "let n: number\nset entity.n = <<vars.n>>\n",
+        json!({}),
+        &[("n", "7.50")],
+    )
+    .await;
+    assert_eq!(report.entity["n"].to_string(), "7.50");
+
+    // An empty value is blank, so the fallbacks decide.
+    let source = "let score: number = <<entity.score>> or 0\nset entity.s = <<vars.score>>\n";
+    let report = run_with_vars(source, json!({"score": 640}), &[("score", "")]).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}", report.failure());
+    assert_eq!(report.entity["s"], json!(640));
+    let report = run_with_vars(source, json!({}), &[("score", " ")]).await;
+    assert_eq!(report.entity["s"], json!(0));
+}

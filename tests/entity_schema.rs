@@ -214,3 +214,24 @@ fn conditions_lets_and_code_inputs_read_known_paths() {
         ]
     );
 }
+
+#[test]
+fn nullable_types_and_unions_accept_their_values() {
+    let found = check_against(
+        "set entity.note = \"x\"\n\
+         clear entity.note\n\
+         set entity.either = 5\n\
+         set entity.either = \"x\"\n\
+         set entity.either = true\n\
+         set entity.note = 5\n",
+        r#"{"type": "object", "properties": {"note": {"type": ["string", "null"]}, "either": {"type": ["string", "number"]}}}"#,
+    );
+    assert_eq!(
+        found,
+        [(
+            "flow::check::entity_write_type".to_string(),
+            "this writes a number to `entity.note`, which is a string in the entity schema".to_string(),
+            serde_json::json!({"line": 6, "column": 5}),
+        )]
+    );
+}

@@ -253,8 +253,10 @@ impl Checker {
         self.var_types.insert(name.clone(), ty);
         Some(Variable {
             name: name.clone(),
+            needs_var: value.is_none(),
             value,
             deferred: false,
+            ty: Some(ty),
             span: decl.span,
         })
     }

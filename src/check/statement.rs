@@ -125,13 +125,16 @@ impl Checker {
         self.variables.insert(name.clone(), decl.name.span);
         self.variable_order.push(name.clone());
         self.execution_vars.insert(name.clone());
-        if let Some(ty) = self.let_type(decl) {
+        let ty = self.let_type(decl);
+        if let Some(ty) = ty {
             self.var_types.insert(name.clone(), ty);
         }
         Some(Variable {
             name: name.clone(),
             value: None,
             deferred: true,
+            ty,
+            needs_var: decl.value.is_none() && decl.fallbacks.is_empty(),
             span: decl.span,
         })
     }
@@ -485,7 +488,7 @@ impl Checker {
                 ignore_case,
                 span,
             } => {
-                self.check_types(left, right, *op);
+                self.check_types(left, right, *op, op.as_str());
                 Condition::Compare {
                     left: self.operand(left),
                     op: *op,
@@ -501,8 +504,19 @@ impl Checker {
                 ignore_case,
                 span,
             } => {
+                // An item is compared with `==`, except that a text item
+                // that is not a number is simply not equal to a number.
+                let left_known = self.known(left);
                 for item in items {
-                    self.check_types(left, item, CompareOp::Eq);
+                    let unequal_text = match (&left_known, self.known(item)) {
+                        (Known::Type(VarType::Number), Known::Literal(text)) => {
+                            !crate::value::compares_with(&text, VarType::Number)
+                        }
+                        _ => false,
+                    };
+                    if !unequal_text {
+                        self.check_types(left, item, CompareOp::Eq, if *negated { "not in" } else { "in" });
+                    }
                 }
                 Condition::In {
                     left: self.operand(left),
@@ -531,8 +545,9 @@ impl Checker {
     }
 
     /// Reports a comparison whose two sides can never have one type, such
-    /// as a number variable and the text "high".
-    fn check_types(&mut self, left: &ast::Operand, right: &ast::Operand, op: CompareOp) {
+    /// as a number variable and the text "high". `operator` is the operator
+    /// as written, which differs from `op` for an item of `in`.
+    fn check_types(&mut self, left: &ast::Operand, right: &ast::Operand, op: CompareOp, operator: &str) {
         let (a, b) = (self.known(left), self.known(right));
         let describe = |known: &Known| match known {
             Known::Type(ty) => ty.as_str().to_string(),
@@ -569,12 +584,7 @@ impl Checker {
             self.diagnostics.push(
                 Diagnostic::error(
                     Code::TypeMismatch,
-                    format!(
-                        "`{}` compares {} with {}",
-                        op.as_str(),
-                        describe(&a),
-                        describe(&b)
-                    ),
+                    format!("`{}` compares {} with {}", operator, describe(&a), describe(&b)),
                 )
                 .with_label(span, "these values never have one type")
                 .with_help(help),

@@ -31,9 +31,11 @@ use serde_json::{json, Map, Value};
 
 use crate::check::names::did_you_mean;
 use crate::diagnostic::{Code, Diagnostic, LineIndex, Span};
-use crate::program::{Program, VariableValue};
+use crate::program::statement::VarType;
+use crate::program::{Program, Variable, VariableValue};
 use crate::render::{self, Scope};
 use crate::store::ExecutionRecord;
+use crate::value::convert_text;
 pub use errors::{body_excerpt, render_diagnostic};
 pub use execute::execute;
 use redact::Redactor;
@@ -246,14 +248,30 @@ pub fn prepare(
 
     let lines = LineIndex::new(source);
     for variable in &program.variables {
+        let given = overrides.remove(&variable.name);
+        if variable.needs_var && given.is_none() {
+            diagnostics.push(missing_var(variable));
+            continue;
+        }
+        let given = match given.map(|text| convert_var(variable, text)).transpose() {
+            Ok(given) => given,
+            Err(diagnostic) => {
+                diagnostics.push(*diagnostic);
+                continue;
+            }
+        };
         if variable.deferred {
-            if let Some(text) = overrides.remove(&variable.name) {
+            // An empty value is blank, so the `let`'s sources decide.
+            if let Some(text) = given.filter(|text| !text.trim().is_empty()) {
                 execution.var_overrides.insert(variable.name.clone(), text);
             }
             continue;
         }
-        let value = match (overrides.remove(&variable.name), &variable.value) {
-            (Some(text), _) => Value::String(text),
+        let value = match (given, &variable.value) {
+            (Some(text), _) => match variable.ty {
+                Some(var_type) => convert_text(&text, var_type).unwrap_or(Value::String(text)),
+                None => Value::String(text),
+            },
             (None, Some(VariableValue::Literal(value))) => value.clone(),
             (None, Some(VariableValue::Template(template))) => {
                 match render::render(template, &execution.scope()) {
@@ -265,14 +283,7 @@ pub fn prepare(
                 }
             }
             (None, None) => {
-                diagnostics.push(
-                    Diagnostic::error(
-                        Code::MissingVar,
-                        format!("variable `{}` has no value", variable.name),
-                    )
-                    .with_label(variable.span, "declared without a value")
-                    .with_help(format!("pass it with --var {}=VALUE", variable.name)),
-                );
+                diagnostics.push(missing_var(variable));
                 continue;
             }
         };
@@ -282,6 +293,51 @@ pub fn prepare(
         Ok(execution)
     } else {
         Err(diagnostics)
+    }
+}
+
+fn missing_var(variable: &Variable) -> Diagnostic {
+    Diagnostic::error(
+        Code::MissingVar,
+        format!("variable `{}` has no value", variable.name),
+    )
+    .with_label(variable.span, "declared without a value")
+    .with_help(format!("pass it with --var {}=VALUE", variable.name))
+}
+
+/// Checks that the `--var` value `text` converts to the variable's type.
+/// Empty text is blank and passes: a `let` step's sources then decide, and
+/// a simple `let` of type text keeps it.
+fn convert_var(variable: &Variable, text: String) -> Result<String, Box<Diagnostic>> {
+    let Some(var_type) = variable.ty else {
+        return Ok(text);
+    };
+    let blank_allowed = variable.deferred || var_type == VarType::Text;
+    if blank_allowed && text.trim().is_empty() {
+        return Ok(text);
+    }
+    match convert_text(&text, var_type) {
+        Ok(_) => Ok(text),
+        Err(reason) => {
+            let name = &variable.name;
+            let ty = var_type.as_str();
+            let example = match var_type {
+                VarType::Number => "5000",
+                VarType::Boolean => "true",
+                VarType::Date => "2024-01-31",
+                VarType::Datetime => "2024-01-31T09:00:00Z",
+                VarType::Uuid => "123e4567-e89b-12d3-a456-426614174000",
+                VarType::Text => "TEXT",
+            };
+            Err(Box::new(
+                Diagnostic::error(
+                    Code::InvalidVar,
+                    format!("--var {name}={text}: variable `{name}` is a {ty}, but {reason}"),
+                )
+                .with_label(variable.span, format!("declared as a {ty}"))
+                .with_help(format!("pass a {ty}, such as --var {name}={example}")),
+            ))
+        }
     }
 }
 
