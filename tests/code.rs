@@ -545,3 +545,52 @@ step \"Script\" {\n  code python \"\"\"\n    outputs.a = \"abc\"\n    outputs.b 
     // No output is written when one does not convert.
     assert_eq!(report.entity, json!({}));
 }
+
+#[test]
+fn check_reports_code_steps_that_always_fail() {
+    let source = "step \"Script\" {\n  code python \"\"\"\n    outputs.a = inputs.x\n  \"\"\"\n  inputs {\n    x: 1\n    x: 2\n  }\n  outputs {\n    a -> entity.a\n    log -> entity.l\n  }\n  retry on 5xx\n  timeout 5s\n}\nset entity.k = \"x\" * 2\nset entity.d = \"2024-01-01\" + 1 days\nset entity.n = \"5\" * true\nset entity.m = \"5\" * 2\n";
+    let found: Vec<(Code, String, String)> = check_source(source, Path::new("test.flow"))
+        .diagnostics
+        .into_iter()
+        .map(|diagnostic| {
+            let span = diagnostic.span.expect("a span");
+            (
+                diagnostic.code,
+                diagnostic.message,
+                source[span.start..span.end].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                Code::InvalidCode,
+                "input `x` is given twice".to_string(),
+                "x".to_string()
+            ),
+            (
+                Code::InvalidCode,
+                "an output cannot be named `log`".to_string(),
+                "log".to_string()
+            ),
+            (
+                Code::InvalidOption,
+                "`retry` has no effect on a code step".to_string(),
+                "retry on 5xx".to_string()
+            ),
+            (
+                Code::TypeMismatch,
+                "`*` works on numbers, and on a date with a duration, but the text \"x\" is neither"
+                    .to_string(),
+                "\"x\"".to_string()
+            ),
+            (
+                Code::TypeMismatch,
+                "`*` works on numbers, and on a date with a duration, but the boolean `true` is neither"
+                    .to_string(),
+                "true".to_string()
+            ),
+        ]
+    );
+}

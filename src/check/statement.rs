@@ -20,7 +20,7 @@ use crate::program::{
     Action, Compiled, Encoding, ErrorPolicy, LlmCall, LlmOutput, LlmTarget, Piece, SaveTarget, Settings,
     Step, Variable,
 };
-use crate::syntax::ast::{self, CompareOp, Expr, Item, LlmClause, PathKey, StepItem};
+use crate::syntax::ast::{self, ArithOp, CompareOp, Expr, Item, LlmClause, PathKey, StepItem};
 use crate::syntax::template;
 
 /// The variable an LLM condition writes its answer to before the
@@ -400,13 +400,49 @@ impl Checker {
                 left,
                 right,
                 span,
-            } => ValueExpr::Binary {
-                op: *op,
-                left: Box::new(self.value_expr(left)),
-                right: Box::new(self.value_expr(right)),
-                span: *span,
-            },
+            } => {
+                for side in [left, right] {
+                    if let ast::ValueExpr::Operand(operand) = side.as_ref() {
+                        self.check_arithmetic_operand(*op, operand);
+                    }
+                }
+                ValueExpr::Binary {
+                    op: *op,
+                    left: Box::new(self.value_expr(left)),
+                    right: Box::new(self.value_expr(right)),
+                    span: *span,
+                }
+            }
         }
+    }
+
+    /// Reports a literal that arithmetic always rejects: a boolean, or a
+    /// text that is neither a number nor a date or date-time.
+    fn check_arithmetic_operand(&mut self, op: ArithOp, operand: &ast::Operand) {
+        let (shown, span) = match operand {
+            ast::Operand::Bool(value, span) => (format!("the boolean `{value}`"), *span),
+            ast::Operand::String(lit) => match lit.as_plain() {
+                Some(text)
+                    if !crate::value::compares_with(&text, VarType::Number)
+                        && !crate::value::compares_with(&text, VarType::Datetime) =>
+                {
+                    (format!("the text \"{text}\""), lit.span)
+                }
+                _ => return,
+            },
+            _ => return,
+        };
+        self.diagnostics.push(
+            Diagnostic::error(
+                Code::TypeMismatch,
+                format!(
+                    "`{}` works on numbers, and on a date with a duration, but {shown} is neither",
+                    op.as_str()
+                ),
+            )
+            .with_label(span, "never a number or a date")
+            .with_help("write a number, such as `2`, or a merge field that holds one"),
+        );
     }
 
     fn operand(&mut self, operand: &ast::Operand) -> Operand {
@@ -702,6 +738,22 @@ impl Checker {
                 StepItem::CodeInputs(list, span) => {
                     parts_span.get_or_insert(*span);
                     for input in list {
+                        if let Some(first) = list
+                            .iter()
+                            .find(|other| other.name.text == input.name.text)
+                            .filter(|first| first.span != input.span)
+                        {
+                            self.diagnostics.push(
+                                Diagnostic::error(
+                                    Code::InvalidCode,
+                                    format!("input `{}` is given twice", input.name.text),
+                                )
+                                .with_label(input.name.span, "given again here")
+                                .with_related(first.name.span, "first given here")
+                                .with_help("keep one of the two lines, or rename one input"),
+                            );
+                            continue;
+                        }
                         if is_duration(&input.value) {
                             let message = format!("input `{}` cannot be a duration", input.name.text);
                             self.duration_as_value(message, input.value.span());
@@ -712,6 +764,14 @@ impl Checker {
                 StepItem::CodeOutputs(list, span) => {
                     parts_span.get_or_insert(*span);
                     for output in list {
+                        if output.name.text == "log" {
+                            self.diagnostics.push(
+                                Diagnostic::error(Code::InvalidCode, "an output cannot be named `log`")
+                                    .with_label(output.name.span, "`outputs.log` is the method that keeps log messages")
+                                    .with_help("give the output another name, such as `log_text`, in the script and here"),
+                            );
+                            continue;
+                        }
                         if let Some(target) = self.statement_target(&output.target, output.target_span) {
                             let ty = match &target {
                                 SaveTarget::Variable(name) => self.var_types.get(name).copied(),
@@ -803,6 +863,16 @@ impl Checker {
                     Diagnostic::error(Code::InvalidOption, format!("`{}` takes one value", option.name.text))
                         .with_label(option.span, "wrong number of values")
                         .with_help("write `memory 512MB` or `interpreter \"/usr/bin/python3\"`"),
+                ),
+                // `save` lines report themselves; an unknown option too.
+                ("timeout" | "on" | "save", _) => {}
+                (name, _) if crate::check::options::OPTIONS.contains(&name) => self.diagnostics.push(
+                    Diagnostic::warning(
+                        Code::InvalidOption,
+                        format!("`{name}` has no effect on a code step"),
+                    )
+                    .with_label(option.span, "ignored")
+                    .with_help("a code step takes `timeout`, `memory`, `interpreter` and `on error`; remove the line"),
                 ),
                 _ => {}
             }
