@@ -501,6 +501,24 @@ fn dry_run_reports_an_unrenderable_prompt() {
 }
 
 #[test]
+fn dry_run_does_not_evaluate_model_answers() {
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "llm.flow",
+        "step \"Score\" {\n  llm prompt \"Rate the claim\"\n  schema { score: number }\n  -> entity\n}\nset entity.next = <<entity.score>> + 1\n",
+    );
+    let (code, stdout, stderr) =
+        output(flowrun(&["run", path_str(&flow), "--dry-run"]).env("FLOWRUN_OPENAI_MODEL", "fake-model"));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with(
+            "# step \"set entity.next (line 6)\": not evaluated, because it reads `entity.score`, which the dry run does not know\n\n"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn api_key_must_be_a_secret() {
     let workspace = Workspace::new();
     let flow = workspace.file(

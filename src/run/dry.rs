@@ -1,7 +1,8 @@
 //! Values a dry run does not know.
 //!
-//! A dry run runs no script and sends no request, so the outputs of a code
-//! step and the values `save` lines copy are unknown. Each is written as a
+//! A dry run runs no script, sends no request and calls no model, so the
+//! outputs of a code step, the values `save` lines copy and the answers of
+//! `llm`, `extract` and `transcribe` actions are unknown. Each is written as a
 //! placeholder such as `<outputs.risk>`, so that later requests render, and
 //! its target is recorded as unknown. A `let`, `set` or condition that reads
 //! an unknown value is not evaluated, because its result would come from
@@ -11,7 +12,7 @@
 use serde_json::Value;
 
 use crate::program::statement::{CodeCall, Condition, Operand, Statement, ValueExpr};
-use crate::program::{Piece, SaveTarget};
+use crate::program::{Action, LlmOutput, LlmTarget, Piece, SaveTarget};
 use crate::syntax::ast::{Expr, PathKey};
 
 /// The targets whose values a dry run does not know.
@@ -108,6 +109,35 @@ pub fn skip_code(call: &CodeCall, execution: &mut crate::run::Execution) {
             }
         }
         execution.unknown.mark(&output.target);
+    }
+}
+
+/// Records the targets of a model action as unknown: the answer of an
+/// `llm` action, or what `extract` and `transcribe` write. `-> entity`
+/// writes one field per member of the answer.
+pub fn skip_model_action(action: &Action, unknown: &mut Unknown) {
+    let mut mark = |target: &Option<LlmTarget>, members: &[crate::llm::schema::Field]| match target {
+        None => {}
+        Some(LlmTarget::Variable(name)) => unknown.mark(&SaveTarget::Variable(name.clone())),
+        Some(LlmTarget::Entity(path)) => unknown.mark(&SaveTarget::Entity(path.clone())),
+        Some(LlmTarget::EntityMembers) => {
+            for member in members {
+                unknown.mark(&SaveTarget::Entity(vec![PathKey::Field(member.name.clone())]));
+            }
+        }
+    };
+    match action {
+        Action::Llm(call) => match &call.output {
+            LlmOutput::Schema(fields) => mark(&call.target, fields),
+            LlmOutput::Text | LlmOutput::Choices(_) => mark(&call.target, &[]),
+        },
+        Action::Extract(call) => mark(&call.target, &call.fields),
+        Action::Transcribe(call) => {
+            mark(&call.transcript, &[]);
+            mark(&call.segments, &[]);
+            mark(&call.detected_language, &[]);
+        }
+        Action::Http(_) | Action::Code(_) | Action::Statement(_) => {}
     }
 }
 

@@ -344,6 +344,9 @@ async fn run_step(
                     provenance: &mut provenance,
                     dry_run,
                 };
+                if options.dry_run {
+                    dry::skip_model_action(step_action, &mut execution.unknown);
+                }
                 match media::run(step_action, &context, execution, &mut records).await {
                     Ok(()) => successes += 1,
                     Err(diagnostic) => failures.push(diagnostic),
@@ -449,6 +452,9 @@ async fn run_step(
                     dry_run: options.dry_run,
                 };
                 let listed = dry_run.len();
+                if options.dry_run {
+                    dry::skip_model_action(step_action, &mut execution.unknown);
+                }
                 match llm::run(call, &context, execution, &mut attempts, &mut llm_usage, dry_run).await {
                     Ok(()) => successes += 1,
                     Err(diagnostic) => {
