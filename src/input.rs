@@ -31,14 +31,14 @@ pub const BOM: char = '\u{FEFF}';
 /// for `flowrun fmt`, which writes the file back.
 pub fn read_flow_as_written(path: &Path) -> Result<String, Diagnostic> {
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|error| {
-        let code = if error.kind() == std::io::ErrorKind::NotFound {
+    let bytes = read_regular_file(path, None).map_err(|error| {
+        let code = if error.is_not_found() {
             Code::FileNotFound
         } else {
             Code::FileUnreadable
         };
         Diagnostic::error(code, format!("cannot read workflow `{shown}`: {error}"))
-            .with_help("check the path; workflows are files such as `claims.flow`")
+            .with_help("check the path; workflows are regular files such as `claims.flow`")
     })?;
     let text = String::from_utf8(bytes).map_err(|error| {
         let offset = error.utf8_error().valid_up_to();
@@ -55,6 +55,91 @@ pub fn read_flow_as_written(path: &Path) -> Result<String, Diagnostic> {
         );
     }
     Ok(text)
+}
+
+/// The failure of [`read_regular_file`].
+#[derive(Debug)]
+pub enum ReadFileError {
+    Io(std::io::Error),
+    /// The path names a named pipe, a device, a socket or a folder, whose
+    /// reading could block for ever or never end. The text names the kind.
+    NotRegular(&'static str),
+    /// The file is larger than the limit.
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+}
+
+impl ReadFileError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadFileError::Io(error) if error.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+impl std::fmt::Display for ReadFileError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFileError::Io(error) => write!(formatter, "{error}"),
+            ReadFileError::NotRegular(kind) => write!(formatter, "it is {kind}, not a regular file"),
+            ReadFileError::TooLarge { size, limit } => write!(
+                formatter,
+                "it holds {size} bytes, more than the limit of {limit} bytes"
+            ),
+        }
+    }
+}
+
+/// Reads a file that the user named, which must be a regular file of at
+/// most `limit` bytes. The file is opened without blocking, so that a named
+/// pipe with no writer fails at once instead of waiting for one, and its
+/// type is read from the open file before any byte is.
+pub fn read_regular_file(path: &Path, limit: Option<u64>) -> Result<Vec<u8>, ReadFileError> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            // A socket cannot be opened at all.
+            Some(nix::libc::ENXIO) => ReadFileError::NotRegular("a socket"),
+            _ => ReadFileError::Io(error),
+        })?;
+    let metadata = file.metadata().map_err(ReadFileError::Io)?;
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        return Err(ReadFileError::NotRegular(if kind.is_dir() {
+            "a folder"
+        } else if kind.is_fifo() {
+            "a named pipe (FIFO)"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "a special file"
+        }));
+    }
+    if let Some(limit) = limit.filter(|limit| metadata.len() > *limit) {
+        return Err(ReadFileError::TooLarge {
+            size: metadata.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::new();
+    // The file may grow after its size was read.
+    let cap = limit.unwrap_or(u64::MAX);
+    (&file)
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(ReadFileError::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(ReadFileError::TooLarge {
+            size: bytes.len() as u64,
+            limit: cap,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Reads the entity from a file, or from standard input for `-`.

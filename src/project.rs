@@ -37,15 +37,19 @@ struct ProviderEntry {
     vision: Option<bool>,
 }
 
+/// The largest `flowrun.toml` read: 1 MiB, far above any real project file.
+const MAX_PROJECT_BYTES: u64 = 1024 * 1024;
+
 /// Reads the providers of `flowrun.toml` in `folder`; none when the file
 /// does not exist.
 pub fn load_providers(folder: &Path) -> Result<Vec<ProviderConfig>, Diagnostic> {
     let path = folder.join(FILE_NAME);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let bytes = match crate::input::read_regular_file(&path, Some(MAX_PROJECT_BYTES)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.is_not_found() => return Ok(Vec::new()),
         Err(error) => return Err(invalid(&path, &format!("cannot be read: {error}"))),
     };
+    let text = String::from_utf8(bytes).map_err(|_| invalid(&path, "is not valid UTF-8 text"))?;
     let file: ProjectFile = toml::from_str(&text).map_err(|error| invalid(&path, error.message()))?;
 
     let mut providers = Vec::new();

@@ -81,6 +81,11 @@ pub enum Lookup<'a> {
     Opaque,
 }
 
+/// The largest entity schema file read: 16 MiB, far above any real schema,
+/// so that a huge file cannot exhaust memory in the checker or the
+/// language server.
+pub const MAX_SCHEMA_BYTES: u64 = 16 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntitySchema {
     pub root: Shape,
@@ -103,10 +108,12 @@ impl EntitySchema {
         EntitySchema { root, source }
     }
 
-    /// Reads a schema file.
+    /// Reads a schema file: a regular file of at most [`MAX_SCHEMA_BYTES`].
     pub fn load(path: &Path) -> Result<EntitySchema, String> {
-        let text = std::fs::read_to_string(path)
+        let bytes = crate::input::read_regular_file(path, Some(MAX_SCHEMA_BYTES))
             .map_err(|error| format!("cannot read `{}`: {error}", path.display()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("`{}` is not valid UTF-8 text", path.display()))?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|error| format!("`{}` is not valid JSON: {error}", path.display()))?;
         if !value.is_object() {

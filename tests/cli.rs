@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use serde_json::{json, Value};
-use support::cli::{flowrun, output, path_str, Workspace};
+use support::cli::{flowrun, make_fifo, output, output_within, path_str, Workspace};
 use support::server::{Reply, TestServer};
 
 const CLAIM_FLOW: &str = r#"workflow "Claim intake"
@@ -568,4 +568,164 @@ fn dry_run_does_not_evaluate_values_a_code_step_sets() {
          # step \"if (line 8)\": took the `then` branch\n\n\
          # step \"POST (line 9)\"\nPOST http://127.0.0.1:9/high\ncontent-type: application/json\nidempotency-key: 9658ca80-37e0-5f9c-a098-6c6644f6a5db\n\n{ \"r\": \"<outputs.r>\" }\n\n"
     );
+}
+
+#[test]
+fn named_pipes_are_reported_without_blocking() {
+    let workspace = Workspace::new();
+    let fifo = workspace.dir.path().join("pipe.flow");
+    make_fifo(&fifo);
+    let limit = std::time::Duration::from_secs(20);
+    for command in ["check", "fmt", "run"] {
+        let (exit, stdout, stderr) = output_within(&mut flowrun(&[command, path_str(&fifo)]), limit);
+        assert_eq!(exit, 2, "{command}: {stderr}");
+        assert_eq!(stdout, "", "{command}");
+        assert!(
+            stderr.contains("flow::input::file_unreadable"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "cannot read workflow `{}`: it is a named pipe (FIFO), not a regular file",
+                fifo.display()
+            )),
+            "{command}: {stderr}"
+        );
+    }
+
+    // A `flowrun.toml` beside the workflow is read by `check` too.
+    let project = workspace.dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    make_fifo(&project.join("flowrun.toml"));
+    let flow = project.join("a.flow");
+    std::fs::write(&flow, "step \"a\" {\n  http GET \"http://127.0.0.1:9/\"\n}\n").unwrap();
+    let (exit, stdout, stderr) = output_within(
+        &mut flowrun(&["check", "--format", "json", path_str(&flow)]),
+        limit,
+    );
+    assert_eq!(exit, 2, "{stderr}");
+    let value: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(value[0]["code"], "flow::check::invalid_provider");
+    assert_eq!(
+        value[0]["message"],
+        format!(
+            "`{}` is invalid: cannot be read: it is a named pipe (FIFO), not a regular file",
+            project.join("flowrun.toml").display()
+        )
+    );
+}
+
+fn nested_ifs(depth: usize) -> String {
+    format!(
+        "{}set entity.x = 1\n{}",
+        "if <<entity.amount>> > 1 {\n".repeat(depth),
+        "}\n".repeat(depth)
+    )
+}
+
+#[test]
+fn if_blocks_nest_up_to_limit() {
+    let workspace = Workspace::new();
+    let limit = std::time::Duration::from_secs(60);
+    let flow = workspace.file("deep.flow", nested_ifs(64));
+    let (exit, _, stderr) = output_within(&mut flowrun(&["check", path_str(&flow)]), limit);
+    assert_eq!(exit, 0, "{stderr}");
+    assert_eq!(stderr, "1 file checked: no problems found\n");
+    let (exit, _, stderr) = output_within(&mut flowrun(&["fmt", path_str(&flow)]), limit);
+    assert_eq!(exit, 0, "{stderr}");
+    let entity = workspace.file("entity.json", r#"{"amount": 2}"#);
+    let (exit, stdout, stderr) = output_within(
+        &mut flowrun(&[
+            "run",
+            "--dry-run",
+            "--no-store",
+            "--entity",
+            path_str(&entity),
+            path_str(&flow),
+        ]),
+        limit,
+    );
+    assert_eq!(exit, 0, "{stderr}");
+    assert!(
+        stdout.ends_with("# step \"if (line 64)\": took the `then` branch\n\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn if_blocks_past_limit_are_rejected() {
+    let workspace = Workspace::new();
+    let limit = std::time::Duration::from_secs(60);
+    for depth in [65, 900, 5000] {
+        let text = nested_ifs(depth);
+        let flow = workspace.file("deep.flow", &text);
+        let (exit, stdout, stderr) = output_within(
+            &mut flowrun(&["check", "--format", "json", path_str(&flow)]),
+            limit,
+        );
+        assert_eq!(exit, 2, "{depth}: {stderr}");
+        let value: Value = serde_json::from_str(&stdout).unwrap();
+        let start = "if <<entity.amount>> > 1 {\n".len() * 64;
+        assert_eq!(
+            value,
+            json!([{
+                "file": path_str(&flow),
+                "code": "flow::syntax::unexpected",
+                "severity": "error",
+                "message": "`if` and `else` blocks nest more than 64 levels deep",
+                "span": {"start": start, "end": start + 2},
+                "range": {"start": {"line": 65, "column": 1}, "end": {"line": 65, "column": 3}},
+                "label": "this block is nested 65 levels deep",
+                "help": "join conditions with `and`, or move the inner blocks to steps of their own; blocks may nest at most 64 levels, and each `else if` counts one level more than the `if` before it",
+                "related": [],
+            }]),
+            "{depth}"
+        );
+        let (exit, stdout, stderr) = output_within(&mut flowrun(&["fmt", path_str(&flow)]), limit);
+        assert_eq!(exit, 2, "{depth}: {stderr}");
+        assert_eq!(stdout, "");
+        assert!(
+            stderr.contains("`if` and `else` blocks nest more than 64 levels deep"),
+            "{depth}: {stderr}"
+        );
+        assert!(!stderr.contains("overflow"), "{depth}: {stderr}");
+        assert_eq!(std::fs::read_to_string(&flow).unwrap(), text, "{depth}");
+    }
+}
+
+#[test]
+fn long_arithmetic_and_deep_parentheses_are_syntax_errors() {
+    let workspace = Workspace::new();
+    let limit = std::time::Duration::from_secs(60);
+    let cases = [
+        (
+            format!("set entity.x = {}1\n", "1 + ".repeat(20_000)),
+            "arithmetic nests more than 256 operations deep",
+        ),
+        (
+            format!("set entity.x = {}1{}\n", "(".repeat(3000), ")".repeat(3000)),
+            "parentheses and `not` nest more than 64 levels deep",
+        ),
+        (
+            format!("if {}<<entity.a>> > 1 {{\n}}\n", "not ".repeat(3000)),
+            "parentheses and `not` nest more than 64 levels deep",
+        ),
+    ];
+    for (text, message) in cases {
+        let flow = workspace.file("deep.flow", &text);
+        for command in ["check", "fmt"] {
+            let (exit, _, stderr) = output_within(&mut flowrun(&[command, path_str(&flow)]), limit);
+            assert_eq!(exit, 2, "{command} {message}: {stderr}");
+            assert!(stderr.contains("flow::syntax::unexpected"), "{stderr}");
+            assert!(stderr.contains(message), "{command}: {stderr}");
+        }
+    }
+    let (exit, _, stderr) = output_within(
+        &mut flowrun(&[
+            "check",
+            path_str(&workspace.file("ok.flow", format!("set entity.x = {}1\n", "1 + ".repeat(255)))),
+        ]),
+        limit,
+    );
+    assert_eq!(exit, 0, "{stderr}");
 }

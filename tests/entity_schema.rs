@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::Value;
-use support::cli::{flowrun, Workspace};
+use support::cli::{flowrun, make_fifo, output_within, Workspace};
 
 const WORKFLOW: &str =
     "step \"Send\" {\n  http GET \"http://127.0.0.1:9/claims/<<entity.claim_numbr>>\"\n}\n";
@@ -72,6 +72,89 @@ fn an_unreadable_schema_is_an_error_at_its_line() {
         "{}",
         value[0]
     );
+}
+
+/// Runs `check` and returns the diagnostics of `check --format json`, with
+/// a limit on the time the check may take.
+fn schema_errors(args: &[&str], flow: &std::path::Path) -> Vec<Value> {
+    let (code, stdout, stderr) = output_within(flowrun(args).arg(flow), std::time::Duration::from_secs(20));
+    assert_eq!(code, 2, "{stderr}");
+    let value: Value = serde_json::from_str(&stdout).expect("JSON");
+    value.as_array().expect("an array").clone()
+}
+
+#[test]
+fn schema_fifo_is_reported_without_blocking() {
+    let workspace = Workspace::new();
+    make_fifo(&workspace.dir.path().join("fifo.json"));
+    let flow = workspace.file("claim.flow", format!("entity schema \"fifo.json\"\n{WORKFLOW}"));
+    let errors = schema_errors(&["check", "--format", "json"], &flow);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["code"], "flow::check::invalid_entity_schema");
+    let folder = flow.parent().unwrap().display().to_string();
+    assert_eq!(
+        errors[0]["message"],
+        format!(
+            "invalid entity schema: cannot read `{folder}/fifo.json`: it is a named pipe (FIFO), not a regular file"
+        )
+    );
+    assert_eq!(
+        errors[0]["range"]["start"],
+        serde_json::json!({"line": 1, "column": 15})
+    );
+}
+
+#[test]
+fn schema_option_fifo_is_reported() {
+    let workspace = Workspace::new();
+    let fifo = workspace.dir.path().join("fifo.json");
+    make_fifo(&fifo);
+    let flow = workspace.file("claim.flow", WORKFLOW);
+    let errors = schema_errors(
+        &[
+            "check",
+            "--format",
+            "json",
+            "--entity-schema",
+            fifo.to_str().unwrap(),
+        ],
+        &flow,
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["code"], "flow::check::invalid_entity_schema");
+    assert_eq!(
+        errors[0]["message"],
+        format!(
+            "invalid entity schema: cannot read `{}`: it is a named pipe (FIFO), not a regular file",
+            fifo.display()
+        )
+    );
+}
+
+#[test]
+fn schema_folder_and_oversized_file_are_reported() {
+    let workspace = Workspace::new();
+    std::fs::create_dir(workspace.dir.path().join("folder.json")).unwrap();
+    let big = workspace.file("big.json", b"");
+    let file = std::fs::File::options().write(true).open(&big).unwrap();
+    // A sparse file: its size is read, not its content.
+    file.set_len(16 * 1024 * 1024 + 1).unwrap();
+    let folder = workspace.dir.path().display().to_string();
+    for (name, reason) in [
+        ("folder.json", "it is a folder, not a regular file".to_string()),
+        (
+            "big.json",
+            "it holds 16777217 bytes, more than the limit of 16777216 bytes".to_string(),
+        ),
+    ] {
+        let flow = workspace.file("claim.flow", format!("entity schema \"{name}\"\n{WORKFLOW}"));
+        let errors = schema_errors(&["check", "--format", "json"], &flow);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0]["message"],
+            format!("invalid entity schema: cannot read `{folder}/{name}`: {reason}")
+        );
+    }
 }
 
 #[test]

@@ -625,3 +625,80 @@ fn byte_order_mark_counts_as_one_character() {
     );
     client.stop();
 }
+
+/// Kills the server when the test has not finished within `limit`, so that
+/// a server that blocks fails the test instead of hanging it. Dropping the
+/// returned sender ends the watch.
+fn watchdog(client: &Client, limit: std::time::Duration) -> std::sync::mpsc::Sender<()> {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let pid = client.child.id().to_string();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
+    done
+}
+
+#[test]
+fn server_survives_fifo_schema_and_deep_nesting() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let status = Command::new("mkfifo")
+        .arg(folder.path().join("fifo.json"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+    let mut client = Client::start(&[]);
+    let _watch = watchdog(&client, std::time::Duration::from_secs(60));
+
+    let path = folder.path().join("pipe.flow");
+    let text = "entity schema \"fifo.json\"\nstep \"A\" {\n  http GET \"http://127.0.0.1:9/\"\n}\n";
+    let published = client.open(&uri_of(&path), text);
+    let diagnostics = published["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 1, "{published}");
+    assert_eq!(diagnostics[0]["code"], "flow::check::invalid_entity_schema");
+    assert_eq!(
+        diagnostics[0]["range"],
+        json!({"start": {"line": 0, "character": 14}, "end": {"line": 0, "character": 25}})
+    );
+    assert!(
+        diagnostics[0]["message"].as_str().unwrap().starts_with(&format!(
+            "invalid entity schema: cannot read `{}`: it is a named pipe (FIFO), not a regular file",
+            folder.path().join("fifo.json").display()
+        )),
+        "{published}"
+    );
+
+    let deep = folder.path().join("deep.flow");
+    let text = format!(
+        "{}set entity.x = 1\n{}",
+        "if <<entity.amount>> > 1 {\n".repeat(5000),
+        "}\n".repeat(5000)
+    );
+    let uri = uri_of(&deep);
+    let published = client.open(&uri, &text);
+    let diagnostics = published["diagnostics"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 1, "{published}");
+    assert_eq!(diagnostics[0]["code"], "flow::syntax::unexpected");
+    assert_eq!(
+        diagnostics[0]["range"],
+        json!({"start": {"line": 64, "character": 0}, "end": {"line": 64, "character": 2}})
+    );
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 4000, "character": 5}}),
+    );
+    assert_eq!(
+        hover,
+        json!({
+            "contents": {"kind": "markdown", "value": "`entity.amount`: a field of the entity"},
+            "range": {"start": {"line": 4000, "character": 5}, "end": {"line": 4000, "character": 18}},
+        })
+    );
+    let formatting = client.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(formatting, Value::Null);
+    client.stop();
+}

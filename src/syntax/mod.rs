@@ -7,6 +7,7 @@
 pub mod ast;
 mod errors;
 mod lower;
+pub mod nesting;
 pub mod template;
 pub mod tokens;
 
@@ -27,8 +28,19 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Parses a whole `.flow` file.
+/// Parses a whole `.flow` file. A file that nests blocks or parentheses
+/// past the limits of [`nesting`] is not parsed: it gives an empty tree and
+/// one diagnostic, so that no recursive pass ever walks it.
 pub fn parse(source: &str) -> Parsed {
+    if let Some(diagnostic) = nesting::check(source) {
+        return Parsed {
+            file: File {
+                header: None,
+                items: Vec::new(),
+            },
+            diagnostics: vec![diagnostic],
+        };
+    }
     let lines = LineIndex::new(source);
     let mut lowerer = Lowerer {
         diagnostics: Vec::new(),

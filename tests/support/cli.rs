@@ -58,3 +58,50 @@ pub fn output(command: &mut Command) -> (i32, String, String) {
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// Runs the command like [`output`], but kills it and fails the test when
+/// it has not exited within `limit`, so that a command that blocks fails
+/// instead of hanging the test run.
+pub fn output_within(command: &mut Command, limit: std::time::Duration) -> (i32, String, String) {
+    use std::io::Read as _;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the command did not exit within {limit:?}: {command:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (
+        status.code().expect("exited with a code"),
+        out.join().unwrap(),
+        err.join().unwrap(),
+    )
+}
+
+/// Makes a named pipe (FIFO) at `path` with `mkfifo`.
+pub fn make_fifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}

@@ -3,7 +3,7 @@
 
 use pest::iterators::Pair;
 
-use crate::diagnostic::Span;
+use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::syntax::ast::{
     ArithOp, ClearStatement, CodeAction, CodeInput, CodeOutput, CompareOp, Condition, IfBlock, Item, Let,
     LlmClause, Operand, SetMode, SetStatement, Statement, StopStatement, ValueExpr,
@@ -11,6 +11,10 @@ use crate::syntax::ast::{
 use crate::syntax::lower::Lowerer;
 use crate::syntax::template::{self, Mode};
 use crate::syntax::Rule;
+
+/// How many operations an arithmetic expression may chain, its
+/// parenthesised parts included.
+pub const MAX_ARITHMETIC_DEPTH: usize = 256;
 
 impl Lowerer<'_> {
     fn line_of(&self, span: Span) -> usize {
@@ -314,8 +318,18 @@ impl Lowerer<'_> {
     /// Lowers `a + b * c`: `*` and `/` bind tighter than `+` and `-`, and
     /// operators of one level apply from left to right.
     pub(super) fn value_expr(&mut self, pair: Pair<'_, Rule>) -> ValueExpr {
+        self.value_expr_with_depth(pair).0
+    }
+
+    /// Lowers an expression and returns it with a bound on the depth of its
+    /// tree. An expression deeper than [`MAX_ARITHMETIC_DEPTH`] is reported
+    /// and kept as its first operand, so that no later pass walks a tree
+    /// deep enough to exhaust the stack.
+    fn value_expr_with_depth(&mut self, pair: Pair<'_, Rule>) -> (ValueExpr, usize) {
+        let span = self.span(&pair);
         let mut operands = Vec::new();
         let mut operators = Vec::new();
+        let mut deepest = 1;
         for child in pair.into_inner() {
             match child.as_rule() {
                 Rule::arith_op => operators.push(match child.as_str() {
@@ -324,9 +338,28 @@ impl Lowerer<'_> {
                     "*" => ArithOp::Mul,
                     _ => ArithOp::Div,
                 }),
-                Rule::value_expr => operands.push(self.value_expr(child)),
+                Rule::value_expr => {
+                    let (expr, depth) = self.value_expr_with_depth(child);
+                    deepest = deepest.max(depth);
+                    operands.push(expr);
+                }
                 _ => operands.push(ValueExpr::Operand(self.operand(child))),
             }
+        }
+        let depth = deepest + operators.len();
+        if depth > MAX_ARITHMETIC_DEPTH {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    Code::SyntaxError,
+                    format!("arithmetic nests more than {MAX_ARITHMETIC_DEPTH} operations deep"),
+                )
+                .with_label(span, format!("{} operators here", operators.len()))
+                .with_help(format!(
+                    "split the calculation over several `set` or `let` lines; an expression may \
+                     chain at most {MAX_ARITHMETIC_DEPTH} operations"
+                )),
+            );
+            return (operands.swap_remove(0), 1);
         }
         // First fold `*` and `/` into their left operand, then `+` and `-`.
         let mut terms = vec![operands.remove(0)];
@@ -345,7 +378,7 @@ impl Lowerer<'_> {
         for (op, term) in additive.into_iter().zip(terms) {
             result = binary(op, result, term);
         }
-        result
+        (result, depth)
     }
 
     pub(super) fn code_action(&mut self, pair: Pair<'_, Rule>) -> CodeAction {
