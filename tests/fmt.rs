@@ -254,3 +254,77 @@ fn fmt_bom_error_columns_match_check() {
     assert!(check_stderr.contains("broken.flow:1:21]"), "{check_stderr}");
     assert_eq!(fmt_stderr, check_stderr);
 }
+
+#[test]
+fn fmt_check_stdin_writes_nothing_to_stdout() {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let messy = folder.path().join("messy.flow");
+    std::fs::write(&messy, "step \"a\" {\nhttp GET \"http://127.0.0.1:9/\"\n}\n").expect("written");
+    let canonical = folder.path().join("canonical.flow");
+    std::fs::write(
+        &canonical,
+        "step \"a\" {\n  http GET \"http://127.0.0.1:9/\"\n}\n",
+    )
+    .expect("written");
+
+    let output = flowrun(&["fmt", "--check", "-"])
+        .stdin(std::fs::File::open(&messy).expect("readable"))
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "<stdin>: not formatted; run `flowrun fmt -` to format it\n"
+    );
+
+    let output = flowrun(&["fmt", "--check", "-"])
+        .stdin(std::fs::File::open(&canonical).expect("readable"))
+        .output()
+        .expect("flowrun runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
+
+#[test]
+fn fmt_writes_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let target = folder.path().join("real.flow");
+    std::fs::write(&target, "step \"a\" {\nhttp GET \"http://127.0.0.1:9/\"\n}\n").expect("written");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let link = folder.path().join("link.flow");
+    std::os::unix::fs::symlink("real.flow", &link).expect("a symlink");
+
+    let output = flowrun(&[]).arg("fmt").arg(&link).output().expect("flowrun runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata = std::fs::symlink_metadata(&link).expect("the link exists");
+    assert!(metadata.file_type().is_symlink(), "the link is kept");
+    assert_eq!(std::fs::read_link(&link).expect("a link"), Path::new("real.flow"));
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("readable"),
+        "step \"a\" {\n  http GET \"http://127.0.0.1:9/\"\n}\n"
+    );
+    let mode = std::fs::metadata(&target)
+        .expect("the target exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    let names: Vec<String> = std::fs::read_dir(folder.path())
+        .expect("readable")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+}

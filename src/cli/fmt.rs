@@ -18,8 +18,9 @@ pub fn fmt_command(args: FmtArgs) -> u8 {
     let mut unformatted = false;
     for file in &args.files {
         if file == Path::new("-") {
-            match format_stdin() {
-                Ok(()) => {}
+            match format_stdin(args.check) {
+                Ok(Stdin::Formatted) => {}
+                Ok(Stdin::NotFormatted) => unformatted = true,
                 Err(()) => invalid = true,
             }
             continue;
@@ -72,15 +73,35 @@ pub fn fmt_command(args: FmtArgs) -> u8 {
     }
 }
 
-/// Formats standard input to standard output.
-fn format_stdin() -> Result<(), ()> {
+/// The outcome of `fmt -` for input that parses.
+enum Stdin {
+    /// The input was written formatted to standard output, or with
+    /// `--check` it was already formatted.
+    Formatted,
+    /// With `--check`, the input is not formatted.
+    NotFormatted,
+}
+
+/// Formats standard input to standard output. With `check`, writes
+/// nothing to standard output and names `<stdin>` on standard error when
+/// the input is not formatted.
+fn format_stdin(check: bool) -> Result<Stdin, ()> {
     let mut text = String::new();
     if let Err(error) = std::io::stdin().read_to_string(&mut text) {
         output::eprint_line(&format!("error: cannot read standard input: {error}"));
         return Err(());
     }
     match format_keeping_bom(&text) {
-        Ok(formatted) => output::print_stdout(&formatted).then_some(()).ok_or(()),
+        Ok(formatted) if check => {
+            if formatted == text {
+                return Ok(Stdin::Formatted);
+            }
+            output::eprint_line("<stdin>: not formatted; run `flowrun fmt -` to format it");
+            Ok(Stdin::NotFormatted)
+        }
+        Ok(formatted) => output::print_stdout(&formatted)
+            .then_some(Stdin::Formatted)
+            .ok_or(()),
         Err(diagnostics) => {
             let source = Source {
                 name: "<stdin>",
@@ -107,8 +128,11 @@ fn without_bom(text: &str) -> &str {
 }
 
 /// Writes `text` beside `path` and renames it over `path`, so that an
-/// interrupted write never leaves half a workflow.
+/// interrupted write never leaves half a workflow. A symbolic link is
+/// resolved first, so the file it points to is rewritten and the link stays.
 fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
+    let resolved = std::fs::canonicalize(path)?;
+    let path = resolved.as_path();
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".fmt-tmp");
     let temporary = std::path::PathBuf::from(temporary);
