@@ -265,6 +265,9 @@ fn line_breaks(source: &str, tokens: &[Token], mode: Mode) -> Vec<usize> {
         if previous.kind == TokenKind::Open && previous.step_brace && token.kind != TokenKind::Comment {
             breaks[index] = breaks[index].max(1);
         }
+        if token.item_start {
+            breaks[index] = breaks[index].max(1);
+        }
         if token.step_brace && token.kind == TokenKind::Open {
             open_steps.push(index);
         }
@@ -452,6 +455,15 @@ mod tests {
         assert_eq!(
             formatted(source),
             "step \"s\" {\n  http GET \"http://x.test/\"\n}\n\nstep \"t\" {\n  http GET \"http://x.test/\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn puts_code_outputs_and_options_on_their_own_lines() {
+        let source = "step \"s\" {\n  code python \"\"\"\nx = 1\n\"\"\" outputs { x -> entity.x }\n}\nstep \"t\" {\n  code python \"print(1)\" inputs { a: 1 } outputs { x -> entity.x } # c\n  http GET \"http://x.test/\" retry 3\n}\n";
+        assert_eq!(
+            formatted(source),
+            "step \"s\" {\n  code python \"\"\"\nx = 1\n\"\"\"\n  outputs { x -> entity.x }\n}\nstep \"t\" {\n  code python \"print(1)\"\n  inputs { a: 1 }\n  outputs { x -> entity.x } # c\n  http GET \"http://x.test/\"\n  retry 3\n}\n"
         );
     }
 

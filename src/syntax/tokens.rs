@@ -41,6 +41,10 @@ pub struct Token {
     /// True for the first token of an action's clause: a payload, `headers`,
     /// or a clause of `llm`.
     pub clause_start: bool,
+    /// True for the first token of an item of a step: an action, a step
+    /// option, or the `inputs` or `outputs` of a code step. The clauses that
+    /// continue an action are not items of their own.
+    pub item_start: bool,
 }
 
 /// Returns the tokens of `source` in order, or `None` when the grammar
@@ -101,7 +105,28 @@ fn walk(pair: Pair<'_, Rule>, source: &str, out: &mut Vec<Token>, clause_start: 
         if out.len() > before {
             pending_clause = false;
         }
+        let first_of_child = out.len();
+        let is_item = rule == Rule::step
+            && matches!(
+                child.as_rule(),
+                Rule::http_action
+                    | Rule::llm_action
+                    | Rule::extract_action
+                    | Rule::transcribe_action
+                    | Rule::code_action
+                    | Rule::code_inputs
+                    | Rule::code_outputs
+                    | Rule::option
+            );
         walk(child, source, out, pending_clause);
+        if is_item {
+            if let Some(token) = out[first_of_child..]
+                .iter_mut()
+                .find(|token| token.kind != TokenKind::Comment)
+            {
+                token.item_start = true;
+            }
+        }
         pending_clause = false;
         cursor = child_span.end.max(cursor);
     }
@@ -114,6 +139,7 @@ fn push(out: &mut Vec<Token>, kind: TokenKind, span: Span, step_brace: bool, cla
         span,
         step_brace,
         clause_start,
+        item_start: false,
     });
 }
 
