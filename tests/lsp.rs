@@ -78,14 +78,35 @@ impl Client {
     }
 
     fn request(&mut self, method: &str, params: Value) -> Value {
+        let message = self.call(method, params);
+        assert!(message.get("error").is_none(), "{method} failed: {message}");
+        message["result"].clone()
+    }
+
+    /// Sends a request and returns the whole response, result or error.
+    fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        self.response(&json!(id))
+    }
+
+    /// Waits for the response with the id `id`.
+    fn response(&mut self, id: &Value) -> Value {
+        loop {
+            let message = self.next_response();
+            if message["id"] == *id {
+                return message;
+            }
+        }
+    }
+
+    /// Waits for the next response, whatever its id.
+    fn next_response(&mut self) -> Value {
         loop {
             let message = self.receive();
-            if message["id"] == json!(id) {
-                assert!(message.get("error").is_none(), "{method} failed: {message}");
-                return message["result"].clone();
+            if message.get("method").is_none() {
+                return message;
             }
             self.notifications.push(message);
         }
@@ -700,5 +721,401 @@ fn server_survives_fifo_schema_and_deep_nesting() {
         json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
     );
     assert_eq!(formatting, Value::Null);
+    client.stop();
+}
+
+/// The output of a `flowrun lsp` that read a whole input and then the end
+/// of its standard input.
+struct Session {
+    /// Responses by their `id`, in the order sent.
+    responses: Vec<Value>,
+    stderr: String,
+    code: Option<i32>,
+}
+
+/// Runs `flowrun lsp` on raw input bytes, closes its standard input and
+/// collects everything it wrote. A server that stops early still ends the
+/// session, so a test gets what it answered instead of hanging.
+fn session(input: Vec<u8>) -> Session {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowrun"))
+        .arg("lsp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flowrun lsp starts");
+
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        // A server that stopped reading makes this fail; the output shows why.
+        let _ = stdin.write_all(&input);
+    });
+
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut stdout)
+        .expect("readable");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("readable");
+    writer.join().expect("the writer ends");
+    let code = child.wait().expect("the server exits").code();
+
+    let mut responses = Vec::new();
+    let mut rest = &stdout[..];
+    while !rest.is_empty() {
+        let header_end = rest
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .expect("a header");
+        let header = std::str::from_utf8(&rest[..header_end]).expect("text");
+        let length: usize = header
+            .strip_prefix("Content-Length: ")
+            .expect("a length")
+            .parse()
+            .expect("a number");
+        let body = &rest[header_end + 4..header_end + 4 + length];
+        let message: Value = serde_json::from_slice(body).expect("the body is JSON");
+        if message.get("method").is_none() {
+            responses.push(message);
+        }
+        rest = &rest[header_end + 4 + length..];
+    }
+    Session {
+        responses,
+        stderr,
+        code,
+    }
+}
+
+fn framed(message: &Value) -> Vec<u8> {
+    let body = message.to_string();
+    format!("Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+fn symbols_request(id: i64, uri: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/documentSymbol", "params": {"textDocument": {"uri": uri}}})
+}
+
+#[test]
+fn unreadable_messages_are_skipped_and_logged() {
+    let uri = "untitled:framing.flow";
+    let mut input = Vec::new();
+    input.extend(framed(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}),
+    ));
+    input.extend(framed(
+        &json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}),
+    ));
+    input.extend(framed(
+        &json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
+            "textDocument": {"uri": uri, "languageId": "flow", "version": 1, "text": "let api = \"x\"\n"},
+        }}),
+    ));
+    input.extend(b"{}");
+    input.extend(framed(&symbols_request(2, uri)));
+    input.extend(b"Content-Length: -1\r\n\r\n{}");
+    input.extend(framed(&symbols_request(3, uri)));
+    input.extend(b"Content-Length: 4294967296\r\n\r\n");
+    input.extend(framed(&symbols_request(4, uri)));
+    input.extend(b"Content-Length: 99999999999999\r\n\r\n{\"jsonrpc\":");
+    input.extend(framed(&symbols_request(5, uri)));
+    input.extend(framed(&json!({"jsonrpc": "2.0", "id": 6, "method": "shutdown"})));
+    input.extend(framed(&json!({"jsonrpc": "2.0", "method": "exit"})));
+
+    let session = session(input);
+    let symbols = json!([{
+        "name": "api",
+        "kind": 13,
+        "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 13}},
+        "selectionRange": {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 7}},
+    }]);
+    let ids: Vec<&Value> = session.responses.iter().map(|response| &response["id"]).collect();
+    assert_eq!(
+        ids,
+        [&json!(1), &json!(2), &json!(3), &json!(4), &json!(5), &json!(6)]
+    );
+    for response in &session.responses[1..5] {
+        assert_eq!(response["result"], symbols, "{response}");
+    }
+    assert_eq!(session.responses[5]["result"], Value::Null);
+    assert_eq!(
+        session.stderr,
+        "flowrun lsp: skipped 2 bytes before a Content-Length header: `{}`\n\
+         flowrun lsp: skipped a message whose Content-Length `-1` is not a number of bytes\n\
+         flowrun lsp: skipped a message of 4294967296 bytes, over the limit of 67108864 bytes (64 MiB)\n\
+         flowrun lsp: skipped a message of 99999999999999 bytes, over the limit of 67108864 bytes (64 MiB)\n"
+    );
+    assert_eq!(session.code, Some(0));
+}
+
+#[test]
+fn change_with_invalid_range_is_skipped_and_logged() {
+    let uri = "untitled:bad-change.flow";
+    let mut input = Vec::new();
+    input.extend(framed(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}),
+    ));
+    input.extend(framed(
+        &json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
+            "textDocument": {"uri": uri, "languageId": "flow", "version": 1, "text": "let api = \"x\"\n"},
+        }}),
+    ));
+    input.extend(framed(&json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
+        "textDocument": {"uri": uri, "version": 2},
+        "contentChanges": [{"range": {"start": {"line": -1, "character": 0}, "end": {"line": 0, "character": 0}}, "text": "let b = 1\n"}],
+    }})));
+    input.extend(framed(&symbols_request(2, uri)));
+    input.extend(framed(&json!({"jsonrpc": "2.0", "id": 3, "method": "shutdown"})));
+    input.extend(framed(&json!({"jsonrpc": "2.0", "method": "exit"})));
+
+    let session = session(input);
+    let names: Vec<&Value> = session.responses[1]["result"]
+        .as_array()
+        .expect("symbols")
+        .iter()
+        .map(|symbol| &symbol["name"])
+        .collect();
+    assert_eq!(names, [&json!("api")]);
+    assert_eq!(
+        session.stderr,
+        "flowrun lsp: skipped a change to untitled:bad-change.flow with an invalid range: \
+         `range.start.line` is `-1`; give a whole number from 0 to 2147483647\n"
+    );
+    assert_eq!(session.code, Some(0));
+}
+
+#[test]
+fn position_past_crlf_line_end_clamps_before_cr() {
+    let text = "step   \"a\" {\r\nhttp GET \"http://127.0.0.1:9/\"\r\n}\r\n";
+    let uri = "untitled:crlf.flow";
+    let mut client = Client::start(&[]);
+    client.open(uri, text);
+    client.notify(
+        "textDocument/didChange",
+        json!({
+            "textDocument": {"uri": uri, "version": 2},
+            "contentChanges": [{"range": {"start": {"line": 0, "character": 50}, "end": {"line": 0, "character": 50}}, "text": "# X"}],
+        }),
+    );
+    let published = client.diagnostics(uri);
+    assert_eq!(published["version"], 2);
+    assert_eq!(published["diagnostics"], json!([]));
+    let edits = client.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(
+        edits,
+        json!([{
+            "range": {"start": {"line": 0, "character": 0}, "end": {"line": 3, "character": 0}},
+            "newText": "step \"a\" { # X\r\n  http GET \"http://127.0.0.1:9/\"\r\n}\r\n",
+        }])
+    );
+
+    // A range that ends past the line end replaces up to the CR, not the CRLF.
+    client.notify(
+        "textDocument/didChange",
+        json!({
+            "textDocument": {"uri": uri, "version": 3},
+            "contentChanges": [{"range": {"start": {"line": 0, "character": 12}, "end": {"line": 0, "character": 99}}, "text": ""}],
+        }),
+    );
+    let edits = client.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": true}}),
+    );
+    assert_eq!(
+        edits[0]["newText"],
+        "step \"a\" {\r\n  http GET \"http://127.0.0.1:9/\"\r\n}\r\n"
+    );
+    client.stop();
+}
+
+#[test]
+fn lone_cr_ends_a_line() {
+    let mut client = Client::start(&[]);
+
+    // The grammar ends the comment at the CR, so `x` is a setting on line 2.
+    let uri = "untitled:cr-comment.flow";
+    let published = client.open(
+        uri,
+        "let a = \"x\"\r# c\r  x\nstep \"a\" {\n  http GET \"http://127.0.0.1:9/\"\n}\n",
+    );
+    let diagnostics = published["diagnostics"].as_array().expect("diagnostics");
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(diagnostics[0]["code"], "flow::check::unknown_setting");
+    assert_eq!(
+        diagnostics[0]["range"],
+        json!({"start": {"line": 2, "character": 2}, "end": {"line": 2, "character": 3}})
+    );
+
+    let text = "# c\rlet b = \"y\"\rstep \"a\" {\r  http GET \"http://127.0.0.1:9/<<vars.b>>\"\r}\r";
+    let uri = "untitled:cr-lines.flow";
+    let published = client.open(uri, text);
+    assert_eq!(published["diagnostics"], json!([]));
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 3, "character": 39}}),
+    );
+    assert_eq!(
+        hover,
+        json!({
+            "contents": {"kind": "markdown", "value": "```flow\nlet b = \"y\"\n```\n\nVariable (string), declared on line 2."},
+            "range": {"start": {"line": 3, "character": 33}, "end": {"line": 3, "character": 39}},
+        })
+    );
+    let definition = client.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 3, "character": 39}}),
+    );
+    assert_eq!(
+        definition,
+        json!({"uri": uri, "range": {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 5}}})
+    );
+    let completion = client.request(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 3, "character": 39}}),
+    );
+    assert_eq!(labels(&completion), ["b"]);
+    client.stop();
+}
+
+#[test]
+fn second_initialize_is_rejected() {
+    let mut client = Client::start(&[]);
+    let response = client.call(
+        "initialize",
+        json!({"processId": null, "capabilities": {"general": {"positionEncodings": ["utf-8"]}}}),
+    );
+    assert_eq!(
+        response["error"],
+        json!({"code": -32600, "message": "the server is already initialized; send `initialize` once per session"})
+    );
+    assert!(response.get("result").is_none(), "{response}");
+
+    // Positions still count UTF-16 code units: the emoji is two.
+    let published = client.open(
+        "untitled:encoding.flow",
+        "step \"😀\" { http POTS \"http://127.0.0.1:9/\" }\n",
+    );
+    assert_eq!(published["diagnostics"][0]["code"], "flow::check::unknown_method");
+    assert_eq!(
+        published["diagnostics"][0]["range"],
+        json!({"start": {"line": 0, "character": 17}, "end": {"line": 0, "character": 21}})
+    );
+    client.stop();
+}
+
+#[test]
+fn invalid_params_get_an_error() {
+    let uri = "untitled:params.flow";
+    let mut client = Client::start(&[]);
+    client.open(uri, "let a = \"x\"\n");
+    let limit = "give a whole number from 0 to 2147483647";
+    let cases = [
+        (
+            "textDocument/completion",
+            json!({"textDocument": {"uri": uri}, "position": {"line": -1, "character": 0}}),
+            format!("`position.line` is `-1`; {limit}"),
+        ),
+        (
+            "textDocument/completion",
+            json!({"textDocument": {"uri": uri}, "position": {"line": "a", "character": 0}}),
+            format!("`position.line` is `\"a\"`; {limit}"),
+        ),
+        (
+            "textDocument/completion",
+            json!({"textDocument": {"uri": uri}, "position": {"line": 9007199254740992_u64, "character": 0}}),
+            format!("`position.line` is `9007199254740992`; {limit}"),
+        ),
+        (
+            "textDocument/definition",
+            json!({"textDocument": {"uri": uri}, "position": {"line": 0}}),
+            format!("`position.character` is missing; {limit}"),
+        ),
+        (
+            "textDocument/completion",
+            json!({"textDocument": {"uri": uri}}),
+            "`position` is missing; give an object such as {\"line\": 0, \"character\": 0}".to_string(),
+        ),
+        (
+            "textDocument/hover",
+            Value::Null,
+            "`params` is missing; `textDocument/hover` needs an object with `textDocument` and `position`"
+                .to_string(),
+        ),
+        (
+            "textDocument/formatting",
+            json!({"options": {}}),
+            "`textDocument.uri` is missing; give the URI of an open document".to_string(),
+        ),
+        (
+            "textDocument/codeAction",
+            json!({"textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": -3}}}),
+            format!("`range.end.character` is `-3`; {limit}"),
+        ),
+    ];
+    for (method, params, message) in cases {
+        let response = client.call(method, params);
+        assert_eq!(
+            response["error"],
+            json!({"code": -32602, "message": message}),
+            "{method}"
+        );
+    }
+
+    // A line past the last one means the end of the text.
+    let completion = client.request(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 9999, "character": 0}}),
+    );
+    assert!(labels(&completion).contains(&"step http".to_string()));
+    client.stop();
+}
+
+#[test]
+fn invalid_ids_get_null_id_error() {
+    let mut client = Client::start(&[]);
+    for (id, written) in [
+        (json!(1.5), "`1.5`"),
+        (json!({"x": 1}), "`{\"x\":1}`"),
+        (Value::Null, "missing"),
+    ] {
+        client.send(&json!({"jsonrpc": "2.0", "id": id, "method": "shutdown"}));
+        let response = client.next_response();
+        assert_eq!(
+            response,
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!(
+                "the request id {written} is not an integer or a string; give the request an integer or string id"
+            )}})
+        );
+    }
+    client.send(&json!([1, 2]));
+    let response = client.next_response();
+    assert_eq!(
+        response["error"],
+        json!({"code": -32600, "message": "the message `[1,2]` is not a JSON-RPC object; send an object with `jsonrpc`, `method` and, for a request, `id`"})
+    );
+    client.send(&json!({"jsonrpc": "2.0", "id": 70, "method": 5}));
+    let response = client.next_response();
+    assert_eq!(
+        response,
+        json!({"jsonrpc": "2.0", "id": 70, "error": {"code": -32600, "message": "the method `5` is not a string; name the method, such as \"textDocument/hover\""}})
+    );
+
+    // None of them shut the server down.
+    let hover = client.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": "untitled:none.flow"}, "position": {"line": 0, "character": 0}}),
+    );
+    assert_eq!(hover, Value::Null);
     client.stop();
 }

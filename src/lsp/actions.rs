@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::lsp::diagnostics;
 use crate::lsp::document::Document;
-use crate::lsp::position::Encoding;
+use crate::lsp::position::{Encoding, Position};
 
 /// One fix: a title and the edits that make it.
 #[derive(Debug, PartialEq)]
@@ -77,12 +77,17 @@ fn between_backticks(text: &str) -> Option<&str> {
     Some(&text[start..end])
 }
 
-pub fn code_actions(document: &mut Document, uri: &str, params: &Value, encoding: Encoding) -> Value {
+pub fn code_actions(
+    document: &mut Document,
+    uri: &str,
+    (start, end): (Position, Position),
+    encoding: Encoding,
+) -> Value {
     let text = document.text.clone();
     let analysis = document.analysis();
     let lines = &analysis.lines;
-    let start = lines.offset(&text, &params["range"]["start"], encoding);
-    let end = lines.offset(&text, &params["range"]["end"], encoding);
+    let start = lines.offset(&text, start, encoding);
+    let end = lines.offset(&text, end, encoding);
     let mut actions = Vec::new();
     for diagnostic in &analysis.diagnostics {
         let Some(span) = diagnostic.span else { continue };

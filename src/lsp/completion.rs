@@ -12,7 +12,7 @@ use crate::check::PAYLOAD_KINDS;
 use crate::diagnostic::Span;
 use crate::lsp::document::Document;
 use crate::lsp::hover::{keyword_doc, split_path, EXECUTION_FIELDS};
-use crate::lsp::position::Encoding;
+use crate::lsp::position::{Encoding, Position};
 use crate::schema::Lookup;
 use crate::syntax::ast::Item;
 
@@ -114,11 +114,11 @@ fn snippet(label: &str, detail: &str, body: &str) -> Value {
     })
 }
 
-pub fn complete(document: &mut Document, position: &Value, encoding: Encoding) -> Value {
+pub fn complete(document: &mut Document, position: Position, encoding: Encoding) -> Value {
     let text = document.text.clone();
     let analysis = document.analysis();
     let offset = analysis.lines.offset(&text, position, encoding);
-    let line_start = text[..offset].rfind('\n').map_or(0, |index| index + 1);
+    let line_start = text[..offset].rfind(['\n', '\r']).map_or(0, |index| index + 1);
     let prefix = &text[line_start..offset];
     let mut items = Vec::new();
 
@@ -397,7 +397,8 @@ fn inside_block(text: &str, offset: usize) -> bool {
     let mut previous = '\0';
     for c in text[..offset].chars() {
         match c {
-            '\n' => {
+            // A comment ends at a lone CR too, as in the grammar.
+            '\n' | '\r' => {
                 in_comment = false;
                 in_string = false;
             }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
-use crate::lsp::position::{Encoding, LineMap};
+use crate::lsp::position::{Encoding, LineMap, Position};
 use crate::schema::EntitySchema;
 use crate::syntax::{self, Parsed};
 
@@ -52,19 +52,23 @@ impl Document {
     }
 
     /// Applies one `contentChanges` entry: a range and its new text, or the
-    /// whole text when there is no range.
-    pub fn apply_change(&mut self, change: &Value, encoding: Encoding) {
+    /// whole text when there is no range. A range with an invalid position
+    /// leaves the text unchanged and returns what is wrong with it.
+    pub fn apply_change(&mut self, change: &Value, encoding: Encoding) -> Result<(), String> {
         let text = change["text"].as_str().unwrap_or("");
         match change.get("range") {
-            Some(range) if range.is_object() => {
+            Some(range) if !range.is_null() => {
+                let start = Position::from_json(&range["start"], "range.start")?;
+                let end = Position::from_json(&range["end"], "range.end")?;
                 let lines = LineMap::new(&self.text);
-                let start = lines.offset(&self.text, &range["start"], encoding);
-                let end = lines.offset(&self.text, &range["end"], encoding).max(start);
+                let start = lines.offset(&self.text, start, encoding);
+                let end = lines.offset(&self.text, end, encoding).max(start);
                 self.text.replace_range(start..end, text);
             }
             _ => self.text = text.to_string(),
         }
         self.analysis = None;
+        Ok(())
     }
 
     pub fn analysis(&mut self) -> &Analysis {
@@ -131,7 +135,7 @@ mod tests {
             "range": {"start": {"line": 0, "character": 8}, "end": {"line": 0, "character": 9}},
             "text": "22",
         });
-        document.apply_change(&change, Encoding::Utf16);
+        assert_eq!(document.apply_change(&change, Encoding::Utf16), Ok(()));
         assert_eq!(document.text, "let a = 22\n");
     }
 }

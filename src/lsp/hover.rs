@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::lsp::document::Document;
-use crate::lsp::position::Encoding;
+use crate::lsp::position::{Encoding, LineMap, Position};
 pub use crate::schema::split_path;
 use crate::schema::Lookup;
 use crate::syntax::ast::{Item, LetValue, PathKey};
@@ -71,9 +71,9 @@ pub fn keyword_doc(word: &str) -> Option<&'static str> {
 /// Returns the merge-field path under `offset`, such as `entity.a.b`, and
 /// its span, when `offset` is inside `<< >>`.
 pub fn field_path_at(text: &str, offset: usize) -> Option<(String, usize, usize)> {
-    let line_start = text[..offset].rfind('\n').map_or(0, |index| index + 1);
+    let line_start = text[..offset].rfind(['\n', '\r']).map_or(0, |index| index + 1);
     let line_end = text[offset..]
-        .find('\n')
+        .find(['\n', '\r'])
         .map_or(text.len(), |index| offset + index);
     let open = text[line_start..offset].rfind("<<")? + line_start;
     if text[open..offset].contains(">>") {
@@ -115,7 +115,7 @@ pub fn word_at(text: &str, offset: usize) -> Option<(&str, usize)> {
     (end > start).then(|| (&text[start..end], start))
 }
 
-pub fn hover(document: &mut Document, position: &Value, encoding: Encoding) -> Value {
+pub fn hover(document: &mut Document, position: Position, encoding: Encoding) -> Value {
     let text = document.text.clone();
     let analysis = document.analysis();
     let offset = analysis.lines.offset(&text, position, encoding);
@@ -145,7 +145,7 @@ pub fn hover(document: &mut Document, position: &Value, encoding: Encoding) -> V
                 body
             }
             "vars" => match keys.first() {
-                Some(PathKey::Field(name)) => variable_definition(&analysis.parsed.file, &text, name)
+                Some(PathKey::Field(name)) => variable_definition(&analysis.parsed.file, &text, &analysis.lines, name)
                     .unwrap_or_else(|| format!("`vars.{name}`: not declared with `let`")),
                 _ => keyword_doc("vars").unwrap_or_default().to_string(),
             },
@@ -182,11 +182,16 @@ pub fn hover(document: &mut Document, position: &Value, encoding: Encoding) -> V
 }
 
 /// Describes the `let` of a variable: its line and where it is.
-fn variable_definition(file: &crate::syntax::ast::File, text: &str, name: &str) -> Option<String> {
+fn variable_definition(
+    file: &crate::syntax::ast::File,
+    text: &str,
+    lines: &LineMap,
+    name: &str,
+) -> Option<String> {
     file.items.iter().find_map(|item| match item {
         Item::Let(declaration) if declaration.name.text == name => {
             let written = &text[declaration.span.start..declaration.span.end];
-            let line = text[..declaration.span.start].matches('\n').count() + 1;
+            let line = lines.line_of(declaration.span.start) + 1;
             let kind = match &declaration.value {
                 _ if declaration.ty.is_some() => declaration.ty.as_ref().map_or("", |ty| ty.text.as_str()),
                 Some(LetValue::Field(_)) => "value of a merge field",

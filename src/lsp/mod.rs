@@ -24,7 +24,8 @@ use serde_json::{json, Value};
 
 use document::Document;
 use position::Encoding;
-use transport::ReadError;
+use position::{described, Position};
+use transport::{MessageReader, ReadError};
 
 /// How long a document must stay unchanged before its diagnostics are
 /// published again.
@@ -32,6 +33,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
 const SERVER_NOT_INITIALIZED: i64 = -32002;
 
 /// Serves the language server protocol over standard input and output
@@ -39,9 +41,9 @@ const SERVER_NOT_INITIALIZED: i64 = -32002;
 pub fn serve(entity_schema: Option<&Path>) -> u8 {
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut reader = BufReader::new(io::stdin().lock());
+        let mut reader = MessageReader::new(BufReader::new(io::stdin().lock()));
         loop {
-            match transport::read_message(&mut reader) {
+            match reader.read_message() {
                 Ok(Some(message)) => {
                     if sender.send(Some(message)).is_err() {
                         return;
@@ -51,9 +53,7 @@ pub fn serve(entity_schema: Option<&Path>) -> u8 {
                     let _ = sender.send(None);
                     return;
                 }
-                Err(ReadError::NotJson(error)) => {
-                    crate::cli::output::eprint_line(&format!("flowrun lsp: message is not JSON: {error}"));
-                }
+                Err(ReadError::Skipped(reason)) => log(&reason),
             }
         }
     });
@@ -82,6 +82,12 @@ pub fn serve(entity_schema: Option<&Path>) -> u8 {
             return 1;
         }
     }
+}
+
+/// Writes one line to standard error, which the client shows as the
+/// server's log.
+fn log(message: &str) {
+    crate::cli::output::eprint_line(&format!("flowrun lsp: {message}"));
 }
 
 fn flush(stdout: &mut impl io::Write, messages: &[Value]) -> bool {
@@ -120,14 +126,39 @@ impl Server {
     /// Handles one message, pushing responses and notifications to `out`.
     /// Returns the exit code when the message is `exit`.
     pub fn handle(&mut self, message: &Value, out: &mut Vec<Value>) -> Option<u8> {
-        let method = message["method"].as_str().unwrap_or("");
-        let id = message.get("id").cloned();
+        if !message.is_object() {
+            out.push(error_response(
+                Value::Null,
+                INVALID_REQUEST,
+                format!("the message `{}` is not a JSON-RPC object; send an object with `jsonrpc`, `method` and, for a request, `id`", abridged(message)),
+            ));
+            return None;
+        }
         let params = &message["params"];
-        let Some(id) = id else {
+        let Some(id) = message.get("id").cloned() else {
+            let method = message["method"].as_str().unwrap_or("");
             return self.notification(method, params, out);
         };
-        if method.is_empty() {
+        let method = match message.get("method") {
             // A response to a request of ours; the server sends none.
+            None => return None,
+            Some(Value::String(method)) => method.as_str(),
+            Some(other) => {
+                let text = format!(
+                    "the method {} is not a string; name the method, such as \"textDocument/hover\"",
+                    described(other)
+                );
+                out.push(error_response(id, INVALID_REQUEST, text));
+                return None;
+            }
+        };
+        if !(id.is_i64() || id.is_u64() || id.is_string()) {
+            // JSON-RPC 2.0 requires a null id in the error for an unreadable id.
+            let text = format!(
+                "the request id {} is not an integer or a string; give the request an integer or string id",
+                described(&id)
+            );
+            out.push(error_response(Value::Null, INVALID_REQUEST, text));
             return None;
         }
         let result = if !self.initialized && method != "initialize" {
@@ -142,9 +173,7 @@ impl Server {
         };
         out.push(match result {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            Err((code, message)) => {
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-            }
+            Err((code, message)) => error_response(id, code, message),
         });
         None
     }
@@ -170,7 +199,11 @@ impl Server {
                 let encoding = self.encoding;
                 if let Some(document) = self.documents.get_mut(&uri) {
                     for change in params["contentChanges"].as_array().into_iter().flatten() {
-                        document.apply_change(change, encoding);
+                        if let Err(problem) = document.apply_change(change, encoding) {
+                            log(&format!(
+                                "skipped a change to {uri} with an invalid range: {problem}"
+                            ));
+                        }
                     }
                     document.version = version;
                     self.due.insert(uri, Instant::now() + DEBOUNCE);
@@ -200,6 +233,12 @@ impl Server {
 
     fn request(&mut self, method: &str, params: &Value) -> Result<Value, (i64, String)> {
         if method == "initialize" {
+            if self.initialized {
+                return Err((
+                    INVALID_REQUEST,
+                    "the server is already initialized; send `initialize` once per session".to_string(),
+                ));
+            }
             self.initialized = true;
             let offered = &params["capabilities"]["general"]["positionEncodings"];
             let utf8 = offered
@@ -212,28 +251,18 @@ impl Server {
             self.shut_down = true;
             return Ok(Value::Null);
         }
-        let uri = params["textDocument"]["uri"].as_str().unwrap_or("");
+        let (uri, query) = Query::read(method, params)?;
         let encoding = self.encoding;
         let Some(document) = self.documents.get_mut(uri) else {
-            return match method {
-                "textDocument/completion"
-                | "textDocument/hover"
-                | "textDocument/definition"
-                | "textDocument/documentSymbol"
-                | "textDocument/formatting"
-                | "textDocument/codeAction" => Ok(Value::Null),
-                _ => Err((METHOD_NOT_FOUND, format!("unsupported method `{method}`"))),
-            };
+            return Ok(Value::Null);
         };
-        let position = &params["position"];
-        Ok(match method {
-            "textDocument/completion" => completion::complete(document, position, encoding),
-            "textDocument/hover" => hover::hover(document, position, encoding),
-            "textDocument/definition" => navigate::definition(document, uri, position, encoding),
-            "textDocument/documentSymbol" => navigate::symbols(document, encoding),
-            "textDocument/formatting" => navigate::formatting(document, encoding),
-            "textDocument/codeAction" => actions::code_actions(document, uri, params, encoding),
-            _ => return Err((METHOD_NOT_FOUND, format!("unsupported method `{method}`"))),
+        Ok(match query {
+            Query::Completion(position) => completion::complete(document, position, encoding),
+            Query::Hover(position) => hover::hover(document, position, encoding),
+            Query::Definition(position) => navigate::definition(document, uri, position, encoding),
+            Query::Symbols => navigate::symbols(document, encoding),
+            Query::Formatting => navigate::formatting(document, encoding),
+            Query::CodeAction(start, end) => actions::code_actions(document, uri, (start, end), encoding),
         })
     }
 
@@ -260,6 +289,71 @@ impl Server {
                 json!({"uri": uri, "version": document.version, "diagnostics": diagnostics}),
             ));
         }
+    }
+}
+
+/// A request about one document, with its params read.
+enum Query {
+    Completion(Position),
+    Hover(Position),
+    Definition(Position),
+    Symbols,
+    Formatting,
+    CodeAction(Position, Position),
+}
+
+impl Query {
+    /// Reads the params of a document request and returns the document's
+    /// URI with the query. Unknown methods and invalid params are errors.
+    fn read<'a>(method: &str, params: &'a Value) -> Result<(&'a str, Query), (i64, String)> {
+        let needs = match method {
+            "textDocument/completion" | "textDocument/hover" | "textDocument/definition" => {
+                "`textDocument` and `position`"
+            }
+            "textDocument/codeAction" => "`textDocument` and `range`",
+            "textDocument/documentSymbol" | "textDocument/formatting" => "`textDocument`",
+            _ => return Err((METHOD_NOT_FOUND, format!("unsupported method `{method}`"))),
+        };
+        let invalid = |message: String| (INVALID_PARAMS, message);
+        if !params.is_object() {
+            return Err(invalid(format!(
+                "`params` is {}; `{method}` needs an object with {needs}",
+                described(params)
+            )));
+        }
+        let uri_value = &params["textDocument"]["uri"];
+        let uri = uri_value.as_str().ok_or_else(|| {
+            invalid(format!(
+                "`textDocument.uri` is {}; give the URI of an open document",
+                described(uri_value)
+            ))
+        })?;
+        let position = || Position::from_json(&params["position"], "position").map_err(invalid);
+        let query = match method {
+            "textDocument/completion" => Query::Completion(position()?),
+            "textDocument/hover" => Query::Hover(position()?),
+            "textDocument/definition" => Query::Definition(position()?),
+            "textDocument/documentSymbol" => Query::Symbols,
+            "textDocument/formatting" => Query::Formatting,
+            _ => Query::CodeAction(
+                Position::from_json(&params["range"]["start"], "range.start").map_err(invalid)?,
+                Position::from_json(&params["range"]["end"], "range.end").map_err(invalid)?,
+            ),
+        };
+        Ok((uri, query))
+    }
+}
+
+fn error_response(id: Value, code: i64, message: String) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// Returns a JSON value as text for a message, cut after 40 characters.
+fn abridged(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
     }
 }
 

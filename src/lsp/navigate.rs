@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::diagnostic::Span;
 use crate::lsp::document::Document;
 use crate::lsp::hover::{field_path_at, split_path, word_at};
-use crate::lsp::position::Encoding;
+use crate::lsp::position::{Encoding, Position};
 use crate::syntax::ast::{Item, LlmClause, PathKey, Statement, StepItem};
 
 const MODULE: u8 = 2;
@@ -17,7 +17,7 @@ const NAMESPACE: u8 = 3;
 
 /// Finds the `let` of a variable under the cursor (in a merge field or a
 /// `vars.NAME` target), or the first step of a step name under the cursor.
-pub fn definition(document: &mut Document, uri: &str, position: &Value, encoding: Encoding) -> Value {
+pub fn definition(document: &mut Document, uri: &str, position: Position, encoding: Encoding) -> Value {
     let text = document.text.clone();
     let analysis = document.analysis();
     let offset = analysis.lines.offset(&text, position, encoding);

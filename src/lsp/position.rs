@@ -1,5 +1,8 @@
 //! Converts byte offsets to protocol positions and back. A position's
 //! character counts UTF-16 code units unless the client chose UTF-8.
+//!
+//! Lines end at `\n`, `\r\n` or a lone `\r`, as the protocol counts them
+//! and as the grammar ends a comment.
 
 use serde_json::{json, Value};
 
@@ -11,6 +14,53 @@ pub enum Encoding {
     Utf16,
 }
 
+/// The largest line or character a position may hold: the protocol's
+/// `uinteger`.
+pub const MAX_UINTEGER: u64 = i32::MAX as u64;
+
+/// A `{line, character}` position as the client sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub character: usize,
+}
+
+impl Position {
+    /// Reads the position at `value`, named `name` in messages, such as
+    /// `position` or `range.start`.
+    pub fn from_json(value: &Value, name: &str) -> Result<Position, String> {
+        if !value.is_object() {
+            return Err(format!(
+                "`{name}` is {}; give an object such as {{\"line\": 0, \"character\": 0}}",
+                described(value)
+            ));
+        }
+        let field = |field: &str| -> Result<usize, String> {
+            let found = &value[field];
+            match found.as_u64() {
+                Some(number) if number <= MAX_UINTEGER => Ok(number as usize),
+                _ => Err(format!(
+                    "`{name}.{field}` is {}; give a whole number from 0 to {MAX_UINTEGER}",
+                    described(found)
+                )),
+            }
+        };
+        Ok(Position {
+            line: field("line")?,
+            character: field("character")?,
+        })
+    }
+}
+
+/// Describes a JSON value for a message: `missing` for null, else the
+/// value as written.
+pub fn described(value: &Value) -> String {
+    match value {
+        Value::Null => "missing".to_string(),
+        other => format!("`{other}`"),
+    }
+}
+
 /// The start offset of every line of a text.
 pub struct LineMap {
     starts: Vec<usize>,
@@ -18,13 +68,18 @@ pub struct LineMap {
 
 impl LineMap {
     pub fn new(text: &str) -> LineMap {
+        let bytes = text.as_bytes();
         let mut starts = vec![0];
-        starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|(_, byte)| *byte == b'\n')
-                .map(|(index, _)| index + 1),
-        );
+        for (index, byte) in bytes.iter().enumerate() {
+            let ends_line = match byte {
+                b'\n' => true,
+                b'\r' => bytes.get(index + 1) != Some(&b'\n'),
+                _ => false,
+            };
+            if ends_line {
+                starts.push(index + 1);
+            }
+        }
         LineMap { starts }
     }
 
@@ -38,6 +93,19 @@ impl LineMap {
 
     pub fn line_start(&self, line: usize) -> usize {
         self.starts[line.min(self.starts.len() - 1)]
+    }
+
+    /// Returns the end of a line's text, before its line break.
+    fn line_end(&self, text: &str, line: usize) -> usize {
+        let Some(&next) = self.starts.get(line + 1) else {
+            return text.len();
+        };
+        let bytes = text.as_bytes();
+        let mut end = next - 1;
+        if bytes[end] == b'\n' && end > self.starts[line] && bytes[end - 1] == b'\r' {
+            end -= 1;
+        }
+        end
     }
 
     /// Returns the position of a byte offset as `{line, character}`.
@@ -60,20 +128,18 @@ impl LineMap {
         })
     }
 
-    /// Returns the byte offset of a `{line, character}` position, clamped
-    /// to its line and to the text.
-    pub fn offset(&self, text: &str, position: &Value, encoding: Encoding) -> usize {
-        let line = position["line"].as_u64().unwrap_or(0) as usize;
-        let character = position["character"].as_u64().unwrap_or(0) as usize;
-        if line >= self.starts.len() {
+    /// Returns the byte offset of a position. A character past the end of
+    /// its line means the line end before its line break, so a CRLF is never
+    /// split. A line past the last means the end of the text.
+    pub fn offset(&self, text: &str, position: Position, encoding: Encoding) -> usize {
+        if position.line >= self.starts.len() {
             return text.len();
         }
-        let start = self.starts[line];
-        let end = self.starts.get(line + 1).map_or(text.len(), |next| next - 1);
-        let line_text = &text[start..end.max(start)];
+        let start = self.starts[position.line];
+        let line_text = &text[start..self.line_end(text, position.line)];
         let mut units = 0;
         for (index, c) in line_text.char_indices() {
-            if units >= character {
+            if units >= position.character {
                 return start + index;
             }
             units += match encoding {
@@ -96,6 +162,10 @@ fn floor_boundary(text: &str, mut offset: usize) -> usize {
 mod tests {
     use super::*;
 
+    fn at(line: usize, character: usize) -> Position {
+        Position { line, character }
+    }
+
     #[test]
     fn utf16_positions_count_surrogate_pairs() {
         let text = "a\n😀é=x\n";
@@ -109,17 +179,61 @@ mod tests {
             map.position(text, offset, Encoding::Utf8),
             json!({"line": 1, "character": 6})
         );
+        assert_eq!(map.offset(text, at(1, 3), Encoding::Utf16), offset);
+        assert_eq!(map.offset(text, at(1, 99), Encoding::Utf16), text.len() - 1);
+        assert_eq!(map.offset(text, at(9, 0), Encoding::Utf16), text.len());
+    }
+
+    #[test]
+    fn lines_end_at_lf_crlf_and_lone_cr() {
+        let text = "ab\r\ncd\ref\ngh";
+        let map = LineMap::new(text);
+        assert_eq!(map.starts, [0, 4, 7, 10]);
         assert_eq!(
-            map.offset(text, &json!({"line": 1, "character": 3}), Encoding::Utf16),
-            offset
+            map.position(text, 7, Encoding::Utf16),
+            json!({"line": 2, "character": 0})
         );
+        assert_eq!(map.offset(text, at(0, 50), Encoding::Utf16), 2);
+        assert_eq!(map.offset(text, at(1, 50), Encoding::Utf16), 6);
+        assert_eq!(map.offset(text, at(2, 50), Encoding::Utf16), 9);
+        assert_eq!(map.offset(text, at(3, 50), Encoding::Utf16), text.len());
+        assert_eq!(LineMap::new("\r\r\n\n").starts, [0, 1, 3, 4]);
+    }
+
+    #[test]
+    fn invalid_positions_name_the_field() {
         assert_eq!(
-            map.offset(text, &json!({"line": 1, "character": 99}), Encoding::Utf16),
-            text.len() - 1
+            Position::from_json(&json!({"line": 2, "character": 7}), "position"),
+            Ok(at(2, 7))
         );
-        assert_eq!(
-            map.offset(text, &json!({"line": 9, "character": 0}), Encoding::Utf16),
-            text.len()
-        );
+        let cases = [
+            (
+                json!({"line": -1, "character": 0}),
+                "`position.line` is `-1`; give a whole number from 0 to 2147483647",
+            ),
+            (
+                json!({"line": "a", "character": 0}),
+                "`position.line` is `\"a\"`; give a whole number from 0 to 2147483647",
+            ),
+            (
+                json!({"line": 0}),
+                "`position.character` is missing; give a whole number from 0 to 2147483647",
+            ),
+            (
+                json!({"line": 0, "character": 1.5}),
+                "`position.character` is `1.5`; give a whole number from 0 to 2147483647",
+            ),
+            (
+                json!({"line": 9007199254740992_u64, "character": 0}),
+                "`position.line` is `9007199254740992`; give a whole number from 0 to 2147483647",
+            ),
+            (
+                Value::Null,
+                "`position` is missing; give an object such as {\"line\": 0, \"character\": 0}",
+            ),
+        ];
+        for (value, message) in cases {
+            assert_eq!(Position::from_json(&value, "position"), Err(message.to_string()));
+        }
     }
 }
