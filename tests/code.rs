@@ -594,3 +594,39 @@ fn check_reports_code_steps_that_always_fail() {
         ]
     );
 }
+
+#[test]
+fn concurrent_code_steps_do_not_kill_each_other() {
+    // Each step that ends looks for processes holding its pipes. Another
+    // step's interpreter, between its fork and its exec, holds them too and
+    // must not be taken for one of this step's processes. Each step runs on
+    // a thread and runtime of its own, so that forks and searches overlap.
+    let source = code_step(
+        "outputs.n = inputs.n * 2",
+        "  inputs { n: <<entity.n>> }\n  outputs { n -> entity.n }\n",
+    );
+    for round in 0..4 {
+        let threads: Vec<_> = (0..12)
+            .map(|n| {
+                let source = source.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(run(&source, json!({ "n": n })))
+                })
+            })
+            .collect();
+        for (n, thread) in threads.into_iter().enumerate() {
+            let report = thread.join().unwrap();
+            assert_eq!(
+                report.outcome,
+                Outcome::Succeeded,
+                "round {round}, step {n}: {:#?}",
+                report.failure()
+            );
+            assert_eq!(report.entity, json!({ "n": n * 2 }));
+        }
+    }
+}

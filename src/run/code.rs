@@ -547,6 +547,17 @@ fn pipe_holders(pipes: &[Option<String>], own: u32) -> Vec<i32> {
         if pid as u32 == own {
             continue;
         }
+        // Between its fork and its exec, a child of flowrun has a copy of
+        // every pipe flowrun has open, so another step's interpreter that
+        // is starting would match. This step's interpreter dies with its
+        // group instead.
+        let parent = std::fs::read_to_string(process.path().join("stat"))
+            .ok()
+            .and_then(|text| parse_stat(pid, &text))
+            .map(|stat| stat.parent);
+        if parent == Some(own as i32) {
+            continue;
+        }
         let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
             continue;
         };
@@ -637,8 +648,8 @@ fn write_outputs(call: &CodeCall, outputs: &Value, execution: &mut Execution) ->
                 execution.secret_vars.remove(variable);
             }
             SaveTarget::Entity(path) => {
-                // A script may return a secret it was given as an input;
-                // the entity is printed and stored, so it is masked.
+                // A script may return a secret it was given as an input. The
+                // entity is printed and stored, so the secret is masked.
                 let value = execution.redact_value(value);
                 let mut entity = execution.entity.clone();
                 set_path(&mut entity, path, value).map_err(|message| {
