@@ -47,7 +47,7 @@ fn code_step(script: &str, extra: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_issue_example_computes_risk_from_a_variable() {
+async fn risk_example_computes_from_a_variable() {
     let source = r#"
 let score: number = <<entity.bureau_score>> or <<entity.manual_score>> or 0
 

@@ -155,7 +155,7 @@ fn run_failing(flow: &str, document: &str) -> (i32, String) {
 }
 
 #[test]
-fn the_issue_form_checks_clean() {
+fn extract_example_checks_clean() {
     let workspace = Workspace::new();
     let flow = workspace.file("extract.flow", FLOW);
     let (code, stdout, stderr) = output(&mut flowrun(&["check", path_str(&flow)]));
