@@ -253,7 +253,8 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Converts byte offsets to 1-based line and column numbers. Columns count
-/// Unicode scalar values, as editors do.
+/// Unicode scalar values, as editors do. A line ends at `\n`, `\r\n` or a
+/// lone `\r`, as in the grammar and the language server.
 pub struct LineIndex<'a> {
     source: &'a str,
     /// Computed on the first lookup: most runs never print a diagnostic.
@@ -270,9 +271,11 @@ impl<'a> LineIndex<'a> {
 
     fn line_starts(&self) -> &[usize] {
         self.line_starts.get_or_init(|| {
+            let bytes = self.source.as_bytes();
             let mut line_starts = vec![0];
-            for (offset, byte) in self.source.bytes().enumerate() {
-                if byte == b'\n' {
+            for (offset, byte) in bytes.iter().enumerate() {
+                let lone_cr = *byte == b'\r' && bytes.get(offset + 1) != Some(&b'\n');
+                if *byte == b'\n' || lone_cr {
                     line_starts.push(offset + 1);
                 }
             }
@@ -355,5 +358,14 @@ mod tests {
         assert_eq!(index.line_col(3), (2, 1));
         assert_eq!(index.line_col(8), (2, 3));
         assert_eq!(index.line_col(9), (2, 4));
+    }
+
+    #[test]
+    fn line_col_ends_lines_at_a_lone_cr() {
+        let index = LineIndex::new("a\rb\r\nc\nd");
+        assert_eq!(index.line_col(2), (2, 1));
+        assert_eq!(index.line_col(4), (2, 3));
+        assert_eq!(index.line_col(5), (3, 1));
+        assert_eq!(index.line_col(7), (4, 1));
     }
 }
