@@ -636,7 +636,7 @@ fn a_json_array_on_standard_input_and_a_bad_record() {
 }
 
 #[test]
-fn ctrl_c_lets_running_executions_finish_and_skip_continues() {
+fn ctrl_c_finishes_running_executions() {
     let server =
         TestServer::start(|_| Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(600)));
     let workspace = Workspace::new();
@@ -1126,7 +1126,7 @@ fn text_logs_keep_a_response_body_on_its_line() {
 }
 
 #[test]
-fn ctrl_c_ends_retry_after_waits_and_leaves_them_resumable() {
+fn ctrl_c_ends_retry_after_waits() {
     // The first request for C-0 gets a 429 asking for a 60 s wait, which
     // closes the host's gate; C-1 answers late, so C-2 starts behind the gate.
     let served_429 = Arc::new(AtomicBool::new(false));

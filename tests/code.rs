@@ -131,7 +131,7 @@ async fn an_output_the_script_did_not_set_fails_the_step() {
 }
 
 #[tokio::test]
-async fn log_messages_are_cut_at_8_kb_and_runs_at_100_kb() {
+async fn log_limits_cut_messages_and_runs() {
     let source = code_step(
         "outputs.log(\"a\" * 9000)\noutputs.log(\"b\" * 8192)\noutputs.log(\"é\" * 5000)",
         "",
@@ -345,7 +345,7 @@ async fn outputs_past_16_mb_fail_at_once() {
 }
 
 #[tokio::test]
-async fn a_process_that_leaves_the_session_neither_holds_the_step_nor_outlives_it() {
+async fn setsid_process_dies_with_its_step() {
     let source = code_step(
         "import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(600)\n    os._exit(0)\noutputs.pid = pid",
         "  outputs { pid -> entity.pid }\n",

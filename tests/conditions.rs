@@ -448,7 +448,7 @@ set entity.after = true
 }
 
 #[tokio::test]
-async fn fallbacks_resolve_in_order_and_later_variables_use_earlier_ones() {
+async fn let_fallbacks_resolve_in_order() {
     let source = r#"
 let score: number = <<entity.bureau_score>> or <<entity.manual_score>> or 0
 let band: text = <<vars.score>>

@@ -1,15 +1,16 @@
 //! Runs `code python` actions in a `python3` subprocess.
 //!
 //! The script and its inputs go to the interpreter's standard input as one
-//! JSON document; a small driver program, passed with `-c`, sets the memory
-//! limit with `setrlimit`, runs the script and writes the outputs, the log
-//! and any exception as JSON to a copy of its standard output. No shell
-//! stands in between, and the interpreter starts in isolated mode, in a
-//! process group of its own, with an environment of three variables. When the interpreter
-//! ends or the step's timeout passes, the group is killed, and so is every
-//! process the step started that flowrun can find: the descendants it saw
-//! through `/proc` parent links, the processes whose environment holds the
-//! step's marker, and any process that still holds the step's pipes.
+//! JSON document. A small driver program, passed with `-c`, sets the memory
+//! limit with `setrlimit`, runs the script, and writes the outputs, the log
+//! and any exception as JSON to a copy of its standard output.
+//!
+//! No shell runs in between. The interpreter starts in isolated mode, in a
+//! process group of its own, with an environment of three variables. When
+//! the interpreter ends or the step's timeout passes, flowrun kills the
+//! group and every other process of the step it can find: the descendants
+//! seen through `/proc` parent links, the processes whose environment
+//! contains the step's marker, and any process with the step's pipes open.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -28,11 +29,12 @@ use crate::run::statement::{evaluate_value, value_of};
 use crate::run::Execution;
 use crate::value::{convert, is_blank};
 
-/// The longest message `outputs.log` keeps, in bytes of UTF-8.
+/// The maximum length of one `outputs.log` message, in bytes of UTF-8.
 pub const LOG_MESSAGE_LIMIT: usize = 8 * 1024;
-/// The most `outputs.log` keeps in one run, in bytes of UTF-8.
+/// The maximum length of all `outputs.log` messages of one run, in bytes of
+/// UTF-8.
 pub const LOG_RUN_LIMIT: usize = 100 * 1024;
-/// The most output a script may write back, in bytes.
+/// The maximum size of the result a script writes back, in bytes.
 const RESULT_LIMIT: usize = 16 * 1024 * 1024;
 /// How long reading the pipes after the interpreter ended waits for more.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
@@ -124,7 +126,7 @@ result.write(text)
 result.flush()
 "#;
 
-/// What a code action produced: the log kept, and the diagnostic if it
+/// The result of a code action: the kept log, and the diagnostic if it
 /// failed.
 pub(crate) struct CodeRun {
     pub log: Vec<String>,
@@ -201,8 +203,8 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
     let body = request.to_string();
     let pipes = [pipe_inode(stdout.as_raw_fd()), pipe_inode(stderr.as_raw_fd())];
     let exchange = async {
-        // A script that fails before reading its input closes the pipe;
-        // its result then says why.
+        // A script that fails before reading its input closes the pipe, and
+        // its result then gives the reason.
         let _ = stdin.write_all(body.as_bytes()).await;
         drop(stdin);
         let mut out = Vec::new();
@@ -352,8 +354,8 @@ pub(crate) async fn run(call: &CodeCall, execution: &mut Execution, timeout: Dur
     CodeRun { log, result }
 }
 
-/// The interpreter to run: the one the step names, as a path or a name on
-/// `PATH`, else `python3` on `PATH`.
+/// Finds the interpreter to run: the one the step names, as a path or a
+/// name on `PATH`, else `python3` on `PATH`.
 fn interpreter(call: &CodeCall) -> Option<PathBuf> {
     match &call.interpreter {
         Some(given) if given.contains('/') => {
@@ -365,7 +367,7 @@ fn interpreter(call: &CodeCall) -> Option<PathBuf> {
     }
 }
 
-/// How the exchange with the interpreter ended.
+/// The end of the exchange with the interpreter.
 enum Exchange {
     Ended {
         status: std::io::Result<std::process::ExitStatus>,
@@ -459,9 +461,9 @@ impl StepProcesses {
     }
 
     /// Kills the interpreter's process group, every descendant seen, every
-    /// process with the step's marker, and every process that still holds
-    /// one of the step's pipes: a process that left the group with `setsid`
-    /// but kept its standard output or error is found that way.
+    /// process with the step's marker, and every process that still has one
+    /// of the step's pipes open. The last finds a process that left the
+    /// group with `setsid` but kept its standard output or error.
     fn stop_all(&mut self, pipes: &[Option<String>]) {
         if let Some(pid) = self.interpreter {
             // The group may be gone already; nothing is left to stop then.
@@ -522,14 +524,16 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
     })
 }
 
-/// The name `/proc` gives the pipe behind `fd`, such as `pipe:[1234]`.
+/// Returns the name `/proc` gives the pipe behind `fd`, such as
+/// `pipe:[1234]`.
 fn pipe_inode(fd: RawFd) -> Option<String> {
     let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
     let name = link.to_string_lossy().into_owned();
     name.starts_with("pipe:").then_some(name)
 }
 
-/// The processes other than `own` with a descriptor on one of `pipes`.
+/// Lists the processes other than `own` with a descriptor on one of
+/// `pipes`.
 fn pipe_holders(pipes: &[Option<String>], own: u32) -> Vec<i32> {
     let pipes: Vec<&str> = pipes.iter().flatten().map(String::as_str).collect();
     let mut holders = Vec::new();

@@ -32,14 +32,14 @@ use crate::value::{
     to_decimal, Moment,
 };
 
-/// What a statement asks of the execution besides its changes.
+/// The effect of a statement on the execution besides its changes.
 pub(crate) enum Effect {
     None,
     Branch(Branch),
     Stop { failed: bool, message: String },
 }
 
-/// Where a statement records model calls.
+/// The records a statement adds its model calls to.
 pub(crate) struct Records<'a> {
     pub attempts: &'a mut Vec<Attempt>,
     pub usage: &'a mut Vec<LlmUsage>,
@@ -139,7 +139,8 @@ pub(crate) fn resolve_let(
     Ok(())
 }
 
-/// Whether a source of the `let` reads a secret, directly or in a string.
+/// Returns whether a source of the `let` reads a secret, directly or in a
+/// string.
 pub(crate) fn reads_secret(statement: &LetStatement) -> bool {
     let is_secret = |expr: &Expr| matches!(expr, Expr::Path(path) if path.root.text == "secret");
     statement.sources.iter().any(|source| match source {
@@ -289,7 +290,8 @@ pub(crate) enum Computed {
     Duration(Duration),
 }
 
-/// The JSON value of a computed value; a duration is written in seconds.
+/// Returns the JSON value of a computed value. A duration is written in
+/// seconds.
 pub(crate) fn value_of(computed: Computed) -> Option<Value> {
     match computed {
         Computed::Value(value) => value,
@@ -450,7 +452,8 @@ fn describe_operand(operand: &Operand) -> String {
     }
 }
 
-/// The value of an operand; `None` when a merge field names nothing.
+/// Returns the value of an operand, or `None` when a merge field names
+/// nothing.
 fn operand_plain(operand: &Operand, execution: &Execution) -> Result<Option<Value>, Diagnostic> {
     operand_value_with(operand, execution, &crate::diagnostic::LineIndex::new(""))
 }
@@ -489,9 +492,9 @@ fn operand_value_with(
     }
 }
 
-/// Whether the text after `about` of an LLM condition renders blank. A
-/// prompt that does not render is left to the model call, which reports
-/// it.
+/// Returns whether the text after `about` of an LLM condition renders
+/// blank. A prompt that does not render is left to the model call, which
+/// reports it.
 fn about_is_blank(call: &crate::program::LlmCall, execution: &Execution) -> bool {
     let has_about = call
         .prompt
@@ -628,7 +631,7 @@ pub(crate) fn evaluate<'a>(
                 .await?;
                 let answer = execution.vars.remove(CONDITION_ANSWER);
                 if context.dry_run {
-                    // A dry run asks no model; it follows the `yes` branch.
+                    // A dry run calls no model, so it follows the `yes` branch.
                     return Ok(true);
                 }
                 match answer.as_ref().and_then(Value::as_str) {
@@ -657,7 +660,7 @@ fn condition_error(message: &str, span: Span, execution: &Execution) -> Diagnost
         )
 }
 
-/// How two values compare.
+/// The type two values are compared as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Number,
@@ -701,10 +704,10 @@ fn kind_of(a: (&Operand, &Value), b: (&Operand, &Value), op: CompareOp) -> Kind 
     }
 }
 
-/// Refuses what `op` cannot compare: a list or object with an ordering or
-/// text operator (a list may hold the item `contains` looks for), and a
-/// number too large or too precise for an exact decimal with a text
-/// operator, whose text would be compared instead.
+/// Rejects what `op` cannot compare. That is a list or object with an
+/// ordering or text operator, except a list with `contains`, which looks
+/// for an item. It is also a number too large or too precise for an exact
+/// decimal with a text operator, whose text would be compared instead.
 fn check_shapes(
     (left, a): (&Operand, &Value),
     op: CompareOp,
@@ -744,10 +747,10 @@ fn check_shapes(
     Ok(())
 }
 
-/// Whether list `items`, the value of `list`, contains an item equal to
-/// `needle` as `==` compares them: `[5.0, "c"]` contains `5`. An item that
-/// does not convert to the type of the comparison is not equal, except a
-/// number out of range, which is an error as it is for `==`.
+/// Returns whether list `items`, the value of `list`, contains an item
+/// equal to `needle` as `==` compares them: `[5.0, "c"]` contains `5`. An
+/// item that does not convert to the type of the comparison is not equal.
+/// A number out of range is an error, as it is for `==`.
 fn list_contains(
     items: &[Value],
     (list, operand, needle): (&Operand, &Operand, &Value),
