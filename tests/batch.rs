@@ -722,23 +722,47 @@ fn ctrl_c_finishes_running_executions() {
     assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 40]);
 }
 
+/// Checks whether the store, or a batch journal beside it, records step 0
+/// of execution `id` as begun. The store is read before and after the journals,
+/// because the writer may fold and empty a journal in between.
+fn step_begun(store: &Path, id: &str) -> bool {
+    let running = || {
+        SqliteStore::open(store)
+            .unwrap()
+            .steps(id)
+            .ok()
+            .and_then(|steps| steps.first().map(|step| step.status))
+            == Some(flowrun::store::StepStatus::Running)
+    };
+    if running() {
+        return true;
+    }
+    let needle = format!(r#""op":"begin_step","id":"{id}","index":0,"#);
+    let journaled = std::fs::read_dir(store.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("store.db-batch-"))
+        .any(|entry| {
+            std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .contains(&needle)
+        });
+    journaled || running()
+}
+
 #[test]
-fn each_step_is_stored_as_running_before_its_request() {
+fn each_step_is_recorded_as_begun_before_its_request() {
     let workspace = Workspace::new();
     let store = workspace.dir.path().join("store.db");
     let store_for_server = store.clone();
-    // The server looks the execution up in the store as each request
-    // arrives, and fails the request unless its step is recorded as running.
+    // The server looks the execution up as each request arrives, and fails
+    // the request unless its step is recorded as begun.
     let server = TestServer::start(move |request| {
         let id = request.header("x-execution").unwrap_or_default().to_string();
-        let opened = SqliteStore::open(&store_for_server).unwrap();
-        match opened
-            .steps(&id)
-            .ok()
-            .and_then(|steps| steps.first().map(|step| step.status))
-        {
-            Some(flowrun::store::StepStatus::Running) => Reply::json(200, json!({"status": "ok"})),
-            other => Reply::status(500).body(format!("step of {id} is {other:?}")),
+        if step_begun(&store_for_server, &id) {
+            Reply::json(200, json!({"status": "ok"}))
+        } else {
+            Reply::status(500).body(format!("step of {id} is not recorded"))
         }
     });
     let flow = workspace.file(
@@ -1226,4 +1250,96 @@ fn ctrl_c_ends_retry_after_waits() {
     sent.sort();
     assert_eq!(sent, ["C-0", "C-0", "C-1", "C-2"]);
     assert_eq!(statuses(&store), vec![ExecutionStatus::Succeeded; 3]);
+}
+
+#[test]
+fn a_killed_batch_leaves_every_begun_step_in_the_store() {
+    // The server never responds to the second step of C-5, so the batch
+    // stops there.
+    let server = TestServer::start(|request| {
+        if request.target == "/two/C-5" {
+            return Reply::hang();
+        }
+        Reply::json(200, json!({"status": request.target}))
+    });
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "w.flow",
+        format!(
+            "step \"One\" {{\n  http POST \"{base}/one/<<entity.id>>\" json {{}}\n  save response.json.status -> entity.one\n}}\n\
+             step \"Two\" {{\n  http POST \"{base}/two/<<entity.id>>\" json {{}}\n}}\n",
+            base = server.url()
+        ),
+    );
+    let input = records(&workspace, 10);
+    let store = workspace.dir.path().join("store.db");
+    let mut child = flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "1",
+        "--store",
+        path_str(&store),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.request_count() < 12 {
+        assert!(Instant::now() < deadline, "the batch never reached C-5");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let journals = || {
+        std::fs::read_dir(workspace.dir.path())
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("store.db-batch-")
+            })
+            .count()
+    };
+    assert_eq!(journals(), 1);
+
+    // Opening the store applies what the killed process left in its journal.
+    let opened = SqliteStore::open(&store).unwrap();
+    assert_eq!(journals(), 0);
+    let mut summaries = opened.executions(None).unwrap();
+    summaries.sort_by_key(|summary| summary.started_at.clone());
+    assert_eq!(summaries.len(), 6);
+    let mut finished = 0;
+    for summary in &summaries {
+        let record = opened.execution(&summary.id).unwrap();
+        let steps: Vec<flowrun::store::StepStatus> = opened
+            .steps(&summary.id)
+            .unwrap()
+            .iter()
+            .map(|step| step.status)
+            .collect();
+        if record.entity["id"] == "C-5" {
+            assert_eq!(record.status, ExecutionStatus::Running);
+            assert_eq!(record.entity, json!({"id": "C-5", "one": "/one/C-5"}));
+            assert_eq!(record.next_step, 1);
+            assert_eq!(
+                steps,
+                vec![
+                    flowrun::store::StepStatus::Succeeded,
+                    flowrun::store::StepStatus::Running
+                ]
+            );
+        } else {
+            assert_eq!(record.status, ExecutionStatus::Succeeded, "{record:?}");
+            assert_eq!(steps, vec![flowrun::store::StepStatus::Succeeded; 2]);
+            finished += 1;
+        }
+    }
+    assert_eq!(finished, 5);
 }

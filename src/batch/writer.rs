@@ -2,26 +2,26 @@
 //! and commits the writes of many executions in one transaction.
 //!
 //! Each execution writes through its own [`WriterHandle`], which implements
-//! [`Store`]. A step's start is the one write the interpreter waits for,
-//! because its request must not leave before the store records the step as
-//! running. It waits asynchronously, through [`Store::until_committed`], so
-//! other executions go on and their writes join the same group. The writes
-//! after a step only queue. Writes run in the order
-//! they were queued, each as a savepoint, so one failed write undoes only
-//! itself. When the process dies before a group commits, the executions
-//! in it lose their last writes and read as running, which `flowrun resume`
-//! treats as an interrupted step.
+//! [`Store`]. A write is appended to the batch's [`Journal`] and queued for
+//! the writer thread, in one order for both, so it is durable when the call
+//! returns and no execution waits for a commit. A step's request therefore
+//! leaves as soon as the step's start is in the journal. The writer thread
+//! applies queued writes in order, each as a savepoint, so one failed write
+//! undoes only itself, and commits a group of them together with how far
+//! the journal is folded. When the process dies, the next process that opens
+//! the store applies the journal's remaining entries, so a sent request is
+//! never missing from the store.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
-
+use crate::store::journal::{Entry, Journal};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    AttemptRecord, ExecutionRecord, ExecutionStatus, ExecutionSummary, NewExecution, NotificationRecord,
-    StepEnd, StepRecord, StepStatus, Store, StoreError,
+    ExecutionRecord, ExecutionStatus, ExecutionSummary, NewExecution, NotificationRecord, StepEnd,
+    StepRecord, Store, StoreError,
 };
 
 /// The maximum number of writes queued for the writer thread. An execution
@@ -32,35 +32,62 @@ const QUEUE: usize = 4096;
 /// The maximum number of writes in one transaction.
 const MAX_GROUP: usize = 1024;
 
-/// A callback that runs once the group of a write has committed or failed to commit.
+/// How long the writer thread gathers writes into a group after the first.
+/// Every write is already in the journal, so waiting delays only what other
+/// connections see, and larger groups write each page of the tables once
+/// for many executions instead of once for each.
+const GROUP_WINDOW: Duration = Duration::from_millis(10);
+
+/// A callback that runs once the group of a call has committed or failed to commit.
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// One write or read, run on the writer thread.
-type Job = Box<dyn FnOnce(&mut SqliteStore) -> Option<Reply> + Send>;
+
+/// A job of the writer thread.
+enum Job {
+    /// A journaled write, with its sequence number in the journal.
+    Write { seq: u64, entry: Box<Entry> },
+    /// A read, or a write a caller waits for, such as a claim.
+    Call(Box<dyn FnOnce(&mut SqliteStore) -> Reply + Send>),
+}
 
 /// The first write that failed, shared by every handle.
 type Failure = Arc<Mutex<Option<String>>>;
+
+/// The journal, shared by the handles that append and the thread that folds.
+type SharedJournal = Arc<Mutex<Option<Journal>>>;
 
 /// The thread that owns the store's connection.
 pub struct StoreWriter {
     sender: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
     failure: Failure,
+    journal: SharedJournal,
 }
 
 impl StoreWriter {
-    /// Starts the writer thread on `store`.
+    /// Creates the batch's journal beside `store` and starts the writer
+    /// thread on it. When the journal cannot be created, every write fails
+    /// with the reason, so no request leaves unrecorded.
     pub fn start(store: SqliteStore) -> StoreWriter {
-        let (sender, receiver) = sync_channel(QUEUE);
         let failure: Failure = Arc::default();
-        let thread_failure = failure.clone();
+        let journal = match Journal::create(store.file()) {
+            Ok(journal) => Some(journal),
+            Err(error) => {
+                record_failure(&failure, &error);
+                None
+            }
+        };
+        let journal: SharedJournal = Arc::new(Mutex::new(journal));
+        let (sender, receiver) = sync_channel(QUEUE);
+        let (thread_failure, thread_journal) = (failure.clone(), journal.clone());
         let thread = std::thread::Builder::new()
             .name("flowrun-store".to_string())
-            .spawn(move || write_groups(store, &receiver, &thread_failure))
+            .spawn(move || write_groups(store, &receiver, &thread_failure, &thread_journal))
             .ok();
         StoreWriter {
             sender: Some(sender),
             thread,
             failure,
+            journal,
         }
     }
 
@@ -69,12 +96,12 @@ impl StoreWriter {
         WriterHandle {
             sender: self.sender.clone(),
             failure: self.failure.clone(),
-            pending: None,
+            journal: self.journal.clone(),
         }
     }
 
     /// Waits until every queued write is committed, once every handle is
-    /// dropped, and returns the first write that failed.
+    /// dropped, removes the journal, and returns the first write that failed.
     pub fn finish(mut self) -> Result<(), String> {
         self.sender = None;
         if let Some(thread) = self.thread.take() {
@@ -95,27 +122,91 @@ fn record_failure(failure: &Failure, error: &StoreError) {
     }
 }
 
-fn write_groups(mut store: SqliteStore, receiver: &Receiver<Job>, failure: &Failure) {
+fn write_groups(
+    mut store: SqliteStore,
+    receiver: &Receiver<Job>,
+    failure: &Failure,
+    journal: &SharedJournal,
+) {
+    let name = journal
+        .lock()
+        .ok()
+        .and_then(|journal| journal.as_ref().map(|journal| journal.name().to_string()));
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut replies = Vec::with_capacity(MAX_GROUP);
     while let Ok(job) = receiver.recv() {
+        let deadline = Instant::now() + GROUP_WINDOW;
+        // A call has a caller waiting for its commit, so it ends the window.
+        let mut waited_for = matches!(job, Job::Call(_));
         jobs.push(job);
         while jobs.len() < MAX_GROUP {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+            let next = if waited_for {
+                receiver.try_recv().ok()
+            } else {
+                receiver
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok()
+            };
+            let Some(job) = next else { break };
+            waited_for |= matches!(job, Job::Call(_));
+            jobs.push(job);
         }
         // Without a group, for instance when another process holds the
         // lock past the busy timeout, each write tries on its own.
         let grouped = store.begin_group().is_ok();
-        replies.extend(jobs.drain(..).filter_map(|job| job(&mut store)));
+        let mut folded = None;
+        for job in jobs.drain(..) {
+            match job {
+                Job::Write { seq, entry } => {
+                    if let Err(error) = entry.apply(&mut store) {
+                        record_failure(failure, &error);
+                    }
+                    folded = Some(seq);
+                    if let (false, Some(name)) = (grouped, &name) {
+                        let _ = store.set_journal_folded(name, seq);
+                    }
+                }
+                Job::Call(call) => replies.push(call(&mut store)),
+            }
+        }
+        if let (true, Some(name), Some(seq)) = (grouped, &name, folded) {
+            if let Err(error) = store.set_journal_folded(name, seq) {
+                record_failure(failure, &error);
+            }
+        }
         let committed = if grouped { store.commit_group() } else { Ok(()) };
-        if let Err(error) = &committed {
-            record_failure(failure, error);
+        match &committed {
+            Err(error) => record_failure(failure, error),
+            Ok(()) => {
+                if let Some(seq) = folded {
+                    clear_if_folded(journal, seq, failure);
+                }
+            }
         }
         for reply in replies.drain(..) {
             reply(committed.as_ref().err());
+        }
+    }
+    // Every handle is gone and every write is committed: the journal has
+    // nothing left to recover. The file goes before its row, see
+    // `journal::recover`.
+    if let Ok(mut journal) = journal.lock() {
+        if let Some(journal) = journal.take() {
+            if journal.remove().is_ok() {
+                let _ = store.forget_journal(journal.name());
+            }
+        }
+    }
+}
+
+/// Empties the journal when entry `seq`, now committed, is the last one
+/// appended.
+fn clear_if_folded(journal: &SharedJournal, seq: u64, failure: &Failure) {
+    if let Ok(mut journal) = journal.lock() {
+        if let Some(journal) = journal.as_mut().filter(|journal| journal.appended() == seq) {
+            if let Err(error) = journal.clear() {
+                record_failure(failure, &error);
+            }
         }
     }
 }
@@ -124,9 +215,7 @@ fn write_groups(mut store: SqliteStore, receiver: &Receiver<Job>, failure: &Fail
 pub struct WriterHandle {
     sender: Option<SyncSender<Job>>,
     failure: Failure,
-    /// The commit of the last write that must be durable before the
-    /// execution goes on.
-    pending: Option<tokio::sync::oneshot::Receiver<Result<(), StoreError>>>,
+    journal: SharedJournal,
 }
 
 impl WriterHandle {
@@ -146,41 +235,20 @@ impl WriterHandle {
             .map_err(|_| stopped())
     }
 
-    /// Queues a write without waiting for it. A failure is reported by the
-    /// next call of any handle, and by [`StoreWriter::finish`].
-    fn write(
-        &self,
-        write: impl FnOnce(&mut SqliteStore) -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), StoreError> {
+    /// Appends a write to the journal and queues it. A failure to apply it
+    /// is reported by the next call of any handle, and by
+    /// [`StoreWriter::finish`].
+    fn write(&self, entry: Entry) -> Result<(), StoreError> {
         self.failed()?;
-        let failure = self.failure.clone();
-        self.queue(Box::new(move |store| {
-            if let Err(error) = write(store) {
-                record_failure(&failure, &error);
-            }
-            None
-        }))
-    }
-
-    /// Queues a write whose commit [`Store::until_committed`] waits for.
-    fn write_durable(
-        &mut self,
-        write: impl FnOnce(&mut SqliteStore) -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), StoreError> {
-        self.failed()?;
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        self.queue(Box::new(move |store| {
-            let result = write(store);
-            Some(Box::new(move |commit_error: Option<&StoreError>| {
-                let result = match commit_error {
-                    Some(error) => Err(StoreError::Other(format!("cannot commit: {error}"))),
-                    None => result,
-                };
-                let _ = sender.send(result);
-            }))
-        }))?;
-        self.pending = Some(receiver);
-        Ok(())
+        let encoded = entry.encode()?;
+        let stopped = || StoreError::Other("the store writer stopped unexpectedly".to_string());
+        let mut journal = self.journal.lock().map_err(|_| stopped())?;
+        let seq = journal.as_mut().ok_or_else(stopped)?.append(&encoded)?;
+        // Queueing under the journal's lock keeps the queue in journal order.
+        self.queue(Job::Write {
+            seq,
+            entry: Box::new(entry),
+        })
     }
 
     /// Runs `call` on the writer thread and waits until its group commits.
@@ -190,16 +258,16 @@ impl WriterHandle {
     ) -> Result<T, StoreError> {
         self.failed()?;
         let (sender, receiver) = sync_channel(1);
-        self.queue(Box::new(move |store| {
+        self.queue(Job::Call(Box::new(move |store| {
             let result = call(store);
-            Some(Box::new(move |commit_error: Option<&StoreError>| {
+            Box::new(move |commit_error: Option<&StoreError>| {
                 let result = match commit_error {
                     Some(error) => Err(StoreError::Other(format!("cannot commit: {error}"))),
                     None => result,
                 };
                 let _ = sender.send(result);
-            }))
-        }))?;
+            })
+        })))?;
         receiver
             .recv()
             .unwrap_or_else(|_| Err(StoreError::Other("the store writer has stopped".to_string())))
@@ -208,29 +276,17 @@ impl WriterHandle {
 
 impl Store for WriterHandle {
     fn begin_execution(&mut self, execution: &NewExecution<'_>) -> Result<(), StoreError> {
-        let id = execution.id.to_string();
-        let workflow = execution.workflow.to_string();
-        let source_path = execution.source_path.to_string();
-        let workflow_hash = execution.workflow_hash.to_string();
-        let step_hashes = execution.step_hashes.to_vec();
-        let step_names = execution.step_names.to_vec();
-        let entity = execution.entity.clone();
-        let vars = execution.vars.clone();
-        let started_at = execution.started_at.to_string();
-        let pid = execution.pid;
-        self.write(move |store| {
-            store.begin_execution(&NewExecution {
-                id: &id,
-                workflow: &workflow,
-                source_path: &source_path,
-                workflow_hash: &workflow_hash,
-                step_hashes: &step_hashes,
-                step_names: &step_names,
-                entity: &entity,
-                vars: &vars,
-                started_at: &started_at,
-                pid,
-            })
+        self.write(Entry::BeginExecution {
+            id: execution.id.to_string(),
+            workflow: execution.workflow.to_string(),
+            source_path: execution.source_path.to_string(),
+            workflow_hash: execution.workflow_hash.to_string(),
+            step_hashes: execution.step_hashes.to_vec(),
+            step_names: execution.step_names.to_vec(),
+            entity: execution.entity.clone(),
+            vars: execution.vars.clone(),
+            started_at: execution.started_at.to_string(),
+            pid: execution.pid,
         })
     }
 
@@ -243,13 +299,19 @@ impl Store for WriterHandle {
         at: &str,
         pid: u32,
     ) -> Result<(), StoreError> {
-        let (id, name, methods, at) = (id.to_string(), name.to_string(), methods.to_vec(), at.to_string());
-        self.write_durable(move |store| store.begin_step(&id, index, &name, &methods, &at, pid))
+        self.write(Entry::BeginStep {
+            id: id.to_string(),
+            index,
+            name: name.to_string(),
+            methods: methods.to_vec(),
+            at: at.to_string(),
+            pid,
+        })
     }
 
     fn end_step(&mut self, id: &str, end: &StepEnd<'_>) -> Result<(), StoreError> {
-        let id = id.to_string();
-        let owned = OwnedStepEnd {
+        self.write(Entry::EndStep {
+            id: id.to_string(),
             index: end.index,
             status: end.status,
             error: end.error.map(str::to_string),
@@ -260,29 +322,15 @@ impl Store for WriterHandle {
             vars: end.vars.clone(),
             next_step: end.next_step,
             at: end.at.to_string(),
-        };
-        self.write(move |store| {
-            store.end_step(
-                &id,
-                &StepEnd {
-                    index: owned.index,
-                    status: owned.status,
-                    error: owned.error.as_deref(),
-                    code: owned.code.as_deref(),
-                    attempts: &owned.attempts,
-                    llm_usage: &owned.llm_usage,
-                    entity: &owned.entity,
-                    vars: &owned.vars,
-                    next_step: owned.next_step,
-                    at: &owned.at,
-                },
-            )
         })
     }
 
     fn set_status(&mut self, id: &str, status: ExecutionStatus, at: &str) -> Result<(), StoreError> {
-        let (id, at) = (id.to_string(), at.to_string());
-        self.write(move |store| store.set_status(&id, status, &at))
+        self.write(Entry::SetStatus {
+            id: id.to_string(),
+            status,
+            at: at.to_string(),
+        })
     }
 
     fn claim(
@@ -317,8 +365,10 @@ impl Store for WriterHandle {
     }
 
     fn record_notification(&mut self, id: &str, notification: &NotificationRecord) -> Result<(), StoreError> {
-        let (id, notification) = (id.to_string(), notification.clone());
-        self.write(move |store| store.record_notification(&id, &notification))
+        self.write(Entry::Notification {
+            id: id.to_string(),
+            notification: notification.clone(),
+        })
     }
 
     fn execution(&self, id: &str) -> Result<ExecutionRecord, StoreError> {
@@ -339,35 +389,12 @@ impl Store for WriterHandle {
         let id = id.to_string();
         self.call(move |store| store.notifications(&id))
     }
-
-    fn until_committed(&mut self) -> Option<crate::store::Commit> {
-        let pending = self.pending.take()?;
-        Some(Box::pin(async move {
-            pending
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Other("the store writer has stopped".to_string())))
-        }))
-    }
-}
-
-/// A [`StepEnd`] that owns its values, to cross to the writer thread.
-struct OwnedStepEnd {
-    index: usize,
-    status: StepStatus,
-    error: Option<String>,
-    code: Option<String>,
-    attempts: Vec<AttemptRecord>,
-    llm_usage: Value,
-    entity: Value,
-    vars: Map<String, Value>,
-    next_step: usize,
-    at: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
 
     fn new_execution<'a>(id: &'a str, entity: &'a Value, vars: &'a Map<String, Value>) -> NewExecution<'a> {
         NewExecution {
@@ -382,6 +409,16 @@ mod tests {
             started_at: "2026-01-01T00:00:00Z",
             pid: 7,
         }
+    }
+
+    fn journals(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("store.db-batch-"))
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
@@ -400,25 +437,63 @@ mod tests {
             handle
                 .begin_step(&id, 0, "send", &["POST".to_string()], "2026-01-01T00:00:01Z", 7)
                 .unwrap();
-            let commit = handle.until_committed().expect("a step's start is awaited");
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(commit)
-                .unwrap();
-            assert!(handle.until_committed().is_none());
-            // Once the commit completed, another connection sees the step.
-            let reader = SqliteStore::open(&path).unwrap();
-            assert_eq!(reader.steps(&id).unwrap()[0].status, StepStatus::Running);
             handle
                 .set_status(&id, ExecutionStatus::Succeeded, "2026-01-01T00:00:02Z")
                 .unwrap();
         }
+        assert_eq!(journals(dir.path()).len(), 1);
         writer.finish().unwrap();
+        assert_eq!(journals(dir.path()), Vec::<String>::new());
         let reader = SqliteStore::open(&path).unwrap();
         assert_eq!(
             reader.executions(Some(ExecutionStatus::Succeeded)).unwrap().len(),
             50
+        );
+        assert_eq!(reader.journal_names().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_write_is_in_the_journal_when_the_call_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap());
+        let mut handle = writer.handle();
+        let entity = json!({"id": "C-1"});
+        handle
+            .begin_execution(&new_execution("ex-1", &entity, &Map::new()))
+            .unwrap();
+        handle
+            .begin_step(
+                "ex-1",
+                0,
+                "send",
+                &["POST".to_string()],
+                "2026-01-01T00:00:01Z",
+                7,
+            )
+            .unwrap();
+        // Until the writer thread folds them, both lines are in the file. A
+        // folded journal is emptied, so the file contains both or nothing.
+        let name = journals(dir.path()).pop().unwrap();
+        let text = std::fs::read_to_string(dir.path().join(&name)).unwrap();
+        if !text.is_empty() {
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 2, "{text}");
+            assert!(
+                lines[0].starts_with(r#"{"seq":1,"entry":{"op":"begin_execution","id":"ex-1","#),
+                "{text}"
+            );
+            assert_eq!(
+                lines[1],
+                r#"{"seq":2,"entry":{"op":"begin_step","id":"ex-1","index":0,"name":"send","methods":["POST"],"at":"2026-01-01T00:00:01Z","pid":7}}"#
+            );
+        }
+        drop(handle);
+        writer.finish().unwrap();
+        let reader = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            reader.steps("ex-1").unwrap()[0].status,
+            crate::store::StepStatus::Running
         );
     }
 

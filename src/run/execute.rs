@@ -76,16 +76,6 @@ pub async fn execute(
                     break;
                 }
             }
-            // The step's first request waits until the store has committed
-            // that the step is running.
-            let commit = store.as_deref_mut().and_then(|store| store.until_committed());
-            if let Some(commit) = commit {
-                if let Err(error) = commit.await {
-                    report.store_error = Some(store_failed(&error.to_string()));
-                    break;
-                }
-            }
-
             let context = StepContext {
                 program,
                 http,

@@ -7,12 +7,13 @@
 //! embedded implementation. Another backend, such as PostgreSQL for several
 //! workers, implements the same trait.
 
+pub mod journal;
 pub mod sqlite;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     Running,
@@ -43,7 +44,7 @@ impl ExecutionStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Started and not finished: its requests may be in flight.
@@ -146,7 +147,7 @@ pub struct ExecutionSummary {
 }
 
 /// One request attempt, secrets already redacted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// Which action of the step, from 0.
     pub action: usize,
@@ -184,7 +185,7 @@ pub struct StepRecord {
 }
 
 /// A notification flowrun sent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationRecord {
     pub step: String,
     pub severity: String,
@@ -229,8 +230,9 @@ pub enum StoreError {
     Other(String),
 }
 
-/// Durable state of executions. Every method that writes commits before it
-/// returns, so a crash after it loses nothing it wrote.
+/// Durable state of executions. Every method that writes is durable before
+/// it returns, committed or appended to a batch's journal, so a crash of the
+/// process after it loses nothing it wrote.
 pub trait Store {
     /// Records a new execution with status `running`.
     fn begin_execution(&mut self, execution: &NewExecution<'_>) -> Result<(), StoreError>;
@@ -295,15 +297,4 @@ pub trait Store {
     fn steps(&self, id: &str) -> Result<Vec<StepRecord>, StoreError>;
 
     fn notifications(&self, id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
-
-    /// Returns a future that completes once the writes made so far are
-    /// committed, for a store whose writes may return before they commit.
-    /// Stores that commit before returning have nothing to wait for.
-    fn until_committed(&mut self) -> Option<Commit> {
-        None
-    }
 }
-
-/// The pending commit of a store's earlier writes, see
-/// [`Store::until_committed`].
-pub type Commit = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;

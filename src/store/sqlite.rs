@@ -2,7 +2,7 @@
 //! `BEGIN IMMEDIATE` transaction per write, so that several flowrun processes
 //! can share a file and a killed process leaves only whole writes behind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{
@@ -19,7 +19,7 @@ use super::{
 /// The schema this code reads and writes, kept in `PRAGMA user_version`. A
 /// file with a higher version was written by a newer flowrun and is rejected
 /// rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's lock before failing with
 /// [`StoreError::Locked`]. A write holds the lock for well under a millisecond,
@@ -103,6 +103,15 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_by_execution ON notifications (execution_id, seq);
 ";
 
+/// The table version 2 added: how far each batch journal is folded into
+/// the tables, see [`super::journal`].
+const JOURNALS: &str = "
+CREATE TABLE journals (
+    name TEXT PRIMARY KEY NOT NULL,
+    folded INTEGER NOT NULL CHECK (folded >= 0)
+) STRICT;
+";
+
 const EXECUTION_COLUMNS: &str = "id, workflow, source_path, workflow_hash, step_hashes, step_names, status, \
      entity_before, entity, vars, next_step, started_at, updated_at, finished_at, pid";
 
@@ -112,6 +121,8 @@ pub struct SqliteStore {
     conn: Connection,
     /// The file path as shown in error messages.
     path: String,
+    /// The file path as given to `open`.
+    file: PathBuf,
 }
 
 impl SqliteStore {
@@ -124,14 +135,21 @@ impl SqliteStore {
         // store at once see SQLITE_BUSY; opening again succeeds once the
         // other has finished.
         let deadline = std::time::Instant::now() + OPEN_RETRY_WINDOW;
-        loop {
+        let mut store = loop {
             match SqliteStore::open_once(path) {
                 Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(25));
                 }
-                result => return result,
+                result => break result?,
             }
-        }
+        };
+        super::journal::recover(&mut store)?;
+        Ok(store)
+    }
+
+    /// Returns the file path as given to [`SqliteStore::open`].
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     fn open_once(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -156,6 +174,9 @@ impl SqliteStore {
         if version == 0 {
             version = create_schema(&mut conn, &display_path)?;
         }
+        if version == 1 {
+            version = add_journals(&mut conn, &display_path)?;
+        }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Open {
                 path: display_path,
@@ -176,6 +197,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             path: display_path,
+            file: path.to_path_buf(),
         })
     }
 
@@ -195,6 +217,57 @@ impl SqliteStore {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         committed
+    }
+
+    /// Returns the sequence number of the last entry of journal `name` that
+    /// is folded into the tables, or 0 when none is.
+    pub fn journal_folded(&self, name: &str) -> Result<u64, StoreError> {
+        let folded: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT folded FROM journals WHERE name = ?1")
+            .at(&self.path)?
+            .query_row(params![name], |row| row.get(0))
+            .optional()
+            .at(&self.path)?;
+        Ok(folded.map_or(0, |folded| folded as u64))
+    }
+
+    /// Records that journal `name` is folded up to entry `seq`. Inside a
+    /// group, this commits with the writes it counts.
+    pub fn set_journal_folded(&mut self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO journals (name, folded) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET folded = excluded.folded",
+            )
+            .at(&self.path)?
+            .execute(params![name, seq as i64])
+            .at(&self.path)?;
+        Ok(())
+    }
+
+    /// Deletes the row of journal `name`, once its file is gone.
+    pub fn forget_journal(&mut self, name: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM journals WHERE name = ?1")
+            .at(&self.path)?
+            .execute(params![name])
+            .at(&self.path)?;
+        Ok(())
+    }
+
+    /// Lists the journals that have a fold recorded.
+    pub fn journal_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT name FROM journals")
+            .at(&self.path)?;
+        let names = statement
+            .query_map([], |row| row.get(0))
+            .at(&self.path)?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .at(&self.path)?;
+        Ok(names)
     }
 }
 
@@ -251,10 +324,31 @@ fn create_schema(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
         });
     }
     tx.execute_batch(SCHEMA).map_err(|err| open_error(path, err))?;
+    tx.execute_batch(JOURNALS).map_err(|err| open_error(path, err))?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|err| open_error(path, err))?;
     tx.commit().map_err(|err| open_error(path, err))?;
     Ok(SCHEMA_VERSION)
+}
+
+/// Upgrades a version 1 store, which has no journal table, to version 2,
+/// and returns the schema version the file has afterwards.
+fn add_journals(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|err| open_error(path, err))?;
+    // Another process may have upgraded the file since this one read it.
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|err| open_error(path, err))?;
+    if version != 1 {
+        return Ok(version);
+    }
+    tx.execute_batch(JOURNALS).map_err(|err| open_error(path, err))?;
+    tx.pragma_update(None, "user_version", 2)
+        .map_err(|err| open_error(path, err))?;
+    tx.commit().map_err(|err| open_error(path, err))?;
+    Ok(2)
 }
 
 /// Maps the SQLite errors that mean the same at any time: a lock held past
@@ -1577,14 +1671,39 @@ mod tests {
         drop(SqliteStore::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", 2)
+            .pragma_update(None, "user_version", 3)
             .unwrap();
 
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
         let message = err.to_string();
+        assert!(message.contains("version 3"), "{message}");
         assert!(message.contains("version 2"), "{message}");
-        assert!(message.contains("version 1"), "{message}");
+    }
+
+    #[test]
+    fn a_version_1_store_gains_the_journal_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            let fixture = Fixture::new("ex-1", "2026-01-01T00:00:00Z");
+            store.begin_execution(&fixture.new_execution()).unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE journals; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(conn);
+
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.set_journal_folded("store.db-batch-1-2", 4).unwrap();
+        assert_eq!(store.journal_folded("store.db-batch-1-2").unwrap(), 4);
+        assert_eq!(store.execution("ex-1").unwrap().id, "ex-1");
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
     }
 
     #[test]

@@ -1,0 +1,527 @@
+//! The journal of a batch: each write of the batch's executions is appended
+//! to a file beside the store, one JSON line, before it is queued for the
+//! writer thread. The append is a `write` to the operating system, like a
+//! commit in WAL mode with `synchronous=NORMAL`, so a write survives a crash
+//! of the process from the moment the append returns. A step's request can
+//! leave right after its start is appended, without waiting for a commit.
+//!
+//! The writer thread folds entries into the tables in groups. Each group
+//! records, in the same transaction, the sequence number of the last entry
+//! it holds, so an entry is in the tables exactly when its number is at most
+//! the journal's `folded` row. When every appended entry is folded, the file
+//! is emptied; at the end of the batch it is removed.
+//!
+//! The owner holds an exclusive lock on its journal for its whole life. Any
+//! process that opens the store looks for journals beside it whose lock it
+//! can take: their owner died, and the entries after `folded` are applied in
+//! one transaction before the store is used. A journal is named
+//! `STORE-batch-PID-NANOS`, so that a locked journal whose process is gone is
+//! recognised as one that another opener is recovering, and waited for.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::sqlite::SqliteStore;
+use super::{
+    AttemptRecord, ExecutionStatus, NewExecution, NotificationRecord, StepEnd, StepStatus, Store, StoreError,
+};
+
+/// One write of an execution, with the values it writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Entry {
+    BeginExecution {
+        id: String,
+        workflow: String,
+        source_path: String,
+        workflow_hash: String,
+        step_hashes: Vec<String>,
+        step_names: Vec<String>,
+        entity: Value,
+        vars: Map<String, Value>,
+        started_at: String,
+        pid: u32,
+    },
+    BeginStep {
+        id: String,
+        index: usize,
+        name: String,
+        methods: Vec<String>,
+        at: String,
+        pid: u32,
+    },
+    EndStep {
+        id: String,
+        index: usize,
+        status: StepStatus,
+        error: Option<String>,
+        code: Option<String>,
+        attempts: Vec<AttemptRecord>,
+        llm_usage: Value,
+        entity: Value,
+        vars: Map<String, Value>,
+        next_step: usize,
+        at: String,
+    },
+    SetStatus {
+        id: String,
+        status: ExecutionStatus,
+        at: String,
+    },
+    Notification {
+        id: String,
+        notification: NotificationRecord,
+    },
+}
+
+impl Entry {
+    /// Writes the entry through `store`.
+    pub fn apply(&self, store: &mut SqliteStore) -> Result<(), StoreError> {
+        match self {
+            Entry::BeginExecution {
+                id,
+                workflow,
+                source_path,
+                workflow_hash,
+                step_hashes,
+                step_names,
+                entity,
+                vars,
+                started_at,
+                pid,
+            } => store.begin_execution(&NewExecution {
+                id,
+                workflow,
+                source_path,
+                workflow_hash,
+                step_hashes,
+                step_names,
+                entity,
+                vars,
+                started_at,
+                pid: *pid,
+            }),
+            Entry::BeginStep {
+                id,
+                index,
+                name,
+                methods,
+                at,
+                pid,
+            } => store.begin_step(id, *index, name, methods, at, *pid),
+            Entry::EndStep {
+                id,
+                index,
+                status,
+                error,
+                code,
+                attempts,
+                llm_usage,
+                entity,
+                vars,
+                next_step,
+                at,
+            } => store.end_step(
+                id,
+                &StepEnd {
+                    index: *index,
+                    status: *status,
+                    error: error.as_deref(),
+                    code: code.as_deref(),
+                    attempts,
+                    llm_usage,
+                    entity,
+                    vars,
+                    next_step: *next_step,
+                    at,
+                },
+            ),
+            Entry::SetStatus { id, status, at } => store.set_status(id, *status, at),
+            Entry::Notification { id, notification } => store.record_notification(id, notification),
+        }
+    }
+
+    /// Encodes the entry as the JSON text of one journal line.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(self)
+            .map_err(|err| StoreError::Other(format!("cannot encode a journal entry: {err}")))
+    }
+}
+
+/// One line of a journal file.
+#[derive(Deserialize)]
+struct Line {
+    seq: u64,
+    entry: Entry,
+}
+
+/// The journal a batch appends to; see the module documentation.
+#[derive(Debug)]
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+    /// The file name, which keys its row in the store.
+    name: String,
+    /// The sequence number of the last entry appended.
+    appended: u64,
+    /// Set when an append failed part way: the file may end in a partial
+    /// line, so nothing more is appended.
+    broken: Option<String>,
+}
+
+impl Journal {
+    /// Creates and locks a new journal beside the store file `store`.
+    pub fn create(store: &Path) -> Result<Journal, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let name = format!("{}{}-{nanos}", prefix(store), std::process::id());
+        let path = store.with_file_name(&name);
+        let failed = |err: std::io::Error| StoreError::Open {
+            path: store.display().to_string(),
+            reason: format!("cannot create the batch journal `{}`: {err}", path.display()),
+        };
+        let mut options = OpenOptions::new();
+        options.append(true).create_new(true);
+        #[cfg(unix)]
+        {
+            // Entities may hold personal data: only the owner reads the journal.
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path).map_err(failed)?;
+        file.try_lock().map_err(|err| failed(err.into()))?;
+        Ok(Journal {
+            file,
+            path,
+            name,
+            appended: 0,
+            broken: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Returns the sequence number of the last entry appended, 0 before the first.
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// Appends an entry [`Entry::encode`] encoded, and returns its sequence
+    /// number.
+    pub fn append(&mut self, encoded: &[u8]) -> Result<u64, StoreError> {
+        if let Some(reason) = &self.broken {
+            return Err(StoreError::Other(format!(
+                "the batch journal is unusable: {reason}"
+            )));
+        }
+        let seq = self.appended + 1;
+        let mut line = Vec::with_capacity(encoded.len() + 32);
+        line.extend_from_slice(b"{\"seq\":");
+        line.extend_from_slice(seq.to_string().as_bytes());
+        line.extend_from_slice(b",\"entry\":");
+        line.extend_from_slice(encoded);
+        line.extend_from_slice(b"}\n");
+        if let Err(err) = self.file.write_all(&line) {
+            let reason = format!("cannot append to `{}`: {err}", self.path.display());
+            self.broken = Some(reason.clone());
+            return Err(StoreError::Other(reason));
+        }
+        self.appended = seq;
+        Ok(seq)
+    }
+
+    /// Empties the file, once every entry in it is folded.
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        self.file
+            .set_len(0)
+            .map_err(|err| StoreError::Other(format!("cannot empty `{}`: {err}", self.path.display())))
+    }
+
+    /// Removes the file, once every entry in it is folded.
+    pub fn remove(&self) -> Result<(), StoreError> {
+        std::fs::remove_file(&self.path)
+            .map_err(|err| StoreError::Other(format!("cannot remove `{}`: {err}", self.path.display())))
+    }
+}
+
+/// Returns the start of the name of every journal of the store file `store`.
+fn prefix(store: &Path) -> String {
+    let file_name = store
+        .file_name()
+        .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+    format!("{file_name}-batch-")
+}
+
+/// Applies the journals beside the store whose owner died, and deletes the
+/// rows of journals whose file is gone. Returns how many entries it applied.
+pub fn recover(store: &mut SqliteStore) -> Result<usize, StoreError> {
+    let store_file = store.file().to_path_buf();
+    let prefix = prefix(&store_file);
+    let directory = match store_file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut applied = 0;
+    if let Ok(entries) = std::fs::read_dir(&directory) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(owner) = name.strip_prefix(&prefix).and_then(owner_pid) {
+                applied += recover_one(store, &entry.path(), &name, owner)?;
+            }
+        }
+    }
+    for name in store.journal_names()? {
+        if !store_file.with_file_name(&name).exists() {
+            store.forget_journal(&name)?;
+        }
+    }
+    Ok(applied)
+}
+
+/// Reads the owner's process id from the rest of a journal name, `PID-NANOS`.
+fn owner_pid(rest: &str) -> Option<u32> {
+    let (pid, nanos) = rest.split_once('-')?;
+    nanos.bytes().all(|byte| byte.is_ascii_digit()).then_some(())?;
+    pid.parse().ok()
+}
+
+fn recover_one(store: &mut SqliteStore, path: &Path, name: &str, owner: u32) -> Result<usize, StoreError> {
+    let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
+        return Ok(0);
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) if process_alive(owner) => return Ok(0),
+        // Its owner is gone, so another opener is recovering it: wait for
+        // that one to finish, then see whether the file is still there.
+        Err(TryLockError::WouldBlock) => {
+            if file.lock().is_err() || !path.exists() {
+                return Ok(0);
+            }
+        }
+        Err(TryLockError::Error(_)) => return Ok(0),
+    }
+
+    let folded = store.journal_folded(name)?;
+    let mut last = folded;
+    let mut pending = Vec::new();
+    for line in BufReader::new(&file).split(b'\n') {
+        let Ok(line) = line else { break };
+        // A line that does not parse was cut short by the crash, and its
+        // request was never sent, because sending waits for the append.
+        let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+            break;
+        };
+        if line.seq > last {
+            last = line.seq;
+            pending.push(line.entry);
+        }
+    }
+
+    store.begin_group()?;
+    // An entry that fails here failed in the writer thread as well, or
+    // repeats a write already applied, so it is skipped like it was there.
+    for entry in &pending {
+        let _ = entry.apply(store);
+    }
+    store.set_journal_folded(name, last)?;
+    store.commit_group()?;
+    // Removing the file before the row: a row without a file is forgotten
+    // later, but a file without its row would be applied again.
+    let _ = std::fs::remove_file(path);
+    store.forget_journal(name)?;
+    Ok(pending.len())
+}
+
+/// Whether process `pid` exists. Where `/proc` is missing, every process
+/// counts as alive, so a locked journal is left to its owner.
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.exists() || proc.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn begin_execution(id: &str) -> Entry {
+        Entry::BeginExecution {
+            id: id.to_string(),
+            workflow: "claims".to_string(),
+            source_path: "/claims.flow".to_string(),
+            workflow_hash: "h".to_string(),
+            step_hashes: vec!["s".to_string()],
+            step_names: vec!["send".to_string()],
+            entity: json!({"id": id}),
+            vars: Map::new(),
+            started_at: "2026-01-01T00:00:00Z".to_string(),
+            pid: 7,
+        }
+    }
+
+    fn begin_step(id: &str) -> Entry {
+        Entry::BeginStep {
+            id: id.to_string(),
+            index: 0,
+            name: "send".to_string(),
+            methods: vec!["POST".to_string()],
+            at: "2026-01-01T00:00:01Z".to_string(),
+            pid: 7,
+        }
+    }
+
+    fn end_step(id: &str) -> Entry {
+        Entry::EndStep {
+            id: id.to_string(),
+            index: 0,
+            status: StepStatus::Succeeded,
+            error: None,
+            code: None,
+            attempts: vec![AttemptRecord {
+                action: 0,
+                number: 1,
+                method: "POST".to_string(),
+                url: "http://127.0.0.1:9/claims".to_string(),
+                status_code: Some(201),
+                duration_ms: 3,
+                waited_ms: 0,
+                error: None,
+            }],
+            llm_usage: json!([]),
+            entity: json!({"id": id, "sent": true}),
+            vars: Map::new(),
+            next_step: 1,
+            at: "2026-01-01T00:00:02Z".to_string(),
+        }
+    }
+
+    fn append(journal: &mut Journal, entry: &Entry) -> u64 {
+        journal.append(&entry.encode().unwrap()).unwrap()
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("-batch-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn entries_round_trip_through_a_line() {
+        for entry in [begin_execution("ex-1"), begin_step("ex-1"), end_step("ex-1")] {
+            let text = format!(
+                r#"{{"seq":4,"entry":{}}}"#,
+                String::from_utf8(entry.encode().unwrap()).unwrap()
+            );
+            let line: Line = serde_json::from_str(&text).unwrap();
+            assert_eq!((line.seq, line.entry), (4, entry));
+        }
+    }
+
+    #[test]
+    fn an_abandoned_journal_is_applied_after_its_folded_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let mut journal = Journal::create(&path).unwrap();
+        let first = begin_execution("ex-1");
+        assert_eq!(append(&mut journal, &first), 1);
+        assert_eq!(append(&mut journal, &begin_step("ex-1")), 2);
+        assert_eq!(append(&mut journal, &end_step("ex-1")), 3);
+        // The writer thread folded the first entry before the process died.
+        first.apply(&mut store).unwrap();
+        store.set_journal_folded(journal.name(), 1).unwrap();
+        let name = journal.name().to_string();
+        drop(journal);
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let steps = store.steps("ex-1").unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].status, StepStatus::Succeeded);
+        assert_eq!(steps[0].runs, 1);
+        assert_eq!(steps[0].attempts.len(), 1);
+        assert_eq!(steps[0].attempts[0].status_code, Some(201));
+        let record = store.execution("ex-1").unwrap();
+        assert_eq!(record.entity, json!({"id": "ex-1", "sent": true}));
+        assert_eq!(record.next_step, 1);
+        assert!(!dir.path().join(&name).exists());
+        assert_eq!(store.journal_names().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_partial_last_line_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let mut journal = Journal::create(&path).unwrap();
+        append(&mut journal, &begin_execution("ex-1"));
+        append(&mut journal, &begin_step("ex-1"));
+        let end = String::from_utf8(end_step("ex-1").encode().unwrap()).unwrap();
+        let partial = format!(r#"{{"seq":3,"entry":{}"#, &end[..end.len() / 2]);
+        journal.file.write_all(partial.as_bytes()).unwrap();
+        drop(journal);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let steps = store.steps("ex-1").unwrap();
+        assert_eq!(steps[0].status, StepStatus::Running);
+        assert_eq!(steps[0].attempts, Vec::new());
+        assert_eq!(files(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_journal_whose_owner_holds_it_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let mut journal = Journal::create(&path).unwrap();
+        append(&mut journal, &begin_execution("ex-1"));
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(matches!(
+            store.execution("ex-1"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(files(dir.path()), vec![journal.name().to_string()]);
+    }
+
+    #[test]
+    fn a_row_without_a_file_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.set_journal_folded("store.db-batch-1-2", 9).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.journal_names().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn names_carry_the_owner_process() {
+        assert_eq!(owner_pid("123-456"), Some(123));
+        assert_eq!(owner_pid("123-45x"), None);
+        assert_eq!(owner_pid("abc-456"), None);
+        assert_eq!(owner_pid("123"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_the_owner_reads_a_journal() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::create(&dir.path().join("store.db")).unwrap();
+        let mode = std::fs::metadata(&journal.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
