@@ -137,6 +137,7 @@ codes! {
     StoreUnavailable => "flow::input::store_unavailable",
     ResumeRefused => "flow::input::resume_refused",
     InvalidExecutionId => "flow::input::invalid_execution_id",
+    InvalidCaCert => "flow::input::invalid_cacert",
     // Batch runs
     InvalidRecord => "flow::input::invalid_record",
     RunInterrupted => "flow::run::interrupted",

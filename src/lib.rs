@@ -7,6 +7,7 @@
 
 pub mod audio;
 pub mod batch;
+pub mod cacert;
 pub mod check;
 pub mod cli;
 pub mod diagnostic;

@@ -6,9 +6,12 @@
 //! base_url = "http://127.0.0.1:8080/v1"
 //! api_key = "<<secret.LOCAL_LLM_KEY>>"
 //! model = "gemma-3-270m"
+//!
+//! [tls]
+//! cacert = "certs/internal-ca.pem"
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -25,6 +28,16 @@ pub const FILE_NAME: &str = "flowrun.toml";
 struct ProjectFile {
     #[serde(default)]
     providers: std::collections::BTreeMap<String, ProviderEntry>,
+    #[serde(default)]
+    tls: TlsEntry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsEntry {
+    /// A PEM file of CA certificates, relative to the folder of
+    /// `flowrun.toml`.
+    cacert: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,14 +56,9 @@ const MAX_PROJECT_BYTES: u64 = 1024 * 1024;
 /// Reads the providers of `flowrun.toml` in `folder`; none when the file
 /// does not exist.
 pub fn load_providers(folder: &Path) -> Result<Vec<ProviderConfig>, Diagnostic> {
-    let path = folder.join(FILE_NAME);
-    let bytes = match crate::input::read_regular_file(&path, Some(MAX_PROJECT_BYTES)) {
-        Ok(bytes) => bytes,
-        Err(error) if error.is_not_found() => return Ok(Vec::new()),
-        Err(error) => return Err(invalid(&path, &format!("cannot be read: {error}"))),
+    let Some((path, file)) = read_project_file(folder)? else {
+        return Ok(Vec::new());
     };
-    let text = String::from_utf8(bytes).map_err(|_| invalid(&path, "is not valid UTF-8 text"))?;
-    let file: ProjectFile = toml::from_str(&text).map_err(|error| invalid(&path, error.message()))?;
 
     let mut providers = Vec::new();
     for (name, entry) in file.providers {
@@ -107,6 +115,30 @@ pub fn load_providers(folder: &Path) -> Result<Vec<ProviderConfig>, Diagnostic> 
     Ok(providers)
 }
 
+/// Reads the CA file that `cacert` under `[tls]` names in `flowrun.toml`
+/// in `folder`. Returns that path, resolved against `folder`, and the path
+/// of `flowrun.toml`, or none when the file or the setting does not exist.
+pub fn load_cacert(folder: &Path) -> Result<Option<(PathBuf, PathBuf)>, Diagnostic> {
+    let Some((path, file)) = read_project_file(folder)? else {
+        return Ok(None);
+    };
+    Ok(file.tls.cacert.map(|cacert| (folder.join(cacert), path)))
+}
+
+/// Reads and parses `flowrun.toml` in `folder`, and returns its path too.
+/// Returns none when the file does not exist.
+fn read_project_file(folder: &Path) -> Result<Option<(PathBuf, ProjectFile)>, Diagnostic> {
+    let path = folder.join(FILE_NAME);
+    let bytes = match crate::input::read_regular_file(&path, Some(MAX_PROJECT_BYTES)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.is_not_found() => return Ok(None),
+        Err(error) => return Err(invalid(&path, &format!("cannot be read: {error}"))),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| invalid(&path, "is not valid UTF-8 text"))?;
+    let file: ProjectFile = toml::from_str(&text).map_err(|error| invalid(&path, error.message()))?;
+    Ok(Some((path, file)))
+}
+
 /// Compiles a setting that may use `<<vars.NAME>>` and `<<secret.NAME>>`.
 fn compile(text: &str) -> Result<Compiled, String> {
     let mut diagnostics = Vec::new();
@@ -140,5 +172,52 @@ fn invalid(path: &Path, reason: &str) -> Diagnostic {
         Code::InvalidProvider,
         format!("`{}` is invalid: {reason}", path.display()),
     )
-    .with_help("see docs/llm.md for the format of flowrun.toml")
+    .with_help("see docs/language.md for the format of flowrun.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_cacert_resolves_against_folder() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(
+            folder.path().join(FILE_NAME),
+            "[tls]\ncacert = \"certs/ca.pem\"\n",
+        )
+        .unwrap();
+        let (cacert, project_file) = load_cacert(folder.path()).unwrap().unwrap();
+        assert_eq!(cacert, folder.path().join("certs/ca.pem"));
+        assert_eq!(project_file, folder.path().join(FILE_NAME));
+        assert_eq!(load_providers(folder.path()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn tls_unknown_setting_is_invalid() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join(FILE_NAME);
+        std::fs::write(&path, "[tls]\ncafile = \"ca.pem\"\n").unwrap();
+        let diagnostic = load_cacert(folder.path()).unwrap_err();
+        assert_eq!(diagnostic.code, Code::InvalidProvider);
+        assert_eq!(
+            diagnostic.message,
+            format!(
+                "`{}` is invalid: unknown field `cafile`, expected `cacert`",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn no_tls_section_means_no_cacert() {
+        let folder = tempfile::tempdir().unwrap();
+        assert_eq!(load_cacert(folder.path()).unwrap(), None);
+        std::fs::write(
+            folder.path().join(FILE_NAME),
+            "[providers.local]\nmodel = \"m\"\n",
+        )
+        .unwrap();
+        assert_eq!(load_cacert(folder.path()).unwrap(), None);
+    }
 }

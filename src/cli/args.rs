@@ -69,6 +69,15 @@ pub struct StoreArgs {
     pub store: Option<PathBuf>,
 }
 
+/// Trust in servers' certificates.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// A PEM file of CA certificates to trust besides the public ones, such
+    /// as the certificate of a company's internal certificate authority.
+    #[arg(long, value_name = "FILE", env = "FLOWRUN_CACERT")]
+    pub cacert: Option<PathBuf>,
+}
+
 /// Notification channels besides standard error.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NotifyArgs {
@@ -105,6 +114,9 @@ pub struct ResumeArgs {
 
     #[command(flatten)]
     pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(flatten)]
     pub notify: NotifyArgs,
@@ -194,6 +206,9 @@ pub struct RunArgs {
     /// Keep no record of the execution. It cannot be resumed.
     #[arg(long, conflicts_with = "store")]
     pub no_store: bool,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     #[command(flatten)]
     pub notify: NotifyArgs,

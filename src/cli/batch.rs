@@ -28,7 +28,13 @@ use crate::run::report::Outcome;
 use crate::run::{self, Inputs};
 
 /// Runs `program` once per record of `entities` and returns the exit code.
-pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, source: &Source<'_>) -> u8 {
+pub(crate) fn batch_command(
+    args: &RunArgs,
+    entities: &str,
+    program: &Program,
+    source: &Source<'_>,
+    ca_certificates: &[rustls_pki_types::CertificateDer<'static>],
+) -> u8 {
     let format = args.batch.entities_format.map(|format| match format {
         EntitiesFormat::Jsonl => Format::JsonLines,
         EntitiesFormat::Json => Format::JsonArray,
@@ -115,7 +121,7 @@ pub(crate) fn batch_command(args: &RunArgs, entities: &str, program: &Program, s
         Ok(runtime) => runtime,
         Err(error) => return startup_failed(&format!("cannot start the async runtime: {error}")),
     };
-    let http = match Http::new() {
+    let http = match Http::with_ca_certificates(ca_certificates) {
         Ok(http) => http.with_politeness(Arc::new(Politeness::new(args.batch.rate))),
         Err(error) => return startup_failed(&format!("cannot create the HTTP client: {error}")),
     };

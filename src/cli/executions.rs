@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::args::{NotifyArgs, ResumeArgs, RunsArgs, RunsCommand, StatusFilter, StoreArgs};
+use rustls_pki_types::CertificateDer;
+
+use crate::cli::args::{NotifyArgs, ResumeArgs, RunsArgs, RunsCommand, StatusFilter, StoreArgs, TlsArgs};
 use crate::cli::output::{self, Source};
 use crate::cli::{check_source, fail_invalid, finish_run, EXIT_INVALID, EXIT_SUCCESS};
 use crate::diagnostic::{Code, Diagnostic};
@@ -63,20 +65,46 @@ pub(crate) fn channels(args: &NotifyArgs) -> Channels {
     }
 }
 
-/// Runs an execution on a single-threaded runtime. On a startup failure,
-/// returns the exit code after printing why.
+/// Reads the CA certificates of `--cacert` or FLOWRUN_CACERT, else those
+/// that `flowrun.toml` beside `workflow` names. Returns none when neither
+/// names a file.
+pub(crate) fn ca_certificates(
+    args: &TlsArgs,
+    workflow: &Path,
+) -> Result<Vec<CertificateDer<'static>>, Diagnostic> {
+    if let Some(path) = &args.cacert {
+        return crate::cacert::read_ca_certificates(path, crate::cacert::OPTION);
+    }
+    let folder = workflow
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match crate::project::load_cacert(folder)? {
+        Some((path, project_file)) => {
+            let origin = format!("`cacert` under `[tls]` in `{}`", project_file.display());
+            crate::cacert::read_ca_certificates(&path, &origin)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Runs an execution on a single-threaded runtime, with an HTTP client that
+/// also trusts `ca_certificates`. On a startup failure, returns the exit
+/// code after printing why.
 pub(crate) fn execute_blocking(
     program: &Program,
     source: &str,
     execution: Execution,
     options: &Options,
     store: Option<&mut dyn Store>,
+    ca_certificates: &[CertificateDer<'static>],
 ) -> Result<Report, u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| fail_start(&format!("cannot start the async runtime: {error}")))?;
-    let http = Http::new().map_err(|error| fail_start(&format!("cannot create the HTTP client: {error}")))?;
+    let http = Http::with_ca_certificates(ca_certificates)
+        .map_err(|error| fail_start(&format!("cannot create the HTTP client: {error}")))?;
     Ok(runtime.block_on(run::execute(program, source, execution, &http, options, store)))
 }
 
@@ -177,6 +205,10 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
         Ok(secrets) => secrets,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };
+    let ca_certificates = match ca_certificates(&args.tls, &workflow) {
+        Ok(certificates) => certificates,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
     let env = run::llm::provider_env(std::env::vars());
     let execution = match run::prepare_resume(&checked.program, &record, secrets, env) {
         Ok(execution) => execution,
@@ -235,7 +267,14 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
             .any(|step| step.status == StepStatus::FailedContinued),
         store_path: Some(path.clone()),
     };
-    match execute_blocking(&checked.program, &text, execution, &options, Some(&mut store)) {
+    match execute_blocking(
+        &checked.program,
+        &text,
+        execution,
+        &options,
+        Some(&mut store),
+        &ca_certificates,
+    ) {
         Ok(report) => finish_run(&report, &source, Some(&path)),
         Err(code) => code,
     }

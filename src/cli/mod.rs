@@ -177,8 +177,12 @@ fn run_command(args: RunArgs) -> u8 {
         return fail_invalid(&checked.diagnostics, Some(&source));
     }
     output::eprint_diagnostics(&checked.diagnostics, Some(&source));
+    let ca_certificates = match executions::ca_certificates(&args.tls, &args.file) {
+        Ok(certificates) => certificates,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
     if let Some(entities) = &args.batch.entities {
-        return batch::batch_command(&args, entities, &checked.program, &source);
+        return batch::batch_command(&args, entities, &checked.program, &source, &ca_certificates);
     }
 
     let inputs = match read_inputs(&args) {
@@ -255,7 +259,14 @@ fn run_command(args: RunArgs) -> u8 {
         store_path: store_file.clone(),
     };
     let store_ref = store.as_mut().map(|store| store as &mut dyn Store);
-    let report = match executions::execute_blocking(&checked.program, &text, execution, &options, store_ref) {
+    let report = match executions::execute_blocking(
+        &checked.program,
+        &text,
+        execution,
+        &options,
+        store_ref,
+        &ca_certificates,
+    ) {
         Ok(report) => report,
         Err(code) => return code,
     };

@@ -67,6 +67,11 @@ pub(crate) fn failure_diagnostic_for(
             format!("{target}: {}", redactor.redact(message)),
             "check that the server is up and the URL is right; `retry on connection` retries failed connections".to_string(),
         ),
+        Failure::Certificate(_) => (
+            Code::ConnectionFailed,
+            format!("{target}: {}", redactor.redact(&describe(failure))),
+            "when a private certificate authority signed the server's certificate, pass the authority's certificate in PEM with --cacert FILE or FLOWRUN_CACERT".to_string(),
+        ),
         Failure::Interrupted(message) => (
             Code::ConnectionFailed,
             format!("{target}: {}", redactor.redact(message)),

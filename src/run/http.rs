@@ -4,7 +4,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{redirect, Client, StatusCode};
+use reqwest::{redirect, Certificate, Client, StatusCode};
+use rustls_pki_types::CertificateDer;
 use tracing::{debug, warn};
 
 use crate::program::Settings;
@@ -23,19 +24,27 @@ pub struct Http {
 }
 
 impl Http {
+    /// Creates the clients, which trust the public certificate authorities
+    /// of the `webpki-roots` crate.
     pub fn new() -> Result<Http, reqwest::Error> {
+        Http::with_ca_certificates(&[])
+    }
+
+    /// Creates the clients, which trust `ca_certificates` (DER, as
+    /// [`crate::cacert::read_ca_certificates`] returns them) besides the
+    /// public certificate authorities.
+    pub fn with_ca_certificates(ca_certificates: &[CertificateDer<'static>]) -> Result<Http, reqwest::Error> {
         let user_agent = concat!("flowrun/", env!("CARGO_PKG_VERSION"));
-        let following = Client::builder()
-            .user_agent(user_agent)
-            .redirect(redirect::Policy::limited(MAX_REDIRECTS))
-            .build()?;
-        let manual = Client::builder()
-            .user_agent(user_agent)
-            .redirect(redirect::Policy::none())
-            .build()?;
+        let builder = |policy: redirect::Policy| -> Result<Client, reqwest::Error> {
+            let mut builder = Client::builder().user_agent(user_agent).redirect(policy);
+            for certificate in ca_certificates {
+                builder = builder.add_root_certificate(Certificate::from_der(certificate)?);
+            }
+            builder.build()
+        };
         Ok(Http {
-            following,
-            manual,
+            following: builder(redirect::Policy::limited(MAX_REDIRECTS))?,
+            manual: builder(redirect::Policy::none())?,
             politeness: None,
         })
     }
@@ -82,6 +91,9 @@ pub enum Failure {
     Timeout(Duration),
     /// No connection could be made, so the server received nothing.
     Connection(String),
+    /// The TLS handshake rejected the server's certificate, so the server
+    /// received nothing. The text is the TLS library's reason.
+    Certificate(String),
     /// The exchange broke after the request may have reached the server,
     /// such as a connection closed before or during the response.
     Interrupted(String),
@@ -296,11 +308,35 @@ fn classify(error: reqwest::Error, timeout: Duration) -> Failure {
         Failure::Timeout(timeout)
     } else if error.is_redirect() {
         Failure::TooManyRedirects
+    } else if let Some(reason) = certificate_error(&error) {
+        Failure::Certificate(reason)
     } else if error.is_connect() {
         Failure::Connection(error_chain(&error))
     } else {
         Failure::Interrupted(error_chain(&error))
     }
+}
+
+/// Returns the TLS library's reason when the server's certificate was
+/// rejected, such as "invalid peer certificate: UnknownIssuer". The connector reports
+/// it inside nested `io::Error`s, whose `source` skips the wrapped error,
+/// so each cause is unwrapped by hand.
+fn certificate_error(error: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let mut inner: &(dyn std::error::Error + 'static) = cause;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        if let Some(tls @ rustls::Error::InvalidCertificate(_)) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// What failed and its innermost cause, such as "connection failed:
@@ -335,6 +371,7 @@ pub fn describe(failure: &Failure) -> String {
         Failure::Status(exchange) => format!("status {}", exchange.status),
         Failure::Timeout(timeout) => format!("timed out after {}", format_duration(*timeout)),
         Failure::Connection(message) | Failure::Interrupted(message) => message.clone(),
+        Failure::Certificate(reason) => format!("the server's certificate is not trusted: {reason}"),
         Failure::TooManyRedirects => format!("more than {MAX_REDIRECTS} redirects"),
         Failure::TooManyRequests { requests } => format!("429 Too Many Requests after {requests} attempts"),
         Failure::WaitTooLong { wait, max_wait } => format!(
