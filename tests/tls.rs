@@ -204,6 +204,54 @@ fn command(args: &[&str]) -> std::process::Command {
     command
 }
 
+/// Sorts received requests by target, since concurrent requests arrive in
+/// any order.
+fn sorted(mut received: Vec<Received>) -> Vec<Received> {
+    received.sort_by(|a, b| a.target.cmp(&b.target));
+    received
+}
+
+#[test]
+fn concurrent_batch_shares_one_http2_connection() {
+    let workspace = Workspace::new();
+    let certificates = make_certificates();
+    let ca = workspace.file("ca.pem", &certificates.ca_pem);
+    // Each response is delayed by 50 ms, so the executions overlap.
+    let server = TlsServer::start(&certificates, &[b"h2", b"http/1.1"], Duration::from_millis(50));
+    let flow = post_flow(&workspace, &server);
+    let input = records(&workspace, 8);
+
+    let (exit, stdout, stderr) = output(&mut command(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "4",
+        "--cacert",
+        path_str(&ca),
+        "--no-store",
+    ]));
+
+    assert_eq!(exit, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 8, "{stdout}");
+    assert!(
+        stdout.lines().all(|line| line.contains("\"status\":\"ok\"")),
+        "{stdout}"
+    );
+    let received = sorted(server.received());
+    let targets: Vec<&str> = received.iter().map(|request| request.target.as_str()).collect();
+    let expected_targets: Vec<String> = (0..8).map(|index| format!("/claims/C-{index}")).collect();
+    assert_eq!(targets, expected_targets);
+    for request in &received {
+        assert_eq!(request.version, Version::HTTP_2, "{request:?}");
+        assert_eq!(request.connection, 1, "{request:?}");
+        let id = request.target.trim_start_matches("/claims/");
+        assert_eq!(request.body, expected_body(id), "{request:?}");
+    }
+    assert_eq!(server.connection_count(), 1);
+}
+
 #[test]
 fn http1_server_keeps_one_connection_alive() {
     let workspace = Workspace::new();

@@ -1,11 +1,14 @@
 //! Sends one HTTP request with the step's timeout, redirect and retry rules.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{redirect, Certificate, Client, StatusCode};
 use rustls_pki_types::CertificateDer;
+use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, warn};
 
 use crate::program::Settings;
@@ -17,10 +20,62 @@ pub const MAX_REDIRECTS: usize = 10;
 
 /// Pooled clients shared by every step of a run.
 pub struct Http {
-    following: Client,
-    manual: Client,
+    following: Pool,
+    manual: Pool,
     /// Gates and rate limits per host, shared by the executions of a batch.
     politeness: Option<std::sync::Arc<crate::run::politeness::Politeness>>,
+}
+
+/// A client, whose connections are pooled per host and kept alive, and the
+/// gates that send the first request to each HTTPS origin alone.
+///
+/// The gate exists because the connection pool opens a connection for
+/// every request that finds no idle one. Without it, the first requests of
+/// a batch would each open a connection before any of them learned from
+/// the TLS handshake (ALPN) that the server speaks HTTP/2, whose single
+/// connection carries every request at once. Once a request to an origin
+/// has received its response headers, later requests no longer wait.
+struct Pool {
+    client: Client,
+    /// Per origin, such as `https://api.example.test:443`: whether a
+    /// request has received its response headers. The map keeps one entry
+    /// per origin for the life of the run.
+    first_requests: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+}
+
+impl Pool {
+    fn new(client: Client) -> Pool {
+        Pool {
+            client,
+            first_requests: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until `url` may be sent. Returns the held gate when this is
+    /// the first request to its HTTPS origin, so that other requests wait
+    /// until it has received its response headers. Plain HTTP never waits,
+    /// because the client speaks only HTTP/1.1 there.
+    async fn wait_for_first_request(&self, url: &reqwest::Url) -> Option<OwnedMutexGuard<bool>> {
+        if url.scheme() != "https" {
+            return None;
+        }
+        let gate = {
+            let mut gates = self
+                .first_requests
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            gates
+                .entry(url.origin().ascii_serialization())
+                .or_default()
+                .clone()
+        };
+        let guard = gate.lock_owned().await;
+        if *guard {
+            None
+        } else {
+            Some(guard)
+        }
+    }
 }
 
 impl Http {
@@ -43,8 +98,8 @@ impl Http {
             builder.build()
         };
         Ok(Http {
-            following: builder(redirect::Policy::limited(MAX_REDIRECTS))?,
-            manual: builder(redirect::Policy::none())?,
+            following: Pool::new(builder(redirect::Policy::limited(MAX_REDIRECTS))?),
+            manual: Pool::new(builder(redirect::Policy::none())?),
             politeness: None,
         })
     }
@@ -135,7 +190,7 @@ pub async fn send(
     attempts: &mut Vec<Attempt>,
 ) -> Result<Exchange, Failure> {
     let redact = context.redact;
-    let client = if settings.follow_redirects {
+    let pool = if settings.follow_redirects {
         &http.following
     } else {
         &http.manual
@@ -151,6 +206,9 @@ pub async fn send(
         .unwrap_or(0);
     loop {
         number += 1;
+        // The gate comes before the host's rate limit, so that requests
+        // that waited at it still leave one rate interval apart.
+        let first_request = pool.wait_for_first_request(&request.url).await;
         if let Some(politeness) = &http.politeness {
             politeness
                 .before_request(&request.url)
@@ -158,7 +216,14 @@ pub async fn send(
                 .map_err(|_| Failure::Stopped)?;
         }
         let started = Instant::now();
-        let result = send_once(client, request, settings.timeout, settings.max_response_bytes).await;
+        let result = send_once(
+            &pool.client,
+            request,
+            settings.timeout,
+            settings.max_response_bytes,
+            first_request,
+        )
+        .await;
         let duration = started.elapsed();
         attempts.push(Attempt {
             action: context.action,
@@ -272,11 +337,15 @@ pub async fn send(
     }
 }
 
+/// Sends `request` once. `first_request` is the gate held by the first
+/// request to an HTTPS origin. It opens for later requests once the
+/// response headers have arrived over a connection now in the pool.
 async fn send_once(
     client: &Client,
     request: &Outgoing,
     timeout: Duration,
     limit: usize,
+    first_request: Option<OwnedMutexGuard<bool>>,
 ) -> Result<Exchange, Failure> {
     let mut builder = client
         .request(request.method.clone(), request.url.clone())
@@ -285,7 +354,11 @@ async fn send_once(
     if let Some(body) = &request.body {
         builder = builder.body(body.clone());
     }
-    let mut response = builder.send().await.map_err(|error| classify(error, timeout))?;
+    let sent = builder.send().await;
+    if let Some(mut connected) = first_request {
+        *connected = sent.is_ok();
+    }
+    let mut response = sent.map_err(|error| classify(error, timeout))?;
     let status = response.status();
     let headers = response.headers().clone();
     let mut body = Vec::new();
