@@ -1343,3 +1343,108 @@ fn a_killed_batch_leaves_every_begun_step_in_the_store() {
     }
     assert_eq!(finished, 5);
 }
+
+/// Runs 12 records, 4 at once, against a server that responds to the
+/// first request with a 429 without `Retry-After` and to every other
+/// request after 100 ms. Returns the requests the server recorded and the backoff wait, in
+/// milliseconds, that the JSON log gives for the one retry.
+fn backoff_batch() -> (Vec<Recorded>, u64) {
+    let served_429 = Arc::new(AtomicBool::new(false));
+    let flag = served_429.clone();
+    let server = TestServer::start(move |_| {
+        if !flag.swap(true, Ordering::SeqCst) {
+            return Reply::status(429);
+        }
+        Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(100))
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "  max_wait 800ms\n");
+    let input = records(&workspace, 12);
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "4",
+        "--no-store",
+        "--log-format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(0..12));
+
+    let waits: Vec<u64> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|event| event["wait_ms"].as_u64())
+        .collect();
+    assert_eq!(waits.len(), 1, "{stderr}");
+    (server.requests(), waits[0])
+}
+
+#[test]
+fn a_429_without_retry_after_holds_every_execution() {
+    // The backoff wait is drawn at random from 0 to 800 ms. The fifth record
+    // starts once a response comes, 100 ms after the 429, so a wait under
+    // 250 ms is too short to tell a request held by the gate from one sent
+    // without it; the batch then runs again.
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let (requests, wait_ms) = backoff_batch();
+        assert!(wait_ms <= 800, "a backoff of {wait_ms} ms is above max_wait");
+        // One request per record, and one retry for the record that got the 429.
+        assert_eq!(requests.len(), 13, "{requests:#?}");
+        let twice: Vec<Vec<&Recorded>> = expected_ids(0..12)
+            .iter()
+            .map(|id| {
+                requests
+                    .iter()
+                    .filter(|request| record_id(request) == id)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|sent| sent.len() > 1)
+            .collect();
+        assert_eq!(twice.len(), 1, "{requests:#?}");
+        let retries = &twice[0];
+        assert_eq!(retries.len(), 2, "{requests:#?}");
+        let refused = retries[0];
+
+        // The first request of each of the four records that started
+        // together may have left before the 429 came back. Every other
+        // request, the retry included, waited for the gate, which closed
+        // after the 429 arrived and stayed closed for the drawn wait.
+        let opened_at = refused.received_at + Duration::from_millis(wait_ms);
+        let mut seen = BTreeSet::new();
+        let early: Vec<String> = requests
+            .iter()
+            .filter(|request| {
+                let id = record_id(request);
+                let first_of_its_record = seen.insert(id.to_string());
+                let started_together = expected_ids(0..4).iter().any(|started| started == id);
+                !(first_of_its_record && started_together)
+            })
+            .filter(|request| request.received_at < opened_at)
+            .map(|request| {
+                format!(
+                    "{} at +{:?}",
+                    request.target,
+                    request.received_at.duration_since(refused.received_at)
+                )
+            })
+            .collect();
+        assert_eq!(
+            early,
+            Vec::<String>::new(),
+            "the gate was closed for {wait_ms} ms"
+        );
+        assert!(retries[1].received_at >= opened_at);
+
+        if wait_ms >= 250 {
+            break;
+        }
+        assert!(runs < 12, "12 backoff waits in a row were under 250 ms");
+    }
+}

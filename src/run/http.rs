@@ -105,7 +105,8 @@ impl Http {
     }
 
     /// Makes every request wait at its host's gate and rate limit, and a 429
-    /// with a wait close the gate for every execution that shares `politeness`.
+    /// close the gate for every execution that shares `politeness`: for its
+    /// `Retry-After`, or without a usable one for the backoff wait drawn.
     pub fn with_politeness(mut self, politeness: std::sync::Arc<crate::run::politeness::Politeness>) -> Http {
         self.politeness = Some(politeness);
         self
@@ -265,19 +266,14 @@ pub async fn send(
                     .headers
                     .get(RETRY_AFTER)
                     .and_then(|value| value.to_str().ok());
-                match header.map(|value| parse_retry_after(value, SystemTime::now())) {
+                let wait = match header.map(|value| parse_retry_after(value, SystemTime::now())) {
                     Some(RetryAfter::Wait(wait)) if wait > settings.max_wait => {
                         return Err(Failure::WaitTooLong {
                             wait,
                             max_wait: settings.max_wait,
                         });
                     }
-                    Some(RetryAfter::Wait(wait)) => {
-                        if let Some(politeness) = &http.politeness {
-                            politeness.hold(&request.url, wait);
-                        }
-                        wait
-                    }
+                    Some(RetryAfter::Wait(wait)) => wait,
                     Some(RetryAfter::Unusable) => {
                         warn!(
                             value = header.unwrap_or_default(),
@@ -286,7 +282,14 @@ pub async fn send(
                         backoff(number, settings.max_wait)
                     }
                     None => backoff(number, settings.max_wait),
+                };
+                // The host's gate closes for this wait, the backoff drawn
+                // included, so that the other executions hold their requests
+                // to the host instead of collecting 429s of their own.
+                if let Some(politeness) = &http.politeness {
+                    politeness.hold(&request.url, wait);
                 }
+                wait
             }
             Ok(exchange)
                 if exchange.status.is_server_error() && settings.retry_server_errors && retries_left =>

@@ -1,11 +1,12 @@
 //! Politeness towards the hosts a run calls, shared by every execution of a
-//! batch: a gate per host that a 429's `Retry-After` closes, and an optional
-//! rate limit per host.
+//! batch: a gate per host that a 429 closes, and an optional rate limit per
+//! host.
 //!
 //! A host is a scheme, a host name and a port. Every request waits at its
-//! host's gate before it is sent. A 429 with a wait closes the gate for that
-//! long, so the other executions hold their next request to the host
-//! instead of collecting 429s of their own.
+//! host's gate before it is sent. A 429 closes the gate for the wait before
+//! its retry: the `Retry-After`, or without a usable one the backoff wait
+//! the execution drew. So the other executions hold their next request to
+//! the host instead of collecting 429s of their own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -182,8 +183,8 @@ impl Politeness {
         hosts.get(key).is_none_or(|host| host.open_at <= now)
     }
 
-    /// Closes `url`'s host's gate for `wait`, as a 429's `Retry-After`
-    /// asked. A gate already closed for longer stays closed.
+    /// Closes `url`'s host's gate for `wait`, the wait before a 429's
+    /// retry. A gate already closed for longer stays closed.
     pub fn hold(&self, url: &reqwest::Url, wait: Duration) {
         let now = Instant::now();
         let mut hosts = self.hosts.lock().unwrap_or_else(|poison| poison.into_inner());
