@@ -162,7 +162,7 @@ fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 return;
             }
         }
-        let text = line.strip_prefix('\u{FEFF}').unwrap_or(&line).trim();
+        let text = record_text(&line);
         if text.is_empty() {
             continue;
         }
@@ -183,6 +183,79 @@ fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
         let line = Some(line_number);
         if !send(Record { number, line, entity }) {
             return;
+        }
+    }
+}
+
+/// Returns a JSON Lines line without a byte order mark and the white space
+/// around it. The result is empty for a blank line, which is not a record.
+fn record_text(line: &str) -> &str {
+    line.strip_prefix('\u{FEFF}').unwrap_or(line).trim()
+}
+
+/// Counts the records of a JSON Lines or CSV input as [`spawn`] reads them,
+/// skipped ones included: blank lines are not records, whether they end with
+/// LF or CRLF, and a CSV record may span lines. An error that ends the
+/// reading counts as one last record, as the reader sends it as one. Returns
+/// `None` for a JSON array, whose elements are not counted ahead.
+pub fn count(reader: impl Read, format: Format) -> Option<u64> {
+    match format {
+        Format::JsonLines => Some(count_lines(reader)),
+        Format::Csv => Some(count_csv_rows(reader)),
+        Format::JsonArray => None,
+    }
+}
+
+fn count_lines(reader: impl Read) -> u64 {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut line = String::new();
+    let mut records = 0;
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return records,
+            Ok(_) if record_text(&line).is_empty() => {}
+            Ok(_) => records += 1,
+            Err(_) => return records + 1,
+        }
+    }
+}
+
+fn count_csv_rows(reader: impl Read) -> u64 {
+    // Rows of the wrong length are records too, so the count accepts them.
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(reader);
+    let bad_header = match csv.headers() {
+        Ok(headers) => {
+            let names: Vec<&str> = headers
+                .iter()
+                .enumerate()
+                .map(|(index, name)| match index {
+                    0 => name.strip_prefix('\u{FEFF}').unwrap_or(name),
+                    _ => name,
+                })
+                .collect();
+            names
+                .iter()
+                .enumerate()
+                .any(|(index, name)| names[..index].contains(name))
+        }
+        Err(_) => true,
+    };
+    // A header row that is not UTF-8 or names a column twice is sent as one
+    // record that names the problem, and the reading stops.
+    if bad_header {
+        return 1;
+    }
+    let mut row = csv::ByteRecord::new();
+    let mut records = 0;
+    loop {
+        match csv.read_byte_record(&mut row) {
+            Ok(true) => records += 1,
+            Ok(false) => return records,
+            Err(_) => return records + 1,
         }
     }
 }
@@ -1136,6 +1209,35 @@ mod tests {
             [Some(3), Some(4), Some(6)]
         );
         assert_eq!(lines_of("[{}, 1]", Format::JsonArray), [None, None]);
+    }
+
+    #[test]
+    fn counts_match_the_records_read() {
+        let cases: [(&'static str, Format, u64); 9] = [
+            (
+                "{\"a\":1}\r\n\r\n{\"a\":2}\r\n\r\n\r\n{\"a\":3}\r\n",
+                Format::JsonLines,
+                3,
+            ),
+            ("\u{FEFF}{}\n \t\r\n\u{FEFF}\n[1]\n{\"a\":", Format::JsonLines, 3),
+            // A lone CR does not end a JSON Lines line.
+            ("{}\r{}\n", Format::JsonLines, 1),
+            ("a,b\r\n\r\n1,2\r\n\r\n\"x\r\n\r\ny\",3\r\n4\r\n", Format::Csv, 3),
+            ("a\r1\r\r2\r", Format::Csv, 2),
+            ("\u{FEFF}a,a\n1,2\n", Format::Csv, 1),
+            ("a\n1\n\"2\n", Format::Csv, 2),
+            ("", Format::JsonLines, 0),
+            ("", Format::Csv, 0),
+        ];
+        for (text, format, expected) in cases {
+            assert_eq!(count(text.as_bytes(), format), Some(expected), "{text:?}");
+            assert_eq!(read(text, format, false, 0).len() as u64, expected, "{text:?}");
+        }
+        // A line that is not UTF-8 ends the reading as one last record.
+        let broken = &b"{}\n\xff\n{}\n"[..];
+        assert_eq!(count(broken, Format::JsonLines), Some(2));
+        assert_eq!(read_from(Box::new(broken), Format::JsonLines, false, 0).len(), 2);
+        assert_eq!(count(&b"[{}, {}]"[..], Format::JsonArray), None);
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub(crate) fn batch_command(
         store_path: store_path.clone(),
     };
 
-    let progress = progress_bar(entities, records.format);
+    let progress = progress_bar(entities, records.format, args.batch.skip);
     let mut printer = Printer {
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         output_error: None,
@@ -415,21 +415,16 @@ impl<W: io::Write> Printer<'_, W> {
 }
 
 /// A progress bar on standard error when it is a terminal. For a JSON Lines
-/// or CSV file the number of lines gives the total, and so an ETA.
-fn progress_bar(entities: &str, format: Format) -> Option<ProgressBar> {
+/// or CSV file the number of records after `skip` gives the total, and so an
+/// ETA.
+fn progress_bar(entities: &str, format: Format, skip: u64) -> Option<ProgressBar> {
     if !io::stderr().is_terminal() {
         return None;
     }
-    let total = (entities != "-" && format != Format::JsonArray)
-        .then(|| count_lines(Path::new(entities)))
+    let total = (entities != "-")
+        .then(|| count_records(Path::new(entities), format))
         .flatten()
-        .map(|lines| {
-            if format == Format::Csv {
-                lines.saturating_sub(1)
-            } else {
-                lines
-            }
-        });
+        .map(|records| records.saturating_sub(skip));
     let (bar, template) = match total {
         Some(total) => (
             ProgressBar::new(total),
@@ -447,29 +442,17 @@ fn progress_bar(entities: &str, format: Format) -> Option<ProgressBar> {
     Some(bar)
 }
 
-/// Counts the non-empty lines of a file without keeping it in memory.
-fn count_lines(path: &Path) -> Option<u64> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut buffer = vec![0; 64 * 1024];
-    let mut lines = 0u64;
-    let mut previous = b'\n';
-    loop {
-        let read = file.read(&mut buffer).ok()?;
-        if read == 0 {
-            break;
-        }
-        for &byte in &buffer[..read] {
-            if byte == b'\n' && previous != b'\n' {
-                lines += 1;
-            }
-            previous = byte;
-        }
+/// Counts the records of a JSON Lines or CSV file by the rules the batch
+/// reads them with, without keeping the file in memory. The file is read
+/// once more for this, before the batch starts. Only a regular file is
+/// counted: opening a named pipe can block, and reading it would take the
+/// records from the batch.
+fn count_records(path: &Path, format: Format) -> Option<u64> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
     }
-    if previous != b'\n' {
-        lines += 1;
-    }
-    Some(lines)
+    let file = std::fs::File::open(path).ok()?;
+    records::count(file, format)
 }
 
 fn summarize(
