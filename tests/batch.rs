@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use flowrun::store::sqlite::SqliteStore;
 use flowrun::store::{ExecutionStatus, Store};
 use serde_json::{json, Value};
-use support::cli::{flowrun, output, path_str, Workspace};
+use support::cli::{flowrun, flowrun_on_terminal, output, path_str, Workspace};
 use support::server::{Recorded, Reply, TestServer};
 
 /// Writes a one-step workflow that POSTs each record to `/claims/<<entity.id>>`
@@ -1342,6 +1342,179 @@ fn a_killed_batch_leaves_every_begun_step_in_the_store() {
         }
     }
     assert_eq!(finished, 5);
+}
+
+/// Writes a workflow of two steps: "Send" POSTs to `/send/ID` and goes on
+/// after a failure, and "Confirm" POSTs to `/confirm/ID` and pauses after
+/// one. Each saves the server's `status`.
+fn send_and_confirm_flow(workspace: &Workspace, server: &TestServer) -> PathBuf {
+    let url = server.url();
+    workspace.file(
+        "sync.flow",
+        format!(
+            "workflow \"Sync\"\n\nstep \"Send\" {{\n  http POST \"{url}/send/<<entity.id>>\"\n  \
+             save response.json.status -> entity.sent\n  on error continue notify\n}}\n\n\
+             step \"Confirm\" {{\n  http POST \"{url}/confirm/<<entity.id>>\"\n  \
+             save response.json.status -> entity.confirmed\n}}\n"
+        ),
+    )
+}
+
+/// Six records in JSON Lines with CRLF line ends and blank lines between
+/// them: C-0 succeeds, C-1 fails, C-2 pauses, line 8 is not JSON, C-3
+/// succeeds and C-4 succeeds after 1.5 s, so that the progress bar is drawn
+/// while only C-4 is running.
+fn progress_batch() -> (TestServer, Workspace, PathBuf, PathBuf) {
+    let server = TestServer::start(|request| match request.target.as_str() {
+        "/send/C-1" | "/confirm/C-2" => Reply::status(500).body("broken"),
+        "/send/C-4" => Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(1500)),
+        _ => Reply::json(200, json!({"status": "ok"})),
+    });
+    let workspace = Workspace::new();
+    let flow = send_and_confirm_flow(&workspace, &server);
+    let input = workspace.file(
+        "records.jsonl",
+        "{\"id\":\"C-0\"}\r\n\r\n{\"id\":\"C-1\"}\r\n\r\n\r\n{\"id\":\"C-2\"}\r\n\r\nnot json\r\n{\"id\":\"C-3\"}\r\n\r\n{\"id\":\"C-4\"}\r\n\r\n",
+    );
+    (server, workspace, flow, input)
+}
+
+/// Returns the entities the progress batch prints, in input order.
+fn progress_batch_entities() -> Vec<Value> {
+    vec![
+        json!({"id": "C-0", "sent": "ok", "confirmed": "ok"}),
+        json!({"id": "C-1", "confirmed": "ok"}),
+        json!({"id": "C-2", "sent": "ok"}),
+        json!({"id": "C-3", "sent": "ok", "confirmed": "ok"}),
+        json!({"id": "C-4", "sent": "ok", "confirmed": "ok"}),
+    ]
+}
+
+#[test]
+fn progress_bar_on_a_terminal() {
+    let (_server, _workspace, flow, input) = progress_batch();
+    let (code, stdout, terminal) = output(&mut flowrun_on_terminal(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "8",
+        "--no-store",
+    ]));
+    assert_eq!(code, 1, "{terminal}");
+    assert_eq!(lines(&stdout), progress_batch_entities());
+    assert!(stdout.ends_with("}\n"), "{stdout:?}");
+
+    // Five of six records are done while C-4 waits for its response, and
+    // every draw shows a total of six: records, not lines.
+    assert!(
+        terminal.contains("5/6 done, ") && terminal.contains("1 failed, 1 paused, 1 not run"),
+        "{terminal:?}"
+    );
+    let draws = terminal.matches(" done, ").count();
+    assert!(draws >= 2, "{terminal:?}");
+    assert_eq!(terminal.matches("/6 done, ").count(), draws, "{terminal:?}");
+    assert!(terminal.contains('\u{1b}'), "{terminal:?}");
+    assert!(
+        terminal.contains("6 records in ")
+            && terminal.contains(": 3 succeeded, 1 failed, 1 paused, 1 not run\r\n"),
+        "{terminal:?}"
+    );
+    assert!(
+        terminal.contains("failed at step \"Send\"") && terminal.contains("paused at step \"Confirm\""),
+        "{terminal:?}"
+    );
+}
+
+#[test]
+fn progress_total_leaves_out_skipped_records() {
+    let (_server, _workspace, flow, input) = progress_batch();
+    let (code, stdout, terminal) = output(&mut flowrun_on_terminal(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "8",
+        "--no-store",
+        "--skip",
+        "2",
+    ]));
+    assert_eq!(code, 1, "{terminal}");
+    assert_eq!(lines(&stdout), progress_batch_entities()[2..]);
+    assert!(
+        terminal.contains("3/4 done, ") && terminal.contains("0 failed, 1 paused, 1 not run"),
+        "{terminal:?}"
+    );
+    assert!(
+        terminal.contains("4 records in ")
+            && terminal.contains(": 2 succeeded, 0 failed, 1 paused, 1 not run\r\n"),
+        "{terminal:?}"
+    );
+}
+
+#[test]
+fn no_progress_bar_off_a_terminal() {
+    let (_server, _workspace, flow, input) = progress_batch();
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "8",
+        "--no-store",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(lines(&stdout), progress_batch_entities());
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    assert!(!stderr.contains(" done, "), "{stderr:?}");
+    assert!(
+        stderr.contains("6 records in ") && stderr.contains(": 3 succeeded, 1 failed, 1 paused, 1 not run\n"),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn records_from_a_named_pipe_with_a_terminal() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let fifo = workspace.dir.path().join("records.jsonl");
+    support::cli::make_fifo(&fifo);
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let records: String = (0..5)
+                .map(|index| format!("{{\"id\":\"C-{index}\"}}\n"))
+                .collect();
+            std::fs::write(&fifo, records).unwrap();
+        })
+    };
+    let (code, stdout, terminal) = support::cli::output_within(
+        &mut flowrun_on_terminal(&[
+            "run",
+            path_str(&flow),
+            "--entities",
+            path_str(&fifo),
+            // With the format given, nothing is read ahead to detect it, so a
+            // second reader of the pipe would get the records.
+            "--entities-format",
+            "jsonl",
+            "--no-store",
+        ]),
+        Duration::from_secs(30),
+    );
+    writer.join().unwrap();
+    assert_eq!(code, 0, "{terminal}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(0..5));
+    assert!(
+        terminal.contains("5 records in ")
+            && terminal.contains(": 5 succeeded, 0 failed, 0 paused, 0 not run\r\n"),
+        "{terminal:?}"
+    );
 }
 
 /// Runs 12 records, 4 at once, against a server that responds to the

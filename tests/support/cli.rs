@@ -105,3 +105,51 @@ pub fn make_fifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(status.success(), "mkfifo {}", path.display());
 }
+
+/// A Python script that runs a command with its standard error on a
+/// pseudo-terminal of 40 rows and 200 columns and its standard output on
+/// the script's own. The script then writes every byte the terminal
+/// received to its standard error and exits with the command's exit code.
+const ON_TERMINAL: &str = r#"
+import fcntl, os, pty, struct, subprocess, sys, termios
+leader, follower = pty.openpty()
+fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stderr=follower)
+os.close(follower)
+received = bytearray()
+while True:
+    try:
+        chunk = os.read(leader, 65536)
+    except OSError:
+        # EIO: every process holding the terminal has closed it.
+        break
+    if not chunk:
+        break
+    received += chunk
+code = child.wait()
+sys.stderr.buffer.write(received)
+sys.exit(code)
+"#;
+
+/// The `flowrun` binary as [`flowrun`] sets it up, but with standard error
+/// on a pseudo-terminal made by Python's `pty` module, so that
+/// `IsTerminal` is true for it. Standard output stays a pipe. The stderr of
+/// the returned command contains what the terminal received, with each line
+/// feed turned into CR LF by the terminal.
+pub fn flowrun_on_terminal(args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg(ON_TERMINAL)
+        .arg(env!("CARGO_BIN_EXE_flowrun"))
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FLOWRUN_SECRET_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
