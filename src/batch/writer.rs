@@ -6,9 +6,9 @@
 //! the writer thread, in one order for both, so it is durable when the call
 //! returns and no execution waits for a commit. A step's request therefore
 //! leaves as soon as the step's start is in the journal. The writer thread
-//! applies queued writes in order, each as a savepoint, so one failed write
-//! undoes only itself, and commits a group of them together with how far
-//! the journal is folded. When the process dies, the next process that opens
+//! merges the queued writes of each execution ([`Group`]), writes them as
+//! savepoints, so one failed write undoes only itself, and commits the
+//! group together with how far the journal is folded. When the process dies, the next process that opens
 //! the store applies the journal's remaining entries, so a sent request is
 //! never missing from the store.
 
@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::store::group::Group;
 use crate::store::journal::{Entry, Journal};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
@@ -134,6 +135,7 @@ fn write_groups(
         .and_then(|journal| journal.as_ref().map(|journal| journal.name().to_string()));
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut replies = Vec::with_capacity(MAX_GROUP);
+    let mut group = Group::default();
     while let Ok(job) = receiver.recv() {
         let deadline = Instant::now() + GROUP_WINDOW;
         // A call has a caller waiting for its commit, so it ends the window.
@@ -155,20 +157,30 @@ fn write_groups(
         // lock past the busy timeout, each write tries on its own.
         let grouped = store.begin_group().is_ok();
         let mut folded = None;
+        let mut failed = |error: StoreError| record_failure(failure, &error);
         for job in jobs.drain(..) {
             match job {
                 Job::Write { seq, entry } => {
-                    if let Err(error) = entry.apply(&mut store) {
-                        record_failure(failure, &error);
+                    if grouped {
+                        group.push(*entry, &mut store, &mut failed);
+                    } else {
+                        if let Err(error) = entry.apply(&mut store) {
+                            failed(error);
+                        }
+                        if let Some(name) = &name {
+                            let _ = store.set_journal_folded(name, seq);
+                        }
                     }
                     folded = Some(seq);
-                    if let (false, Some(name)) = (grouped, &name) {
-                        let _ = store.set_journal_folded(name, seq);
-                    }
                 }
-                Job::Call(call) => replies.push(call(&mut store)),
+                Job::Call(call) => {
+                    // The call may read what the group wrote so far.
+                    group.flush(&mut store, &mut failed);
+                    replies.push(call(&mut store));
+                }
             }
         }
+        group.flush(&mut store, &mut failed);
         if let (true, Some(name), Some(seq)) = (grouped, &name, folded) {
             if let Err(error) = store.set_journal_folded(name, seq) {
                 record_failure(failure, &error);

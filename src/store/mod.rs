@@ -7,6 +7,7 @@
 //! embedded implementation. Another backend, such as PostgreSQL for several
 //! workers, implements the same trait.
 
+pub mod group;
 pub mod journal;
 pub mod sqlite;
 
