@@ -1434,6 +1434,25 @@ fn progress_bar_on_a_terminal() {
         terminal.contains("failed at step \"Send\"") && terminal.contains("paused at step \"Confirm\""),
         "{terminal:?}"
     );
+    // Each log line starts on a line of its own: after a line break, or
+    // after the bar was cleared for it.
+    for needle in [
+        "error: step",
+        "warning: step",
+        "record 2 (",
+        "record 3 (",
+        "6 records in ",
+    ] {
+        let starts: Vec<usize> = terminal.match_indices(needle).map(|(start, _)| start).collect();
+        assert!(!starts.is_empty(), "{needle}: {terminal:?}");
+        for start in starts {
+            let before = &terminal[..start];
+            assert!(
+                before.ends_with('\n') || before.ends_with("\u{1b}[2K"),
+                "{needle} at {start}: {terminal:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -142,6 +142,7 @@ pub(crate) fn batch_command(
     };
 
     let progress = progress_bar(entities, records.format, args.batch.skip);
+    output::set_progress_bar(progress.clone());
     let mut printer = Printer {
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         output_error: None,
@@ -169,6 +170,7 @@ pub(crate) fn batch_command(
     });
     let elapsed = started.elapsed();
     printer.flush();
+    output::set_progress_bar(None);
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -339,8 +341,7 @@ impl<W: io::Write> Printer<'_, W> {
                             .unwrap_or_default();
                         let place = line.map(|line| format!("line {line}, ")).unwrap_or_default();
                         let message = format!("record {number} ({place}execution {id}) {verb}{step}{reason}");
-                        let log = self.log;
-                        self.suspend(|| log.record(number, line, id, verb, &message));
+                        self.log.record(number, line, id, verb, &message);
                     }
                 }
                 self.write_entity(&report.entity);
@@ -352,8 +353,7 @@ impl<W: io::Write> Printer<'_, W> {
             } => {
                 let source = Some(self.source)
                     .filter(|_| diagnostics.iter().any(|diagnostic| diagnostic.span.is_some()));
-                let log = self.log;
-                self.suspend(|| log.diagnostics(Some((number, line)), &diagnostics, source));
+                self.log.diagnostics(Some((number, line)), &diagnostics, source);
             }
         }
         if let Some(bar) = self.progress {
@@ -403,13 +403,6 @@ impl<W: io::Write> Printer<'_, W> {
                 }
                 self.output_error = Some(error);
             }
-        }
-    }
-
-    fn suspend(&self, write: impl FnOnce()) {
-        match self.progress {
-            Some(bar) => bar.suspend(write),
-            None => write(),
         }
     }
 }

@@ -124,7 +124,7 @@ pub fn eprint_diagnostics(diagnostics: &[Diagnostic], source: Option<&Source<'_>
     let stderr = io::stderr();
     let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = render_human(diagnostics, source, terminal_width(), color);
-    let _ = stderr.lock().write_all(escape_controls(&text).as_bytes());
+    write_stderr(escape_controls(&text).as_bytes());
 }
 
 fn terminal_width() -> usize {
@@ -227,6 +227,53 @@ pub fn format_dry_run(requests: &[RenderedRequest]) -> String {
     out
 }
 
+/// The progress bar on standard error, while a batch draws one. Log lines
+/// are written while it is hidden, so that no line starts inside a draw.
+static PROGRESS_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Sets the progress bar that log lines and [`eprint_line`] hide while they
+/// write, or none.
+pub fn set_progress_bar(bar: Option<indicatif::ProgressBar>) {
+    if let Ok(mut current) = PROGRESS_BAR.lock() {
+        *current = bar;
+    }
+}
+
+/// Writes to standard error, hiding the progress bar meanwhile.
+fn write_stderr(bytes: &[u8]) {
+    let bar = PROGRESS_BAR.lock().ok().and_then(|bar| bar.clone());
+    let write = || {
+        let _ = io::stderr().lock().write_all(bytes);
+    };
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// One event of the log, written to standard error in one piece when the
+/// formatter drops it.
+struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            write_stderr(&self.0);
+        }
+    }
+}
+
 /// Sends the progress log to standard error, as text or JSON Lines.
 pub fn init_logging(format: LogFormat, verbose: bool) {
     let level = if verbose {
@@ -253,7 +300,7 @@ pub fn init_logging_at(format: LogFormat, level: tracing::Level) {
     // A closed standard error must not stop the run, so write errors of the
     // log are not reported (which would panic).
     let builder = tracing_subscriber::fmt()
-        .with_writer(io::stderr)
+        .with_writer(|| LogLine(Vec::new()))
         .with_target(false)
         .with_max_level(tracing::Level::TRACE)
         .log_internal_errors(false);
@@ -408,11 +455,13 @@ pub fn eprint_json_line(level: tracing::Level, message: &str, fields: serde_json
     line.insert("level".to_string(), Value::String(level.to_string()));
     line.insert("message".to_string(), Value::String(message.to_string()));
     line.extend(fields);
-    let _ = writeln!(io::stderr().lock(), "{}", Value::Object(line));
+    write_stderr(format!("{}\n", Value::Object(line)).as_bytes());
 }
 
 pub fn eprint_line(line: &str) {
-    let _ = writeln!(io::stderr().lock(), "{}", escape_controls(line));
+    let mut text = escape_controls(line);
+    text.push('\n');
+    write_stderr(text.as_bytes());
 }
 
 /// Escapes control characters other than line breaks and tabs, so that
