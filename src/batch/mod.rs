@@ -204,14 +204,12 @@ pub async fn run(
                         next_out = Some(record.number);
                     }
                     match record.entity {
+                        // Boxed where it is made, so that the large
+                        // future of an execution is not copied on each move.
                         Ok(entity) => running.push(
-                            shared
-                                .execute(record.number, record.line, entity)
-                                .instrument(tracing::info_span!(
-                                    "record",
-                                    record = record.number,
-                                    line = record.line
-                                )),
+                            Box::pin(shared.execute(record.number, record.line, entity)).instrument(
+                                tracing::info_span!("record", record = record.number, line = record.line),
+                            ),
                         ),
                         Err(diagnostic) => deliver(
                             Finished::Rejected {

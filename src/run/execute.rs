@@ -82,9 +82,17 @@ pub async fn execute(
                 options,
                 lines: &lines,
             };
-            let step_report = run_step(&context, index, step, &mut execution, &mut report.dry_run)
-                .instrument(info_span!("step", step = %step.name))
-                .await;
+            // A step's future is boxed: it is the largest part of an
+            // execution's future, and unboxed it would be copied with it.
+            let step_report = Box::pin(run_step(
+                &context,
+                index,
+                step,
+                &mut execution,
+                &mut report.dry_run,
+            ))
+            .instrument(info_span!("step", step = %step.name))
+            .await;
             let failed = step_report.outcome == Outcome::Failed;
             let stop = step_report.stop;
             // A request left unsent by an interrupted batch pauses the
