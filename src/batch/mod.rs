@@ -67,14 +67,26 @@ pub enum Finished {
     Rejected {
         number: u64,
         line: Option<u64>,
+        /// The id of the stored execution, in `flowrun resume --all`. Batch
+        /// records leave it out.
+        execution: Option<String>,
         diagnostics: Vec<Diagnostic>,
+    },
+    /// The execution was left alone: another process resumed or finished
+    /// it after it was listed.
+    Skipped {
+        number: u64,
+        execution: String,
+        reason: String,
     },
 }
 
 impl Finished {
     pub fn number(&self) -> u64 {
         match self {
-            Finished::Ran { number, .. } | Finished::Rejected { number, .. } => *number,
+            Finished::Ran { number, .. }
+            | Finished::Rejected { number, .. }
+            | Finished::Skipped { number, .. } => *number,
         }
     }
 }
@@ -87,6 +99,8 @@ pub struct Totals {
     pub paused: u64,
     /// Records that could not be read or could not start.
     pub rejected: u64,
+    /// Executions that another process took over first.
+    pub skipped: u64,
     /// The number of the last record taken; after an interruption, the
     /// records after it were not started.
     pub last_taken: u64,
@@ -110,6 +124,7 @@ impl Totals {
                 Outcome::Paused => self.paused += 1,
             },
             Finished::Rejected { .. } => self.rejected += 1,
+            Finished::Skipped { .. } => self.skipped += 1,
         }
     }
 }
@@ -122,14 +137,10 @@ impl Totals {
 /// at once.
 pub async fn run(
     batch: &Batch<'_>,
-    mut records: mpsc::Receiver<Record>,
+    records: mpsc::Receiver<Record>,
     interrupts: &mut mpsc::UnboundedReceiver<()>,
     finished: &mut dyn FnMut(Finished, &Totals) -> bool,
 ) -> Totals {
-    let concurrency = batch.concurrency.max(1);
-    // In input order, a slow record holds back the output of those after
-    // it; the window bounds how many wait, and so the memory they take.
-    let window = concurrency * 8 + 64;
     let step_hashes = run::step_hashes(batch.program, batch.source);
     let workflow_hash = run::sha256_hex(batch.source);
     let step_names: Vec<String> = batch.program.steps.iter().map(|step| step.name.clone()).collect();
@@ -139,6 +150,89 @@ pub async fn run(
         workflow_hash: &workflow_hash,
         step_names: &step_names,
     };
+    let pace = Pace {
+        concurrency: batch.concurrency,
+        ordered: batch.ordered,
+        http: batch.http,
+        item: "record",
+    };
+    schedule(
+        pace,
+        records,
+        interrupts,
+        finished,
+        |record: Record| match record.entity {
+            // Boxed where it is made, so that the large future of an
+            // execution is not copied on each move.
+            Ok(entity) => {
+                Start::Run(
+                    Box::pin(shared.execute(record.number, record.line, entity)).instrument(
+                        tracing::info_span!("record", record = record.number, line = record.line),
+                    ),
+                )
+            }
+            Err(diagnostic) => Start::Done(Finished::Rejected {
+                number: record.number,
+                line: record.line,
+                execution: None,
+                diagnostics: vec![diagnostic],
+            }),
+        },
+    )
+    .await
+}
+
+/// Something [`schedule`] runs, numbered from 1 in the order it arrives.
+pub trait Numbered {
+    fn number(&self) -> u64;
+}
+
+impl Numbered for Record {
+    fn number(&self) -> u64 {
+        self.number
+    }
+}
+
+/// The pace of [`schedule`]: concurrency, order and the shared HTTP client.
+#[derive(Clone, Copy)]
+pub struct Pace<'a> {
+    /// How many items run at once; at least 1.
+    pub concurrency: usize,
+    /// Hand finished items over in the order they arrived.
+    pub ordered: bool,
+    /// The client whose waits for `Retry-After` and `--rate` the first
+    /// interrupt ends.
+    pub http: &'a Http,
+    /// The noun for an item in the message about an interrupt: `record` or
+    /// `execution`.
+    pub item: &'static str,
+}
+
+/// The result of starting an item: an execution to await, or a result at once.
+pub enum Start<F> {
+    Run(F),
+    Done(Finished),
+}
+
+/// Starts each item of `items` with `start`, keeping at most
+/// `pace.concurrency` running, and passes each result to `finished` as
+/// [`run`] describes, Ctrl-C included. Batch runs and `flowrun resume
+/// --all` share it.
+pub async fn schedule<T, F>(
+    pace: Pace<'_>,
+    mut items: mpsc::Receiver<T>,
+    interrupts: &mut mpsc::UnboundedReceiver<()>,
+    finished: &mut dyn FnMut(Finished, &Totals) -> bool,
+    mut start: impl FnMut(T) -> Start<F>,
+) -> Totals
+where
+    T: Numbered,
+    F: std::future::Future<Output = Finished>,
+{
+    let concurrency = pace.concurrency.max(1);
+    // In input order, a slow item holds back the output of those after
+    // it. The window bounds how many wait, and so the memory they take.
+    let window = concurrency * 8 + 64;
 
     let mut totals = Totals::default();
     let mut running = FuturesUnordered::new();
@@ -152,7 +246,7 @@ pub async fn run(
                        waiting: &mut BTreeMap<u64, Finished>,
                        next_out: &mut Option<u64>| {
         totals.count(&result);
-        if !batch.ordered {
+        if !pace.ordered {
             if !finished(result, totals) {
                 totals.output_closed = true;
             }
@@ -172,7 +266,7 @@ pub async fn run(
     };
 
     loop {
-        let room = running.len() < concurrency && (!batch.ordered || running.len() + waiting.len() < window);
+        let room = running.len() < concurrency && (!pace.ordered || running.len() + waiting.len() < window);
         let take = reading && !totals.interrupted && !totals.output_closed && room;
         if !take && running.is_empty() {
             break;
@@ -186,41 +280,28 @@ pub async fn run(
                 }
                 Some(()) => {
                     totals.interrupted = true;
-                    batch.http.stop_waiting();
+                    pace.http.stop_waiting();
                     tracing::warn!(
                         running = running.len(),
-                        "interrupted: no further record starts, and requests waiting for a Retry-After or \
+                        "interrupted: no further {} starts, and requests waiting for a Retry-After or \
                          --rate are not sent; waiting for {} running executions to finish (Ctrl-C again \
                          stops them at once)",
+                        pace.item,
                         running.len()
                     );
                 }
             },
-            record = records.recv(), if take => match record {
+            item = items.recv(), if take => match item {
                 None => reading = false,
-                Some(record) => {
-                    totals.last_taken = record.number;
+                Some(item) => {
+                    let number = item.number();
+                    totals.last_taken = number;
                     if next_out.is_none() {
-                        next_out = Some(record.number);
+                        next_out = Some(number);
                     }
-                    match record.entity {
-                        // Boxed where it is made, so that the large
-                        // future of an execution is not copied on each move.
-                        Ok(entity) => running.push(
-                            Box::pin(shared.execute(record.number, record.line, entity)).instrument(
-                                tracing::info_span!("record", record = record.number, line = record.line),
-                            ),
-                        ),
-                        Err(diagnostic) => deliver(
-                            Finished::Rejected {
-                                number: record.number,
-                                line: record.line,
-                                diagnostics: vec![diagnostic],
-                            },
-                            &mut totals,
-                            &mut waiting,
-                            &mut next_out,
-                        ),
+                    match start(item) {
+                        Start::Run(execution) => running.push(execution),
+                        Start::Done(result) => deliver(result, &mut totals, &mut waiting, &mut next_out),
                     }
                 }
             },
@@ -229,7 +310,7 @@ pub async fn run(
             }
         }
     }
-    // Unless executions were abandoned, every taken record has finished and
+    // Unless executions were abandoned, every taken item has finished and
     // nothing is left waiting; this only guards the output against a gap.
     drop(running);
     for (_, result) in std::mem::take(&mut waiting) {
@@ -264,6 +345,7 @@ impl Shared<'_> {
                 return Finished::Rejected {
                     number,
                     line,
+                    execution: None,
                     diagnostics,
                 }
             }
@@ -286,6 +368,7 @@ impl Shared<'_> {
                 return Finished::Rejected {
                     number,
                     line,
+                    execution: None,
                     diagnostics: vec![Diagnostic::error(
                         crate::diagnostic::Code::StoreFailed,
                         format!("the execution store failed: {error}; the record did not run"),

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "flowrun",
     version,
     about = "Check and run .flow workflows against one record",
-    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input, 3 the execution paused, 4 standard output could not be written, 130 a batch was interrupted. With --entities: 1 when any record failed, otherwise 3 when any paused."
+    after_help = "`flowrun FILE.flow ...` is short for `flowrun run FILE.flow ...`.\n\nExit codes: 0 success, 1 a step failed, 2 invalid workflow or input, 3 the execution paused, 4 standard output could not be written, 130 a batch was interrupted. With --entities and with `resume --all`: 1 when any record failed or did not run, otherwise 3 when any paused."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,7 +23,8 @@ pub enum Command {
     Run(RunArgs),
     /// Report every problem in one or more workflows.
     Check(CheckArgs),
-    /// Continue a paused or interrupted execution from its failed step.
+    /// Continue a paused or interrupted execution from its failed step, or
+    /// every one of them with --all.
     Resume(ResumeArgs),
     /// List executions, or show one step by step.
     Runs(RunsArgs),
@@ -94,7 +95,34 @@ pub struct NotifyArgs {
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
     /// The id of the execution, as `flowrun runs` lists it.
-    pub execution_id: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub execution_id: Option<String>,
+
+    /// Resume every paused execution of the store, and every execution
+    /// whose process stopped while it ran. Prints each entity as one JSON
+    /// line, as a batch run does.
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --all, resume only the executions of this workflow file. The
+    /// store then defaults to `.flowrun/flowrun.db` beside it.
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub workflow: Option<PathBuf>,
+
+    /// With --all, how many executions run at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::batch::DEFAULT_CONCURRENCY,
+        value_parser = parse_concurrency,
+        requires = "all"
+    )]
+    pub concurrency: usize,
+
+    /// With --all, limit requests per host, shared by all executions, such
+    /// as `50/s`, `600/m` or `1000/h`, up to 1000000/s.
+    #[arg(long, value_name = "RATE", value_parser = crate::run::politeness::Rate::parse, requires = "all")]
+    pub rate: Option<crate::run::politeness::Rate>,
 
     /// Resume even when steps before the failed one changed since the
     /// execution stopped.

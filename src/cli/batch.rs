@@ -147,22 +147,14 @@ pub(crate) fn batch_command(
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         output_error: None,
         progress: &progress,
-        source,
+        source: Some(source),
         log,
+        naming: Naming::Records,
     };
     let started = Instant::now();
     let receiver = records::spawn(records);
     let totals = runtime.block_on(async {
-        let (signals, mut interrupts) = tokio::sync::mpsc::unbounded_channel();
-        // Without a signal handler the run cannot be interrupted cleanly,
-        // but it still runs.
-        tokio::spawn(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                if signals.send(()).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut interrupts = interrupts();
         batch::run(&batch, receiver, &mut interrupts, &mut |finished, totals| {
             printer.finished(finished, totals)
         })
@@ -180,7 +172,32 @@ pub(crate) fn batch_command(
     let store_failure = writer.map(StoreWriter::finish).and_then(Result::err);
 
     summarize(log, &totals, elapsed, store_path.as_deref(), args, entities);
-    if let Some(message) = &store_failure {
+    report_store_failure(log, store_failure.as_deref());
+    if printer.output_error.is_some() {
+        return EXIT_OUTPUT_FAILED;
+    }
+    exit_code(&totals, store_failure.is_some())
+}
+
+/// Starts listening for Ctrl-C on the current runtime: each SIGINT sends
+/// one message on the returned channel.
+pub(crate) fn interrupts() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (signals, interrupts) = tokio::sync::mpsc::unbounded_channel();
+    // Without a signal handler the run cannot be interrupted cleanly, but
+    // it still runs.
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if signals.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    interrupts
+}
+
+/// Reports the first store write that failed during the run, if any.
+pub(crate) fn report_store_failure(log: Log, failure: Option<&str>) {
+    if let Some(message) = failure {
         let diagnostic = Diagnostic::error(
             Code::StoreFailed,
             format!("the execution store failed: {message}"),
@@ -188,10 +205,6 @@ pub(crate) fn batch_command(
         .with_help("free disk space or fix the store's permissions; the executions after the failure are not recorded");
         log.diagnostics(None, &[diagnostic], None);
     }
-    if printer.output_error.is_some() {
-        return EXIT_OUTPUT_FAILED;
-    }
-    exit_code(&totals, store_failure.is_some())
 }
 
 /// The exit code of a batch: 130 when interrupted, else 1 when any record
@@ -217,12 +230,46 @@ fn startup_failed(message: &str) -> u8 {
 /// text, or with `--log-format json` one JSON object per line that names
 /// the record and its execution in `spans`, as the events of the log do.
 #[derive(Debug, Clone, Copy)]
-struct Log {
-    json: bool,
+pub(crate) struct Log {
+    pub json: bool,
+}
+
+/// The record or execution that a group of diagnostics is about, for
+/// [`Log::diagnostics`].
+struct Subject {
+    /// Leads the text, such as `record 2 (line 4) did not run`.
+    heading: String,
+    spans: serde_json::Value,
+}
+
+impl Subject {
+    /// Names record `number`, which starts on `line`. The line is named
+    /// unless every diagnostic is `flow::input::invalid_record`, whose
+    /// message names it already.
+    fn record(number: u64, line: Option<u64>, diagnostics: &[Diagnostic]) -> Subject {
+        let message_names_line = diagnostics
+            .iter()
+            .all(|diagnostic| diagnostic.code == Code::InvalidRecord);
+        let named = match line {
+            Some(line) if !message_names_line => format!("record {number} (line {line})"),
+            _ => format!("record {number}"),
+        };
+        Subject {
+            heading: format!("{named} did not run"),
+            spans: spans(number, line, None),
+        }
+    }
+
+    fn execution(id: &str) -> Subject {
+        Subject {
+            heading: format!("execution {id} was not resumed"),
+            spans: execution_spans(id),
+        }
+    }
 }
 
 impl Log {
-    fn line(self, level: tracing::Level, message: &str) {
+    pub(crate) fn line(self, level: tracing::Level, message: &str) {
         if self.json {
             output::eprint_json_line(level, message, serde_json::Map::new());
         } else {
@@ -230,39 +277,25 @@ impl Log {
         }
     }
 
-    /// Writes a line about record `number`, whose execution is `execution`.
-    fn record(self, number: u64, line: Option<u64>, execution: &str, outcome: &str, message: &str) {
+    /// Writes a line about one record or execution, whose `spans` name it
+    /// in the JSON format.
+    fn record(self, level: tracing::Level, spans: serde_json::Value, outcome: &str, message: &str) {
         if self.json {
             let mut fields = serde_json::Map::new();
             fields.insert("outcome".to_string(), outcome.into());
-            fields.insert("spans".to_string(), spans(number, line, Some(execution)));
-            output::eprint_json_line(tracing::Level::WARN, message, fields);
+            fields.insert("spans".to_string(), spans);
+            output::eprint_json_line(level, message, fields);
         } else {
             output::eprint_line(message);
         }
     }
 
-    /// Writes the diagnostics of `record`, a record number and its line, or
-    /// of the batch without one. The line is named unless every diagnostic
-    /// is `flow::input::invalid_record`, whose message names it already.
-    fn diagnostics(
-        self,
-        record: Option<(u64, Option<u64>)>,
-        diagnostics: &[Diagnostic],
-        source: Option<&Source<'_>>,
-    ) {
-        let named = record.map(|(number, line)| {
-            let message_names_line = diagnostics
-                .iter()
-                .all(|diagnostic| diagnostic.code == Code::InvalidRecord);
-            match line {
-                Some(line) if !message_names_line => format!("record {number} (line {line})"),
-                _ => format!("record {number}"),
-            }
-        });
+    /// Writes the diagnostics of `subject`, a record or an execution, or of
+    /// the run without one.
+    fn diagnostics(self, subject: Option<Subject>, diagnostics: &[Diagnostic], source: Option<&Source<'_>>) {
         if !self.json {
-            if let Some(named) = &named {
-                output::eprint_line(&format!("{named} did not run:"));
+            if let Some(subject) = &subject {
+                output::eprint_line(&format!("{}:", subject.heading));
             }
             output::eprint_diagnostics(diagnostics, source);
             return;
@@ -273,12 +306,12 @@ impl Log {
             if let Some(help) = &diagnostic.help {
                 fields.insert("help".to_string(), help.as_str().into());
             }
-            let message = match (record, &named) {
-                (Some((number, line)), Some(named)) => {
-                    fields.insert("spans".to_string(), spans(number, line, None));
-                    format!("{named} did not run: {}", diagnostic.message)
+            let message = match &subject {
+                Some(subject) => {
+                    fields.insert("spans".to_string(), subject.spans.clone());
+                    format!("{}: {}", subject.heading, diagnostic.message)
                 }
-                _ => diagnostic.message.clone(),
+                None => diagnostic.message.clone(),
             };
             output::eprint_json_line(tracing::Level::ERROR, &message, fields);
         }
@@ -299,21 +332,38 @@ fn spans(number: u64, line: Option<u64>, execution: Option<&str>) -> serde_json:
     serde_json::Value::Array(spans)
 }
 
+/// Builds the `spans` of a JSON log line about an execution that runs
+/// outside a batch's records, as in `flowrun resume --all`.
+fn execution_spans(execution: &str) -> serde_json::Value {
+    serde_json::json!([{"name": "execution", "execution_id": execution}])
+}
+
+/// The way the lines about a finished item name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Naming {
+    /// Records of a batch, by number, line and execution.
+    Records,
+    /// Executions of `flowrun resume --all`, by id.
+    Executions,
+}
+
 /// Writes what each finished record leaves behind.
-struct Printer<'a, W: io::Write> {
+pub(crate) struct Printer<'a, W: io::Write> {
     /// Standard output, flushed after each line, so that what a killed
     /// batch printed stays as close as it can to what its store holds.
-    out: BufWriter<W>,
-    output_error: Option<io::Error>,
-    progress: &'a Option<ProgressBar>,
-    source: &'a Source<'a>,
-    log: Log,
+    pub out: BufWriter<W>,
+    pub output_error: Option<io::Error>,
+    pub progress: &'a Option<ProgressBar>,
+    /// The workflow that the diagnostics of a record point into, if one.
+    pub source: Option<&'a Source<'a>>,
+    pub log: Log,
+    pub naming: Naming,
 }
 
 impl<W: io::Write> Printer<'_, W> {
     /// Reports one finished record, and returns whether standard output
     /// still takes lines.
-    fn finished(&mut self, finished: Finished, totals: &Totals) -> bool {
+    pub(crate) fn finished(&mut self, finished: Finished, totals: &Totals) -> bool {
         match finished {
             Finished::Ran { number, line, report } => {
                 let id = &report.execution_id;
@@ -339,9 +389,16 @@ impl<W: io::Write> Printer<'_, W> {
                             .or_else(|| report.failure())
                             .map(|diagnostic| format!(": {}", diagnostic.message.replace('\n', "; ")))
                             .unwrap_or_default();
-                        let place = line.map(|line| format!("line {line}, ")).unwrap_or_default();
-                        let message = format!("record {number} ({place}execution {id}) {verb}{step}{reason}");
-                        self.log.record(number, line, id, verb, &message);
+                        let (subject, spans) = match self.naming {
+                            Naming::Records => {
+                                let place = line.map(|line| format!("line {line}, ")).unwrap_or_default();
+                                let subject = format!("record {number} ({place}execution {id})");
+                                (subject, spans(number, line, Some(id)))
+                            }
+                            Naming::Executions => (format!("execution {id}"), execution_spans(id)),
+                        };
+                        let message = format!("{subject} {verb}{step}{reason}");
+                        self.log.record(tracing::Level::WARN, spans, verb, &message);
                     }
                 }
                 self.write_entity(&report.entity);
@@ -349,11 +406,28 @@ impl<W: io::Write> Printer<'_, W> {
             Finished::Rejected {
                 number,
                 line,
+                execution,
                 diagnostics,
             } => {
-                let source = Some(self.source)
+                let source = self
+                    .source
                     .filter(|_| diagnostics.iter().any(|diagnostic| diagnostic.span.is_some()));
-                self.log.diagnostics(Some((number, line)), &diagnostics, source);
+                let subject = match (self.naming, &execution) {
+                    (Naming::Executions, Some(id)) => Subject::execution(id),
+                    _ => Subject::record(number, line, &diagnostics),
+                };
+                self.log.diagnostics(Some(subject), &diagnostics, source);
+            }
+            Finished::Skipped {
+                execution, reason, ..
+            } => {
+                let message = format!("execution {execution} was left alone: {reason}");
+                self.log.record(
+                    tracing::Level::INFO,
+                    execution_spans(&execution),
+                    "skipped",
+                    &message,
+                );
             }
         }
         if let Some(bar) = self.progress {
@@ -379,7 +453,7 @@ impl<W: io::Write> Printer<'_, W> {
         self.note(written);
     }
 
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         if self.output_error.is_none() {
             let flushed = self.out.flush();
             self.note(flushed);
@@ -418,6 +492,15 @@ fn progress_bar(entities: &str, format: Format, skip: u64) -> Option<ProgressBar
         .then(|| count_records(Path::new(entities), format))
         .flatten()
         .map(|records| records.saturating_sub(skip));
+    progress_bar_of(total)
+}
+
+/// Creates a progress bar on standard error when it is a terminal, with an
+/// ETA when the `total` is known.
+pub(crate) fn progress_bar_of(total: Option<u64>) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
     let (bar, template) = match total {
         Some(total) => (
             ProgressBar::new(total),
@@ -473,7 +556,8 @@ fn summarize(
                 let store = quote(&store.display().to_string());
                 format!(
                     "paused executions wait in the store: list them with `flowrun runs --status paused --store {store}`, \
-                     and after fixing the cause continue each with `flowrun resume ID --store {store}`"
+                     and after fixing the cause continue them all with `flowrun resume --all --store {store}`, \
+                     or one with `flowrun resume ID --store {store}`"
                 )
             }
             None => "paused executions cannot be resumed: the batch ran with --no-store".to_string(),
@@ -511,6 +595,58 @@ fn summarize(
              --skip {skip} (input {})",
             quote(entities)
         ),
+        );
+    }
+}
+
+/// Writes the summary of `flowrun resume --all`, which resumed executions
+/// of the store at `store`.
+pub(crate) fn summarize_resumed(log: Log, totals: &Totals, elapsed: Duration, store: &Path) {
+    let executions = totals.succeeded + totals.failed + totals.paused + totals.rejected + totals.skipped;
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        executions as f64 / seconds
+    } else {
+        0.0
+    };
+    log.line(tracing::Level::INFO, &format!(
+        "{executions} executions in {seconds:.2} s ({rate:.0} per second): {} succeeded, {} failed, {} paused, \
+         {} not resumed, {} taken over by another process",
+        totals.succeeded, totals.failed, totals.paused, totals.rejected, totals.skipped
+    ));
+    let store = quote(&store.display().to_string());
+    if totals.paused > 0 {
+        log.line(
+            tracing::Level::INFO,
+            &format!(
+                "paused executions wait in the store again: after fixing the cause, continue them with \
+                 `flowrun resume --all --store {store}`"
+            ),
+        );
+    }
+    if totals.abandoned > 0 {
+        log.line(
+            tracing::Level::WARN,
+            &format!(
+                "stopped by a second Ctrl-C with {} executions in flight; their steps stay recorded as running: \
+                 `flowrun resume --all --store {store}` takes them up again and decides whether a step may be \
+                 sent again",
+                totals.abandoned
+            ),
+        );
+    } else if totals.interrupted || totals.output_closed {
+        let cause = if totals.output_closed {
+            "standard output was closed, so no further execution started and the entities of those still \
+             running were not printed"
+        } else {
+            "interrupted"
+        };
+        log.line(
+            tracing::Level::WARN,
+            &format!(
+                "{cause}: the executions not resumed yet still wait in the store; continue them with \
+                 `flowrun resume --all --store {store}`"
+            ),
         );
     }
 }

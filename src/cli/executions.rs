@@ -1,6 +1,7 @@
 //! Commands and helpers around the execution store: opening it, `flowrun
 //! resume` and `flowrun runs`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -113,16 +114,16 @@ fn fail_start(message: &str) -> u8 {
     EXIT_INVALID
 }
 
-fn reject(message: String, help: &str) -> u8 {
-    fail_invalid(
-        &[Diagnostic::error(Code::ResumeRefused, message).with_help(help)],
-        None,
-    )
+fn refusal(message: String, help: &str) -> Diagnostic {
+    Diagnostic::error(Code::ResumeRefused, message).with_help(help)
 }
 
-/// `flowrun resume ID`: runs a paused or interrupted execution again from
-/// its first unfinished step.
+/// `flowrun resume ID`, or `flowrun resume --all`: runs a paused or
+/// interrupted execution again from its first unfinished step.
 pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
+    let Some(execution_id) = args.execution_id.clone() else {
+        return crate::cli::resume_all::resume_all_command(&args);
+    };
     // Logging starts first, so that the warnings about forced and resent
     // steps reach standard error.
     output::init_logging(args.log_format, args.verbose);
@@ -134,25 +135,12 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
         Ok(store) => store,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };
-    let record = match store.execution(&args.execution_id) {
+    let record = match store.execution(&execution_id) {
         Ok(record) => record,
         Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
     };
-    match record.status {
-        ExecutionStatus::Paused => {}
-        ExecutionStatus::Running if process_is_alive(record.pid) => {
-            return reject(
-                format!("execution {} is still running in process {}", record.id, record.pid),
-                "wait for that process to end; resume only continues executions that paused or whose process stopped",
-            );
-        }
-        ExecutionStatus::Running => {}
-        ExecutionStatus::Succeeded | ExecutionStatus::Failed => {
-            return reject(
-                format!("execution {} has already {}", record.id, record.status.as_str()),
-                "only paused executions, and executions whose process stopped, can be resumed",
-            );
-        }
+    if let Err(diagnostic) = check_resumable(&record) {
+        return fail_invalid(&[diagnostic], None);
     }
 
     let workflow = PathBuf::from(&record.source_path);
@@ -169,38 +157,6 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     if checked.diagnostics.iter().any(Diagnostic::is_error) {
         return fail_invalid(&checked.diagnostics, Some(&source));
     }
-    let first_step = match first_step_to_run(&record, &checked.program, &text, args.force) {
-        Ok(first_step) => first_step,
-        Err(code) => return code,
-    };
-    let steps = match store.steps(&record.id) {
-        Ok(steps) => steps,
-        Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
-    };
-    let in_flight = in_flight_step(&steps, &record);
-    // A paused execution has no step running, unless another resume has
-    // taken it over since it was read.
-    if record.status == ExecutionStatus::Paused
-        && in_flight.is_some_and(|step| step.status == StepStatus::Running)
-    {
-        return reject(
-            format!("execution {} was resumed by another process", record.id),
-            "check its progress with `flowrun runs show ID`",
-        );
-    }
-    if let Some(step) = in_flight {
-        if let Some(code) = reject_in_flight(step, &record, args.resend_in_flight) {
-            // The refusal still records what is known of the step: its
-            // outcome is unknown.
-            if step.status == StepStatus::Running {
-                if let Err(error) = store.mark_outcome_unknown(&record.id, step.index, &run::now()) {
-                    return fail_invalid(&[store_diagnostic(&error, &path)], None);
-                }
-            }
-            return code;
-        }
-    }
-
     let secrets = match input::read_secrets(std::env::vars(), args.secrets.as_deref()) {
         Ok(secrets) => secrets,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
@@ -210,67 +166,37 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };
     let env = run::llm::provider_env(std::env::vars());
-    let execution = match run::prepare_resume(&checked.program, &record, secrets, env) {
-        Ok(execution) => execution,
-        Err(diagnostics) => return fail_invalid(&diagnostics, Some(&source)),
+    let permissions = Permissions {
+        force: args.force,
+        resend_in_flight: args.resend_in_flight,
     };
-
-    // Only one process may take the execution over; the claim fails when
-    // another resume changed it since it was read.
-    match store.claim(
-        &record.id,
-        record.status,
-        record.pid,
-        std::process::id(),
-        &run::now(),
-    ) {
-        Ok(true) => {}
-        Ok(false) => {
-            return reject(
-                format!("execution {} was resumed by another process", record.id),
-                "check its progress with `flowrun runs show ID`",
-            )
-        }
-        Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
-    }
-    if let Some(step) = in_flight.filter(|step| step.status == StepStatus::Running) {
-        if let Err(error) = store.mark_outcome_unknown(&record.id, step.index, &run::now()) {
-            return fail_invalid(&[store_diagnostic(&error, &path)], None);
-        }
-    }
-    // The store follows the workflow as it is now, so that a later resume
-    // finds the steps where this one left them.
-    let step_names: Vec<String> = checked
-        .program
-        .steps
-        .iter()
-        .map(|step| step.name.clone())
-        .collect();
-    let rebased = store.rebase(
-        &record.id,
-        &run::sha256_hex(&text),
-        &run::step_hashes(&checked.program, &text),
-        &step_names,
-        first_step,
-        &run::now(),
+    let taken = take_over(
+        &mut store,
+        &record,
+        &checked.program,
+        &text,
+        secrets,
+        env,
+        permissions,
     );
-    if let Err(error) = rebased {
-        return fail_invalid(&[store_diagnostic(&error, &path)], None);
-    }
+    let taken = match taken {
+        Ok(taken) => taken,
+        Err(Refusal::Invalid(diagnostics)) => return fail_invalid(&diagnostics, Some(&source)),
+        Err(Refusal::Taken) => return fail_invalid(&[taken_by_another(&record.id)], None),
+        Err(Refusal::Store(error)) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
+    };
     let options = Options {
         dry_run: false,
         sleeper: Arc::new(run::retry::TokioSleeper),
         channels: channels(&args.notify),
-        first_step,
-        earlier_failures: steps
-            .iter()
-            .any(|step| step.status == StepStatus::FailedContinued),
+        first_step: taken.first_step,
+        earlier_failures: taken.earlier_failures,
         store_path: Some(path.clone()),
     };
     match execute_blocking(
         &checked.program,
         &text,
-        execution,
+        taken.execution,
         &options,
         Some(&mut store),
         &ca_certificates,
@@ -280,7 +206,136 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     }
 }
 
-fn no_store(path: &Path) -> Diagnostic {
+/// Rejects an execution that has already ended or still runs in a live
+/// process.
+pub(crate) fn check_resumable(record: &ExecutionRecord) -> Result<(), Diagnostic> {
+    match record.status {
+        ExecutionStatus::Paused => Ok(()),
+        ExecutionStatus::Running if process_is_alive(record.pid) => Err(refusal(
+            format!("execution {} is still running in process {}", record.id, record.pid),
+            "wait for that process to end; resume only continues executions that paused or whose process stopped",
+        )),
+        ExecutionStatus::Running => Ok(()),
+        ExecutionStatus::Succeeded | ExecutionStatus::Failed => Err(refusal(
+            format!("execution {} has already {}", record.id, record.status.as_str()),
+            "only paused executions, and executions whose process stopped, can be resumed",
+        )),
+    }
+}
+
+fn taken_by_another(id: &str) -> Diagnostic {
+    refusal(
+        format!("execution {id} was resumed by another process"),
+        "check its progress with `flowrun runs show ID`",
+    )
+}
+
+/// The flags of `resume` that allow a take-over the checks would refuse.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Permissions {
+    /// `--force`: resume although steps before the failed one changed.
+    pub force: bool,
+    /// `--resend-in-flight`: send again a POST or PATCH left in flight.
+    pub resend_in_flight: bool,
+}
+
+/// An execution claimed by this process, ready to run its remaining steps.
+pub(crate) struct TakenOver {
+    pub execution: Execution,
+    pub first_step: usize,
+    /// A step before the resume point failed with `continue notify`.
+    pub earlier_failures: bool,
+}
+
+/// The reason [`take_over`] left an execution alone.
+pub(crate) enum Refusal {
+    /// The execution cannot resume, for the reasons in the diagnostics.
+    Invalid(Vec<Diagnostic>),
+    /// Another process resumed it after it was read.
+    Taken,
+    Store(StoreError),
+}
+
+/// Checks that `record` can resume on `program`, whose source is `text`,
+/// then claims it for this process and records the workflow it resumes on.
+/// A step left in flight whose resend is refused is marked
+/// `outcome_unknown`.
+pub(crate) fn take_over(
+    store: &mut dyn Store,
+    record: &ExecutionRecord,
+    program: &Program,
+    text: &str,
+    secrets: HashMap<String, String>,
+    env: HashMap<String, String>,
+    permissions: Permissions,
+) -> Result<TakenOver, Refusal> {
+    let first_step = first_step_to_run(record, program, text, permissions.force)
+        .map_err(|diagnostic| Refusal::Invalid(vec![diagnostic]))?;
+    let steps = store.steps(&record.id).map_err(Refusal::Store)?;
+    let in_flight = in_flight_step(&steps, record);
+    // A paused execution has no step running, unless another resume has
+    // taken it over since it was read.
+    if record.status == ExecutionStatus::Paused
+        && in_flight.is_some_and(|step| step.status == StepStatus::Running)
+    {
+        return Err(Refusal::Taken);
+    }
+    if let Some(step) = in_flight {
+        if let Some(diagnostic) = reject_in_flight(step, record, permissions.resend_in_flight) {
+            // The refusal still records what is known of the step: its
+            // outcome is unknown.
+            if step.status == StepStatus::Running {
+                store
+                    .mark_outcome_unknown(&record.id, step.index, &run::now())
+                    .map_err(Refusal::Store)?;
+            }
+            return Err(Refusal::Invalid(vec![diagnostic]));
+        }
+    }
+    let execution = run::prepare_resume(program, record, secrets, env).map_err(Refusal::Invalid)?;
+
+    // Only one process may take the execution over; the claim fails when
+    // another resume changed it since it was read.
+    let claimed = store
+        .claim(
+            &record.id,
+            record.status,
+            record.pid,
+            std::process::id(),
+            &run::now(),
+        )
+        .map_err(Refusal::Store)?;
+    if !claimed {
+        return Err(Refusal::Taken);
+    }
+    if let Some(step) = in_flight.filter(|step| step.status == StepStatus::Running) {
+        store
+            .mark_outcome_unknown(&record.id, step.index, &run::now())
+            .map_err(Refusal::Store)?;
+    }
+    // The store follows the workflow as it is now, so that a later resume
+    // finds the steps where this one left them.
+    let step_names: Vec<String> = program.steps.iter().map(|step| step.name.clone()).collect();
+    store
+        .rebase(
+            &record.id,
+            &run::sha256_hex(text),
+            &run::step_hashes(program, text),
+            &step_names,
+            first_step,
+            &run::now(),
+        )
+        .map_err(Refusal::Store)?;
+    Ok(TakenOver {
+        execution,
+        first_step,
+        earlier_failures: steps
+            .iter()
+            .any(|step| step.status == StepStatus::FailedContinued),
+    })
+}
+
+pub(crate) fn no_store(path: &Path) -> Diagnostic {
     Diagnostic::error(
         Code::StoreUnavailable,
         format!("no execution store at `{}`", path.display()),
@@ -299,7 +354,7 @@ fn first_step_to_run(
     program: &Program,
     text: &str,
     force: bool,
-) -> Result<usize, u8> {
+) -> Result<usize, Diagnostic> {
     let hashes = run::step_hashes(program, text);
     let Some(stopped_at) = record.step_names.get(record.next_step) else {
         // Every recorded step finished; the process stopped before it could
@@ -307,7 +362,7 @@ fn first_step_to_run(
         return Ok(program.steps.len());
     };
     let Some(index) = program.steps.iter().position(|step| &step.name == stopped_at) else {
-        return Err(reject(
+        return Err(refusal(
             format!(
                 "step \"{stopped_at}\", where execution {} stopped, is no longer in `{}`",
                 record.id, record.source_path
@@ -335,7 +390,7 @@ fn first_step_to_run(
         .map(|step| step.name.clone())
         .or_else(|| record.step_names.get(changed).cloned())
         .unwrap_or_default();
-    Err(reject(
+    Err(refusal(
         format!(
             "step {} (\"{name}\") of `{}` changed since execution {} stopped, so its recorded results may not fit the workflow",
             changed + 1,
@@ -357,7 +412,7 @@ fn in_flight_step<'a>(steps: &'a [StepRecord], record: &ExecutionRecord) -> Opti
 /// A step left running by a process that stopped may have sent its
 /// requests. It is sent again only when all its methods are idempotent or
 /// `--resend-in-flight` allows it.
-fn reject_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -> Option<u8> {
+fn reject_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -> Option<Diagnostic> {
     let idempotent = step
         .methods
         .iter()
@@ -369,7 +424,7 @@ fn reject_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -
         );
         return None;
     }
-    Some(reject(
+    Some(refusal(
         format!(
             "step \"{}\" of execution {} was in flight when flowrun stopped, and its outcome is unknown",
             step.name, record.id
@@ -380,7 +435,7 @@ fn reject_in_flight(step: &StepRecord, record: &ExecutionRecord, resend: bool) -
 
 /// Reports whether a flowrun process with this id runs (Linux: `/proc/PID`).
 /// A zombie, or another program that reused the id, does not count.
-fn process_is_alive(pid: u32) -> bool {
+pub(crate) fn process_is_alive(pid: u32) -> bool {
     if pid == 0 || pid == std::process::id() {
         return false;
     }

@@ -1,4 +1,5 @@
-//! The command line: `flowrun run`, `check`, `resume` and `runs`.
+//! The command line: `flowrun run`, `check`, `resume` (one execution or
+//! `--all`) and `runs`.
 //!
 //! Exit codes: 0 success, 1 a step failed, 2 invalid workflow or input,
 //! 3 the execution paused, 4 standard output could not be written, 130 a
@@ -9,6 +10,7 @@ mod batch;
 mod executions;
 mod fmt;
 pub mod output;
+mod resume_all;
 
 use std::path::Path;
 use std::process::ExitCode;
