@@ -616,3 +616,102 @@ fn cacert_option_wins_over_project_file() {
     );
     assert_eq!(server.received().len(), 1);
 }
+
+/// Runs a batch of two records against `server` without a CA file, so that
+/// both executions pause at the rejected certificate.
+fn paused_batch(workspace: &Workspace, server: &TlsServer, store: &Path) {
+    let flow = post_flow(workspace, server);
+    let input = records(workspace, 2);
+    let (exit, stdout, stderr) = output(&mut command(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--store",
+        path_str(store),
+    ]));
+    assert_eq!(exit, 3, "{stderr}");
+    assert_eq!(stdout, "{\"id\":\"C-0\"}\n{\"id\":\"C-1\"}\n");
+    assert_eq!(server.received().len(), 0);
+}
+
+/// Returns the targets and bodies the server received, sorted by target.
+fn targets_and_bodies(server: &TlsServer) -> Vec<(String, Vec<u8>)> {
+    sorted(server.received())
+        .into_iter()
+        .map(|received| (received.target, received.body))
+        .collect()
+}
+
+#[test]
+fn resume_all_trusts_cacert() {
+    let workspace = Workspace::new();
+    let certificates = make_certificates();
+    let ca = workspace.file("ca.pem", &certificates.ca_pem);
+    let server = TlsServer::start(&certificates, &[b"h2", b"http/1.1"], Duration::ZERO);
+    let store = workspace.dir.path().join("store.db");
+    paused_batch(&workspace, &server, &store);
+
+    let (exit, stdout, stderr) = output(&mut command(&[
+        "resume",
+        "--all",
+        "--store",
+        path_str(&store),
+        "--cacert",
+        path_str(&ca),
+    ]));
+    assert_eq!(exit, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "{\"id\":\"C-0\",\"status\":\"ok\"}\n{\"id\":\"C-1\",\"status\":\"ok\"}\n"
+    );
+    assert_eq!(
+        targets_and_bodies(&server),
+        vec![
+            ("/claims/C-0".to_string(), expected_body("C-0")),
+            ("/claims/C-1".to_string(), expected_body("C-1")),
+        ]
+    );
+}
+
+#[test]
+fn resume_all_reads_project_cacert() {
+    let workspace = Workspace::new();
+    let certificates = make_certificates();
+    let server = TlsServer::start(&certificates, &[b"h2", b"http/1.1"], Duration::ZERO);
+    let store = workspace.dir.path().join("store.db");
+    paused_batch(&workspace, &server, &store);
+
+    // A --cacert file that cannot be used stops the command before it
+    // sends anything.
+    let missing = workspace.dir.path().join("missing.pem");
+    let (exit, stdout, stderr) = output(&mut command(&[
+        "resume",
+        "--all",
+        "--store",
+        path_str(&store),
+        "--cacert",
+        path_str(&missing),
+    ]));
+    assert_eq!(exit, 2, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("flow::input::invalid_cacert"), "{stderr}");
+    assert_eq!(server.received().len(), 0);
+
+    workspace.file("ca.pem", &certificates.ca_pem);
+    workspace.file("flowrun.toml", "[tls]\ncacert = \"ca.pem\"\n");
+    let (exit, stdout, stderr) =
+        output(command(&["resume", "--all", "--store", path_str(&store)]).current_dir(std::env::temp_dir()));
+    assert_eq!(exit, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "{\"id\":\"C-0\",\"status\":\"ok\"}\n{\"id\":\"C-1\",\"status\":\"ok\"}\n"
+    );
+    assert_eq!(
+        targets_and_bodies(&server),
+        vec![
+            ("/claims/C-0".to_string(), expected_body("C-0")),
+            ("/claims/C-1".to_string(), expected_body("C-1")),
+        ]
+    );
+}

@@ -50,6 +50,10 @@ impl Numbered for Candidate {
 struct Workflow {
     text: String,
     program: Program,
+    /// The client of its executions: it trusts the CA certificates of
+    /// `--cacert` or of the `flowrun.toml` beside the workflow, and shares
+    /// the politeness of every execution.
+    http: Http,
 }
 
 /// The connections and settings that every resumed execution shares.
@@ -61,7 +65,6 @@ struct Shared<'a> {
     claims: Arc<Mutex<SqliteStore>>,
     /// The connection that records the steps of every running execution.
     writer: &'a StoreWriter,
-    http: &'a Http,
     secrets: HashMap<String, String>,
     env: HashMap<String, String>,
     permissions: Permissions,
@@ -127,8 +130,23 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
         Ok(secrets) => secrets,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };
+    // A `--cacert` file applies to every workflow, so one that cannot be
+    // used stops the command, as it stops a batch.
+    if args.tls.cacert.is_some() {
+        if let Err(diagnostic) = executions::ca_certificates(&args.tls, Path::new(".")) {
+            return fail_invalid(&[diagnostic], None);
+        }
+    }
+    // Every workflow's client shares one politeness, so that a Retry-After
+    // and `--rate` hold all executions. Ending the waits of this client on
+    // Ctrl-C ends those of the others.
+    let politeness = Arc::new(Politeness::new(args.rate));
+    let http = match Http::new() {
+        Ok(http) => http.with_politeness(politeness.clone()),
+        Err(error) => return startup_failed(&format!("cannot create the HTTP client: {error}")),
+    };
     let mut candidates = candidates;
-    let workflows = read_workflows(&candidates);
+    let workflows = read_workflows(&candidates, args, &politeness);
     for candidate in &mut candidates {
         candidate.workflow = workflows.get(&candidate.source_path).cloned();
     }
@@ -137,10 +155,6 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
         Ok(runtime) => runtime,
         Err(error) => return startup_failed(&format!("cannot start the async runtime: {error}")),
     };
-    let http = match Http::new() {
-        Ok(http) => http.with_politeness(Arc::new(Politeness::new(args.rate))),
-        Err(error) => return startup_failed(&format!("cannot create the HTTP client: {error}")),
-    };
     let writer = match executions::open_store(&path) {
         Ok(connection) => StoreWriter::start(connection),
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
@@ -148,7 +162,6 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
     let shared = Shared {
         claims: Arc::new(Mutex::new(store)),
         writer: &writer,
-        http: &http,
         secrets,
         env: run::llm::provider_env(std::env::vars()),
         permissions: Permissions {
@@ -253,10 +266,15 @@ fn list_candidates(store: &SqliteStore, workflow: Option<&str>) -> Result<Vec<Ca
         .collect())
 }
 
-/// Reads and checks each workflow that the candidates resume on. The
-/// problems of a workflow are printed here once; each of its executions
-/// then stops with one line that points to them.
-fn read_workflows(candidates: &[Candidate]) -> HashMap<String, Result<Arc<Workflow>, Diagnostic>> {
+/// Reads and checks each workflow that the candidates resume on, and
+/// creates its HTTP client. The problems of a workflow are printed here
+/// once; each of its executions then stops with one line that points to
+/// them.
+fn read_workflows(
+    candidates: &[Candidate],
+    args: &ResumeArgs,
+    politeness: &Arc<Politeness>,
+) -> HashMap<String, Result<Arc<Workflow>, Diagnostic>> {
     let mut workflows = HashMap::new();
     for candidate in candidates {
         if workflows.contains_key(&candidate.source_path) {
@@ -280,10 +298,13 @@ fn read_workflows(candidates: &[Candidate]) -> HashMap<String, Result<Arc<Workfl
                         "fix the errors shown above for this workflow, then run `flowrun resume --all` again",
                     ))
                 } else {
-                    Ok(Arc::new(Workflow {
-                        text,
-                        program: checked.program,
-                    }))
+                    workflow_client(args, path, politeness).map(|http| {
+                        Arc::new(Workflow {
+                            text,
+                            program: checked.program,
+                            http,
+                        })
+                    })
                 }
             }
             Err(diagnostic) => Err(diagnostic),
@@ -291,6 +312,18 @@ fn read_workflows(candidates: &[Candidate]) -> HashMap<String, Result<Arc<Workfl
         workflows.insert(candidate.source_path.clone(), workflow);
     }
     workflows
+}
+
+/// Creates the HTTP client of the executions of the workflow at `path`.
+fn workflow_client(args: &ResumeArgs, path: &Path, politeness: &Arc<Politeness>) -> Result<Http, Diagnostic> {
+    let certificates = executions::ca_certificates(&args.tls, path)?;
+    match Http::with_ca_certificates(&certificates) {
+        Ok(http) => Ok(http.with_politeness(politeness.clone())),
+        Err(error) => Err(Diagnostic::error(
+            Code::StartupFailed,
+            format!("cannot create the HTTP client: {error}"),
+        )),
+    }
 }
 
 impl Shared<'_> {
@@ -367,7 +400,7 @@ impl Shared<'_> {
             &workflow.program,
             &workflow.text,
             taken.execution,
-            self.http,
+            &workflow.http,
             &options,
             Some(&mut handle as &mut dyn Store),
         )
