@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use flowrun::store::sqlite::SqliteStore;
 use flowrun::store::{ExecutionStatus, StepStatus, Store};
 use serde_json::{json, Value};
-use support::cli::{flowrun, output, path_str, Workspace};
+use support::cli::{flowrun, flowrun_on_terminal, output, path_str, Workspace};
 use support::server::{Recorded, Reply, TestServer};
 
 /// Writes a one-step workflow named `name` that POSTs each record to
@@ -744,4 +744,71 @@ fn ctrl_c_leaves_the_rest_paused() {
         counts(&server),
         expected_counts(&[("/claims/C-0", 2), ("/claims/C-1", 2), ("/claims/C-2", 2)])
     );
+}
+
+#[test]
+fn progress_bar_counts_executions() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let flag = broken.clone();
+    // C-2 pauses again, and C-3 responds late, so the bar is drawn while two of
+    // the three executions are done.
+    let server = TestServer::start(move |request| match record_id(request) {
+        "C-0" => Reply::json(200, json!({"status": "ok"})),
+        "C-2" => Reply::status(503),
+        "C-3" if !flag.load(Ordering::SeqCst) => {
+            Reply::json(200, json!({"status": "ok"})).delay(Duration::from_millis(1500))
+        }
+        _ if flag.load(Ordering::SeqCst) => Reply::status(503),
+        _ => Reply::json(200, json!({"status": "ok"})),
+    });
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "sync.flow", "claims");
+    let input = records(&workspace, "records.jsonl", 4);
+    let store = workspace.dir.path().join("store.db");
+    let (code, _, stderr) = run_batch(&flow, &input, Some(&store));
+    assert_eq!(code, 3, "{stderr}");
+
+    broken.store(false, Ordering::SeqCst);
+    let (code, stdout, terminal) = output(&mut flowrun_on_terminal(&[
+        "resume",
+        "--all",
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 3, "{terminal}");
+    assert_eq!(
+        lines(&stdout),
+        vec![
+            json!({"id": "C-1", "status": "ok"}),
+            json!({"id": "C-2"}),
+            json!({"id": "C-3", "status": "ok"}),
+        ]
+    );
+    assert!(
+        terminal.contains("2/3 done, ") && terminal.contains("0 failed, 1 paused, 0 not resumed"),
+        "{terminal:?}"
+    );
+    let draws = terminal.matches(" done, ").count();
+    assert!(draws >= 2, "{terminal:?}");
+    assert_eq!(terminal.matches("/3 done, ").count(), draws, "{terminal:?}");
+    assert!(
+        terminal.contains(
+            ": 2 succeeded, 0 failed, 1 paused, 0 not resumed, 0 taken over by another process\r\n"
+        ),
+        "{terminal:?}"
+    );
+    // Each line of standard error starts on a line of its own: after a line
+    // break, or after the bar was cleared for it.
+    let paused_line = format!("execution {} paused", execution_of(&store, "C-2"));
+    for needle in ["warning: step", paused_line.as_str(), "3 executions in "] {
+        let starts: Vec<usize> = terminal.match_indices(needle).map(|(start, _)| start).collect();
+        assert!(!starts.is_empty(), "{needle}: {terminal:?}");
+        for start in starts {
+            let before = &terminal[..start];
+            assert!(
+                before.ends_with('\n') || before.ends_with("\u{1b}[2K"),
+                "{needle} at {start}: {terminal:?}"
+            );
+        }
+    }
 }

@@ -433,8 +433,12 @@ impl<W: io::Write> Printer<'_, W> {
         if let Some(bar) = self.progress {
             bar.inc(1);
             if totals.failed + totals.paused + totals.rejected > 0 {
+                let not_run = match self.naming {
+                    Naming::Records => "not run",
+                    Naming::Executions => "not resumed",
+                };
                 bar.set_message(format!(
-                    "{} failed, {} paused, {} not run",
+                    "{} failed, {} paused, {} {not_run}",
                     totals.failed, totals.paused, totals.rejected
                 ));
             }

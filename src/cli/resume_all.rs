@@ -173,6 +173,7 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
     };
 
     let progress = batch_output::progress_bar_of(Some(candidates.len() as u64));
+    output::set_progress_bar(progress.clone());
     let mut printer = Printer {
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
         output_error: None,
@@ -210,6 +211,7 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
     });
     let elapsed = started.elapsed();
     printer.flush();
+    output::set_progress_bar(None);
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
