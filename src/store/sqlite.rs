@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{
-    params, Connection, ErrorCode, OptionalExtension, Savepoint, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -31,9 +29,9 @@ const OPEN_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(1)
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Room for every statement this file prepares (about 20), so that none is
+/// Room for every statement this file prepares (about 35), so that none is
 /// evicted and parsed again on each call.
-const STATEMENT_CACHE_CAPACITY: usize = 32;
+const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 // JSON columns are TEXT in STRICT tables, because under NUMERIC affinity SQLite
 // would turn a value such as `12345678901234567890123` into a lossy REAL.
@@ -512,8 +510,18 @@ fn begin_write<'c>(conn: &'c mut Connection, path: &str) -> Result<Write<'c>, St
             .map(Write::Transaction)
             .at(path)
     } else {
-        conn.savepoint().map(Write::Savepoint).at(path)
+        run_cached(conn, "SAVEPOINT flowrun_write").at(path)?;
+        Ok(Write::Savepoint(Savepoint {
+            conn,
+            released: false,
+        }))
     }
+}
+
+/// Runs a statement without parameters through the statement cache, so
+/// that the many savepoints of a group are parsed once.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// One write: its own transaction, or a savepoint inside a group.
@@ -522,13 +530,29 @@ enum Write<'c> {
     Savepoint(Savepoint<'c>),
 }
 
+/// A savepoint inside a group, rolled back when dropped unreleased.
+struct Savepoint<'c> {
+    conn: &'c Connection,
+    released: bool,
+}
+
+impl Drop for Savepoint<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            // Undoes this write only; the group's earlier writes stay.
+            let _ = run_cached(self.conn, "ROLLBACK TO flowrun_write");
+            let _ = run_cached(self.conn, "RELEASE flowrun_write");
+        }
+    }
+}
+
 impl std::ops::Deref for Write<'_> {
     type Target = Connection;
 
     fn deref(&self) -> &Connection {
         match self {
             Write::Transaction(tx) => tx,
-            Write::Savepoint(savepoint) => savepoint,
+            Write::Savepoint(savepoint) => savepoint.conn,
         }
     }
 }
@@ -537,7 +561,11 @@ impl Write<'_> {
     fn commit(self) -> rusqlite::Result<()> {
         match self {
             Write::Transaction(tx) => tx.commit(),
-            Write::Savepoint(savepoint) => savepoint.commit(),
+            Write::Savepoint(mut savepoint) => {
+                run_cached(savepoint.conn, "RELEASE flowrun_write")?;
+                savepoint.released = true;
+                Ok(())
+            }
         }
     }
 }
