@@ -69,6 +69,11 @@ impl StoreWriter {
     /// thread on it. When the journal cannot be created, every write fails
     /// with the reason, so no request leaves unrecorded.
     pub fn start(store: SqliteStore) -> StoreWriter {
+        StoreWriter::with_queue(store, QUEUE)
+    }
+
+    /// Starts the writer thread with room for `queue` writes.
+    fn with_queue(store: SqliteStore, queue: usize) -> StoreWriter {
         let failure: Failure = Arc::default();
         let journal = match Journal::create(store.file()) {
             Ok(journal) => Some(journal),
@@ -78,7 +83,7 @@ impl StoreWriter {
             }
         };
         let journal: SharedJournal = Arc::new(Mutex::new(journal));
-        let (sender, receiver) = sync_channel(QUEUE);
+        let (sender, receiver) = sync_channel(queue);
         let (thread_failure, thread_journal) = (failure.clone(), journal.clone());
         let thread = std::thread::Builder::new()
             .name("flowrun-store".to_string())
@@ -191,7 +196,7 @@ fn write_groups(
             Err(error) => record_failure(failure, error),
             Ok(()) => {
                 if let Some(seq) = folded {
-                    clear_if_folded(journal, seq, failure);
+                    rewind_if_folded(journal, seq);
                 }
             }
         }
@@ -202,7 +207,7 @@ fn write_groups(
     // Every handle is gone and every write is committed: the journal has
     // nothing left to recover. The file goes before its row, see
     // `journal::recover`.
-    if let Ok(mut journal) = journal.lock() {
+    if let Ok(mut journal) = journal.try_lock() {
         if let Some(journal) = journal.take() {
             if journal.remove().is_ok() {
                 let _ = store.forget_journal(journal.name());
@@ -211,14 +216,14 @@ fn write_groups(
     }
 }
 
-/// Empties the journal when entry `seq`, now committed, is the last one
-/// appended.
-fn clear_if_folded(journal: &SharedJournal, seq: u64, failure: &Failure) {
-    if let Ok(mut journal) = journal.lock() {
+/// Rewinds the journal when entry `seq`, now committed, is the last one
+/// appended. A handle holds the journal's lock while it waits for room in
+/// the queue, so the writer thread only tries the lock: waiting for it
+/// would stop the thread that makes that room.
+fn rewind_if_folded(journal: &SharedJournal, seq: u64) {
+    if let Ok(mut journal) = journal.try_lock() {
         if let Some(journal) = journal.as_mut().filter(|journal| journal.appended() == seq) {
-            if let Err(error) = journal.clear() {
-                record_failure(failure, &error);
-            }
+            journal.rewind();
         }
     }
 }
@@ -484,8 +489,8 @@ mod tests {
                 7,
             )
             .unwrap();
-        // Until the writer thread folds them, both lines are in the file. A
-        // folded journal is emptied, so the file contains both or nothing.
+        // A folded journal is rewound, not emptied, so the file contains
+        // both lines whether or not the writer thread has folded them.
         let name = journals(dir.path()).pop().unwrap();
         let text = std::fs::read_to_string(dir.path().join(&name)).unwrap();
         if !text.is_empty() {
@@ -506,6 +511,41 @@ mod tests {
         assert_eq!(
             reader.steps("ex-1").unwrap()[0].status,
             crate::store::StepStatus::Running
+        );
+    }
+
+    #[test]
+    fn a_full_queue_does_not_stop_the_writer() {
+        // A handle waits for room in the queue while it holds the journal's
+        // lock, and the writer thread rewinds the journal after each group.
+        // With room for two writes, a writer that waited for that lock
+        // would never make room again.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let writer = StoreWriter::with_queue(SqliteStore::open(&path).unwrap(), 2);
+        let (done, finished) = std::sync::mpsc::channel();
+        let mut handle = writer.handle();
+        std::thread::spawn(move || {
+            let entity = json!({"id": "C-1"});
+            for index in 0..2000 {
+                let id = format!("ex-{index}");
+                handle
+                    .begin_execution(&new_execution(&id, &entity, &Map::new()))
+                    .unwrap();
+                handle
+                    .set_status(&id, ExecutionStatus::Succeeded, "2026-01-01T00:00:02Z")
+                    .unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the writes finished");
+        writer.finish().unwrap();
+        let reader = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            reader.executions(Some(ExecutionStatus::Succeeded)).unwrap().len(),
+            2000
         );
     }
 

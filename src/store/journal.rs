@@ -8,8 +8,13 @@
 //! The writer thread folds entries into the tables in groups. Each group
 //! records, in the same transaction, the sequence number of the last entry
 //! it holds, so an entry is in the tables exactly when its number is at most
-//! the journal's `folded` row. When every appended entry is folded, the file
-//! is emptied; at the end of the batch it is removed.
+//! the journal's `folded` row. When every appended entry is folded, writing
+//! starts again at the start of the file. The bytes left after the new
+//! entries belong to folded entries, and recovery stops at the first line
+//! that does not parse, so they are never applied. The file is not
+//! truncated, because freeing and allocating its blocks over and over costs
+//! the file system more than overwriting them. At the end of the batch the
+//! file is removed.
 //!
 //! The owner holds an exclusive lock on its journal for its whole life. Any
 //! process that opens the store looks for journals beside it whose lock it
@@ -19,7 +24,8 @@
 //! recognised as one that another opener is recovering, and waited for.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -168,6 +174,8 @@ pub struct Journal {
     name: String,
     /// The sequence number of the last entry appended.
     appended: u64,
+    /// Where the next entry is written.
+    offset: u64,
     /// Set when an append failed part way: the file may end in a partial
     /// line, so nothing more is appended.
     broken: Option<String>,
@@ -186,7 +194,7 @@ impl Journal {
             reason: format!("cannot create the batch journal `{}`: {err}", path.display()),
         };
         let mut options = OpenOptions::new();
-        options.append(true).create_new(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             // Entities may hold personal data: only the owner reads the journal.
@@ -200,6 +208,7 @@ impl Journal {
             path,
             name,
             appended: 0,
+            offset: 0,
             broken: None,
         })
     }
@@ -228,20 +237,20 @@ impl Journal {
         line.extend_from_slice(b",\"entry\":");
         line.extend_from_slice(encoded);
         line.extend_from_slice(b"}\n");
-        if let Err(err) = self.file.write_all(&line) {
+        if let Err(err) = self.file.write_all_at(&line, self.offset) {
             let reason = format!("cannot append to `{}`: {err}", self.path.display());
             self.broken = Some(reason.clone());
             return Err(StoreError::Other(reason));
         }
+        self.offset += line.len() as u64;
         self.appended = seq;
         Ok(seq)
     }
 
-    /// Empties the file, once every entry in it is folded.
-    pub fn clear(&mut self) -> Result<(), StoreError> {
-        self.file
-            .set_len(0)
-            .map_err(|err| StoreError::Other(format!("cannot empty `{}`: {err}", self.path.display())))
+    /// Writes the next entry at the start of the file, once every entry
+    /// appended so far is folded.
+    pub fn rewind(&mut self) {
+        self.offset = 0;
     }
 
     /// Removes the file, once every entry in it is folded.
@@ -470,7 +479,10 @@ mod tests {
         append(&mut journal, &begin_step("ex-1"));
         let end = String::from_utf8(end_step("ex-1").encode().unwrap()).unwrap();
         let partial = format!(r#"{{"seq":3,"entry":{}"#, &end[..end.len() / 2]);
-        journal.file.write_all(partial.as_bytes()).unwrap();
+        journal
+            .file
+            .write_all_at(partial.as_bytes(), journal.offset)
+            .unwrap();
         drop(journal);
 
         let store = SqliteStore::open(&path).unwrap();
@@ -478,6 +490,43 @@ mod tests {
         assert_eq!(steps[0].status, StepStatus::Running);
         assert_eq!(steps[0].attempts, Vec::new());
         assert_eq!(files(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_rewound_journal_applies_only_the_new_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let mut journal = Journal::create(&path).unwrap();
+        let name = journal.name().to_string();
+        for entry in life_of("ex-1") {
+            append(&mut journal, &entry);
+            entry.apply(&mut store).unwrap();
+        }
+        store.set_journal_folded(&name, 3).unwrap();
+        journal.rewind();
+        // The new entry is shorter than the folded ones it overwrites.
+        let status = Entry::SetStatus {
+            id: "ex-1".to_string(),
+            status: ExecutionStatus::Paused,
+            at: "2026-01-01T00:00:09Z".to_string(),
+        };
+        assert_eq!(append(&mut journal, &status), 4);
+        drop(journal);
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let record = store.execution("ex-1").unwrap();
+        assert_eq!(record.status, ExecutionStatus::Paused);
+        assert_eq!(record.updated_at, "2026-01-01T00:00:09Z");
+        let steps = store.steps("ex-1").unwrap();
+        assert_eq!(steps[0].runs, 1);
+        assert_eq!(steps[0].attempts.len(), 1);
+        assert_eq!(files(dir.path()), Vec::<String>::new());
+    }
+
+    fn life_of(id: &str) -> Vec<Entry> {
+        vec![begin_execution(id), begin_step(id), end_step(id)]
     }
 
     #[test]
