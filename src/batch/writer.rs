@@ -7,11 +7,14 @@
 //! returns and no execution waits for a commit. A step's request therefore
 //! leaves as soon as the step's start is in the journal. The writer thread
 //! merges the queued writes of each execution ([`Group`]), writes them as
-//! savepoints, so one failed write undoes only itself, and commits the
-//! group together with how far the journal is folded. When the process dies, the next process that opens
-//! the store applies the journal's remaining entries, so a sent request is
-//! never missing from the store.
+//! savepoints, and commits the group together with how far the journal is
+//! folded. When a write fails, its group is rolled back and the thread
+//! writes nothing more, so the journal keeps every write from that group on.
+//! When the process dies or a write failed, the next process that opens the
+//! store applies the journal's remaining entries, so a sent request is never
+//! missing from the store.
 
+use std::cell::Cell;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -107,7 +110,9 @@ impl StoreWriter {
     }
 
     /// Waits until every queued write is committed, once every handle is
-    /// dropped, removes the journal, and returns the first write that failed.
+    /// dropped, and returns the first write that failed. The journal is
+    /// removed when no write failed; otherwise it keeps the writes from the
+    /// failed group on, for the next process that opens the store.
     pub fn finish(mut self) -> Result<(), String> {
         self.sender = None;
         if let Some(thread) = self.thread.take() {
@@ -158,24 +163,29 @@ fn write_groups(
             waited_for |= matches!(job, Job::Call(_));
             jobs.push(job);
         }
-        // Without a group, for instance when another process holds the
-        // lock past the busy timeout, each write tries on its own.
-        let grouped = store.begin_group().is_ok();
+        // After a failed group, nothing more is written: the journal keeps
+        // every write from that group on, and the next process that opens
+        // the store applies them. A dropped call tells its caller that the
+        // writer has stopped.
+        if has_failed(failure) {
+            jobs.clear();
+            continue;
+        }
+        if let Err(error) = store.begin_group() {
+            record_failure(failure, &error);
+            jobs.clear();
+            continue;
+        }
         let mut folded = None;
-        let mut failed = |error: StoreError| record_failure(failure, &error);
+        let group_failed = Cell::new(false);
+        let mut failed = |error: StoreError| {
+            group_failed.set(true);
+            record_failure(failure, &error);
+        };
         for job in jobs.drain(..) {
             match job {
                 Job::Write { seq, entry } => {
-                    if grouped {
-                        group.push(*entry, &mut store, &mut failed);
-                    } else {
-                        if let Err(error) = entry.apply(&mut store) {
-                            failed(error);
-                        }
-                        if let Some(name) = &name {
-                            let _ = store.set_journal_folded(name, seq);
-                        }
-                    }
+                    group.push(*entry, &mut store, &mut failed);
                     folded = Some(seq);
                 }
                 Job::Call(call) => {
@@ -186,12 +196,21 @@ fn write_groups(
             }
         }
         group.flush(&mut store, &mut failed);
-        if let (true, Some(name), Some(seq)) = (grouped, &name, folded) {
+        if let (false, Some(name), Some(seq)) = (group_failed.get(), &name, folded) {
             if let Err(error) = store.set_journal_folded(name, seq) {
-                record_failure(failure, &error);
+                failed(error);
             }
         }
-        let committed = if grouped { store.commit_group() } else { Ok(()) };
+        // A failed write rolls its whole group back, so that the journal's
+        // `folded` row never passes a write that is not in the tables.
+        let committed = if group_failed.get() {
+            store.rollback_group();
+            Err(StoreError::Other(
+                "a write of its group failed, so the group was rolled back".to_string(),
+            ))
+        } else {
+            store.commit_group()
+        };
         match &committed {
             Err(error) => record_failure(failure, error),
             Ok(()) => {
@@ -204,9 +223,13 @@ fn write_groups(
             reply(committed.as_ref().err());
         }
     }
-    // Every handle is gone and every write is committed: the journal has
-    // nothing left to recover. The file goes before its row, see
-    // `journal::recover`.
+    // Every handle is gone. When every write is committed, the journal has
+    // nothing left to recover; the file goes before its row, see
+    // `journal::recover`. Otherwise it stays for the next process that
+    // opens the store.
+    if has_failed(failure) {
+        return;
+    }
     if let Ok(mut journal) = journal.try_lock() {
         if let Some(journal) = journal.take() {
             if journal.remove().is_ok() {
@@ -214,6 +237,10 @@ fn write_groups(
             }
         }
     }
+}
+
+fn has_failed(failure: &Failure) -> bool {
+    failure.lock().map_or(true, |failure| failure.is_some())
 }
 
 /// Rewinds the journal when entry `seq`, now committed, is the last one
@@ -547,6 +574,49 @@ mod tests {
             reader.executions(Some(ExecutionStatus::Succeeded)).unwrap().len(),
             2000
         );
+    }
+
+    #[test]
+    fn writes_that_cannot_be_committed_stay_in_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap());
+        // Another connection holds the write lock past the busy timeout.
+        let blocker = rusqlite::Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut handle = writer.handle();
+        let entity = json!({"id": "C-1"});
+        handle
+            .begin_execution(&new_execution("ex-1", &entity, &Map::new()))
+            .unwrap();
+        handle
+            .begin_step(
+                "ex-1",
+                0,
+                "send",
+                &["POST".to_string()],
+                "2026-01-01T00:00:01Z",
+                7,
+            )
+            .unwrap();
+        drop(handle);
+        assert_eq!(
+            writer.finish().unwrap_err(),
+            format!("the store `{}` is locked by another process", path.display())
+        );
+        assert_eq!(journals(dir.path()).len(), 1);
+
+        blocker.execute_batch("ROLLBACK").unwrap();
+        drop(blocker);
+        let reader = SqliteStore::open(&path).unwrap();
+        let steps = reader.steps("ex-1").unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(
+            (steps[0].status, steps[0].runs),
+            (crate::store::StepStatus::Running, 1)
+        );
+        assert_eq!(journals(dir.path()), Vec::<String>::new());
+        assert_eq!(reader.journal_names().unwrap(), Vec::<String>::new());
     }
 
     #[test]

@@ -218,6 +218,14 @@ impl SqliteStore {
         committed
     }
 
+    /// Rolls back the group [`SqliteStore::begin_group`] opened, undoing
+    /// every write in it.
+    pub fn rollback_group(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     /// Inserts an execution that began in the current group as its rows
     /// are after the group's entries, in one write. Fails without writing
     /// when the id is taken.
