@@ -187,8 +187,9 @@ impl Journal {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_nanos());
-        let name = format!("{}{}-{nanos}", prefix(store), std::process::id());
-        let path = store.with_file_name(&name);
+        let base = resolved(store);
+        let name = format!("{}{}-{nanos}", prefix(&base), std::process::id());
+        let path = base.with_file_name(&name);
         let failed = |err: std::io::Error| StoreError::Open {
             path: store.display().to_string(),
             reason: format!("cannot create the batch journal `{}`: {err}", path.display()),
@@ -260,6 +261,13 @@ impl Journal {
     }
 }
 
+/// Returns the store file `store` with every symbolic link resolved, where
+/// SQLite also puts the store's WAL file, so that every path to one store
+/// puts its journals in one folder under one name.
+fn resolved(store: &Path) -> PathBuf {
+    std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf())
+}
+
 /// Returns the start of the name of every journal of the store file `store`.
 fn prefix(store: &Path) -> String {
     let file_name = store
@@ -271,7 +279,7 @@ fn prefix(store: &Path) -> String {
 /// Applies the journals beside the store whose owner died, and deletes the
 /// rows of journals whose file is gone. Returns how many entries it applied.
 pub fn recover(store: &mut SqliteStore) -> Result<usize, StoreError> {
-    let store_file = store.file().to_path_buf();
+    let store_file = resolved(store.file());
     let prefix = prefix(&store_file);
     let directory = match store_file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -302,26 +310,49 @@ fn owner_pid(rest: &str) -> Option<u32> {
 }
 
 fn recover_one(store: &mut SqliteStore, path: &Path, name: &str, owner: u32) -> Result<usize, StoreError> {
+    // Journals are regular files. A symbolic link, a named pipe or a device
+    // with a journal's name is left alone: reading it could block, never
+    // end, or apply writes from a file elsewhere.
+    if !std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_file()) {
+        return Ok(0);
+    }
     let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
         return Ok(0);
     };
+    recover_opened(store, &file, path, name, owner)
+}
+
+/// Applies the journal `file`, opened from `path`, once its lock is taken.
+fn recover_opened(
+    store: &mut SqliteStore,
+    file: &File,
+    path: &Path,
+    name: &str,
+    owner: u32,
+) -> Result<usize, StoreError> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) if process_alive(owner) => return Ok(0),
         // Its owner is gone, so another opener is recovering it: wait for
-        // that one to finish, then see whether the file is still there.
+        // that one to finish.
         Err(TryLockError::WouldBlock) => {
-            if file.lock().is_err() || !path.exists() {
+            if file.lock().is_err() {
                 return Ok(0);
             }
         }
         Err(TryLockError::Error(_)) => return Ok(0),
     }
+    // Another opener may have applied and removed the journal between the
+    // open and the lock. Its row is gone too, so applying the file again
+    // would repeat every entry: the file must still be the one at `path`.
+    if !still_at(file, path) {
+        return Ok(0);
+    }
 
     let folded = store.journal_folded(name)?;
     let mut last = folded;
     let mut pending = Vec::new();
-    for line in BufReader::new(&file).split(b'\n') {
+    for line in BufReader::new(file).split(b'\n') {
         let Ok(line) = line else { break };
         // A line that does not parse was cut short by the crash, and its
         // request was never sent, because sending waits for the append.
@@ -347,6 +378,26 @@ fn recover_one(store: &mut SqliteStore, path: &Path, name: &str, owner: u32) -> 
     let _ = std::fs::remove_file(path);
     store.forget_journal(name)?;
     Ok(pending.len())
+}
+
+/// Whether `file` is the regular file that `path` names.
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(opened), Ok(named)) => {
+            named.file_type().is_file() && opened.dev() == named.dev() && opened.ino() == named.ino()
+        }
+        _ => false,
+    }
+}
+
+/// Whether `file` is the regular file that `path` names; without inode
+/// numbers, whether a regular file is still there.
+#[cfg(not(unix))]
+fn still_at(file: &File, path: &Path) -> bool {
+    file.metadata().is_ok_and(|metadata| metadata.is_file())
+        && std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_file())
 }
 
 /// Whether process `pid` exists. Where `/proc` is missing, every process
@@ -543,6 +594,82 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(files(dir.path()), vec![journal.name().to_string()]);
+    }
+
+    #[test]
+    fn a_journal_another_opener_applied_is_not_applied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let mut journal = Journal::create(&path).unwrap();
+        append(&mut journal, &begin_execution("ex-1"));
+        append(&mut journal, &begin_step("ex-1"));
+        let (name, journal_path) = (journal.name().to_string(), journal.path.clone());
+        drop(journal);
+        // This opener opens the file; another applies and removes it
+        // before this one takes the lock.
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&journal_path)
+            .unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.steps("ex-1").unwrap()[0].runs, 1);
+
+        assert_eq!(
+            recover_opened(&mut store, &opened, &journal_path, &name, 7).unwrap(),
+            0
+        );
+        let steps = store.steps("ex-1").unwrap();
+        assert_eq!((steps.len(), steps[0].runs), (1, 1));
+        assert_eq!(store.journal_names().unwrap(), Vec::<String>::new());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_named_like_a_journal_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(&elsewhere.path().join("store.db")).unwrap();
+        append(&mut journal, &begin_execution("ex-1"));
+        let target = journal.path.clone();
+        drop(journal);
+        let link = dir.path().join("store.db-batch-1-2");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(matches!(
+            store.execution("ex-1"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap().lines().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_journal_made_through_a_link_is_applied_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let path = dir.path().join("data").join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let mut journal = Journal::create(&link).unwrap();
+        append(&mut journal, &begin_execution("ex-1"));
+        assert!(
+            journal.name().starts_with("store.db-batch-"),
+            "{}",
+            journal.name()
+        );
+        drop(journal);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.execution("ex-1").unwrap().entity, json!({"id": "ex-1"}));
+        assert_eq!(files(&dir.path().join("data")), Vec::<String>::new());
+        assert_eq!(files(dir.path()), Vec::<String>::new());
     }
 
     #[test]
