@@ -69,35 +69,28 @@ pub struct StoreWriter {
 
 impl StoreWriter {
     /// Creates the batch's journal beside `store` and starts the writer
-    /// thread on it. When the journal cannot be created, every write fails
-    /// with the reason, so no request leaves unrecorded.
-    pub fn start(store: SqliteStore) -> StoreWriter {
+    /// thread on it. Fails when the journal cannot be created, before any
+    /// execution starts.
+    pub fn start(store: SqliteStore) -> Result<StoreWriter, StoreError> {
         StoreWriter::with_queue(store, QUEUE)
     }
 
     /// Starts the writer thread with room for `queue` writes.
-    fn with_queue(store: SqliteStore, queue: usize) -> StoreWriter {
+    fn with_queue(store: SqliteStore, queue: usize) -> Result<StoreWriter, StoreError> {
         let failure: Failure = Arc::default();
-        let journal = match Journal::create(store.file()) {
-            Ok(journal) => Some(journal),
-            Err(error) => {
-                record_failure(&failure, &error);
-                None
-            }
-        };
-        let journal: SharedJournal = Arc::new(Mutex::new(journal));
+        let journal: SharedJournal = Arc::new(Mutex::new(Some(Journal::create(store.file())?)));
         let (sender, receiver) = sync_channel(queue);
         let (thread_failure, thread_journal) = (failure.clone(), journal.clone());
         let thread = std::thread::Builder::new()
             .name("flowrun-store".to_string())
             .spawn(move || write_groups(store, &receiver, &thread_failure, &thread_journal))
             .ok();
-        StoreWriter {
+        Ok(StoreWriter {
             sender: Some(sender),
             thread,
             failure,
             journal,
-        }
+        })
     }
 
     /// A handle for one execution.
@@ -469,7 +462,7 @@ mod tests {
     fn queued_writes_are_committed_by_finish() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap());
+        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap()).unwrap();
         let entity = json!({"id": "C-1"});
         let vars = Map::new();
         for index in 0..50 {
@@ -500,7 +493,7 @@ mod tests {
     fn a_write_is_in_the_journal_when_the_call_returns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap());
+        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap()).unwrap();
         let mut handle = writer.handle();
         let entity = json!({"id": "C-1"});
         handle
@@ -542,6 +535,26 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_that_cannot_be_created_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("gone");
+        let path = folder.join("store.db");
+        let store = SqliteStore::open(&path).unwrap();
+        // The open store outlives its folder, so the journal beside it
+        // cannot be created.
+        std::fs::remove_dir_all(&folder).unwrap();
+        let error = StoreWriter::start(store).err().expect("no journal, no writer");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cannot open the store `{}`: cannot create the batch journal",
+                path.display()
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn a_full_queue_does_not_stop_the_writer() {
         // A handle waits for room in the queue while it holds the journal's
         // lock, and the writer thread rewinds the journal after each group.
@@ -549,7 +562,7 @@ mod tests {
         // would never make room again.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let writer = StoreWriter::with_queue(SqliteStore::open(&path).unwrap(), 2);
+        let writer = StoreWriter::with_queue(SqliteStore::open(&path).unwrap(), 2).unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         let mut handle = writer.handle();
         std::thread::spawn(move || {
@@ -580,7 +593,7 @@ mod tests {
     fn writes_that_cannot_be_committed_stay_in_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap());
+        let writer = StoreWriter::start(SqliteStore::open(&path).unwrap()).unwrap();
         // Another connection holds the write lock past the busy timeout.
         let blocker = rusqlite::Connection::open(&path).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -622,7 +635,7 @@ mod tests {
     #[test]
     fn a_failed_write_is_reported_by_the_next_call_and_by_finish() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = StoreWriter::start(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+        let writer = StoreWriter::start(SqliteStore::open(&dir.path().join("store.db")).unwrap()).unwrap();
         let mut handle = writer.handle();
         handle
             .set_status("missing", ExecutionStatus::Failed, "2026-01-01T00:00:00Z")

@@ -100,8 +100,11 @@ pub(crate) fn batch_command(
     let mut writer = None;
     if !args.no_store {
         let path = executions::store_path(&args.store, Some(&args.file));
-        match executions::open_store(&path) {
-            Ok(store) => writer = Some(StoreWriter::start(store)),
+        let started = executions::open_store(&path).and_then(|store| {
+            StoreWriter::start(store).map_err(|error| executions::store_diagnostic(&error, &path))
+        });
+        match started {
+            Ok(started) => writer = Some(started),
             Err(diagnostic) => return fail_invalid(&[diagnostic], None),
         }
         store_path = Some(path);

@@ -155,8 +155,11 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
         Ok(runtime) => runtime,
         Err(error) => return startup_failed(&format!("cannot start the async runtime: {error}")),
     };
-    let writer = match executions::open_store(&path) {
-        Ok(connection) => StoreWriter::start(connection),
+    let started = executions::open_store(&path).and_then(|connection| {
+        StoreWriter::start(connection).map_err(|error| executions::store_diagnostic(&error, &path))
+    });
+    let writer = match started {
+        Ok(writer) => writer,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };
     let shared = Shared {

@@ -334,12 +334,9 @@ fn recover_opened(
         Ok(()) => {}
         Err(TryLockError::WouldBlock) if process_alive(owner) => return Ok(0),
         // Its owner is gone, so another opener is recovering it: wait for
-        // that one to finish.
-        Err(TryLockError::WouldBlock) => {
-            if file.lock().is_err() {
-                return Ok(0);
-            }
-        }
+        // that one to finish, which takes milliseconds. A lock held longer
+        // belongs to something else, and is reported rather than waited for.
+        Err(TryLockError::WouldBlock) => wait_for_lock(file, path)?,
         Err(TryLockError::Error(_)) => return Ok(0),
     }
     // Another opener may have applied and removed the journal between the
@@ -351,7 +348,10 @@ fn recover_opened(
 
     let folded = store.journal_folded(name)?;
     let mut last = folded;
-    let mut pending = Vec::new();
+    let mut applied = 0;
+    store.begin_group()?;
+    // Entries are applied as they are read, so memory does not grow with
+    // the journal.
     for line in BufReader::new(file).split(b'\n') {
         let Ok(line) = line else { break };
         // A line that does not parse was cut short by the crash, and its
@@ -361,15 +361,11 @@ fn recover_opened(
         };
         if line.seq > last {
             last = line.seq;
-            pending.push(line.entry);
+            applied += 1;
+            // An entry that fails here failed in the writer thread as well,
+            // so it is skipped as it was there.
+            let _ = line.entry.apply(store);
         }
-    }
-
-    store.begin_group()?;
-    // An entry that fails here failed in the writer thread as well, or
-    // repeats a write already applied, so it is skipped like it was there.
-    for entry in &pending {
-        let _ = entry.apply(store);
     }
     store.set_journal_folded(name, last)?;
     store.commit_group()?;
@@ -377,7 +373,29 @@ fn recover_opened(
     // later, but a file without its row would be applied again.
     let _ = std::fs::remove_file(path);
     store.forget_journal(name)?;
-    Ok(pending.len())
+    Ok(applied)
+}
+
+/// How long an opener waits for a journal whose owner is gone.
+const JOURNAL_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits up to [`JOURNAL_LOCK_WAIT`] for the lock on `file`, and fails
+/// with [`StoreError::Locked`] naming `path` after that.
+fn wait_for_lock(file: &File, path: &Path) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + JOURNAL_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(_) => {
+                return Err(StoreError::Locked {
+                    path: path.display().to_string(),
+                })
+            }
+        }
+    }
 }
 
 /// Whether `file` is the regular file that `path` names.
@@ -578,6 +596,28 @@ mod tests {
 
     fn life_of(id: &str) -> Vec<Entry> {
         vec![begin_execution(id), begin_step(id), end_step(id)]
+    }
+
+    #[test]
+    fn a_lock_held_past_its_dead_owner_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        // No process has this id: Linux allocates ids below 4,194,304.
+        let journal = dir.path().join("store.db-batch-4194304-1");
+        std::fs::write(&journal, "").unwrap();
+        let holder = File::open(&journal).unwrap();
+        holder.lock().unwrap();
+
+        let started = std::time::Instant::now();
+        let error = SqliteStore::open(&path).unwrap_err();
+        assert!(started.elapsed() >= JOURNAL_LOCK_WAIT);
+        assert_eq!(
+            error.to_string(),
+            format!("the store `{}` is locked by another process", journal.display())
+        );
+        drop(holder);
+        assert!(SqliteStore::open(&path).is_ok());
     }
 
     #[test]
