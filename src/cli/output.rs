@@ -288,11 +288,17 @@ pub fn init_logging(format: LogFormat, verbose: bool) {
 pub fn init_logging_at(format: LogFormat, level: tracing::Level) {
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    // flowrun's spans are always on, whatever the level, so that every
-    // event of a JSON log names its execution.
+    // In a JSON log, flowrun's spans are always on, whatever the level, so
+    // that every event names its execution. The text log shows no span
+    // fields, so it keeps no spans, which saves creating two per record.
+    let spans = format == LogFormat::Json;
     let filter = tracing_subscriber::filter::filter_fn(move |metadata| {
         if metadata.target().starts_with("flowrun") {
-            metadata.is_span() || *metadata.level() <= level
+            if metadata.is_span() {
+                spans
+            } else {
+                *metadata.level() <= level
+            }
         } else {
             *metadata.level() <= tracing::Level::WARN
         }
