@@ -3,9 +3,9 @@
 //!
 //! Each execution writes through its own [`WriterHandle`], which implements
 //! [`Store`]. A write is appended to the batch's [`Journal`] and queued for
-//! the writer thread, in one order for both, so it is durable when the call
-//! returns and no execution waits for a commit. A step's request therefore
-//! leaves as soon as the step's start is in the journal. The writer thread
+//! the writer thread, in one order for both, and no execution waits for a
+//! commit. A step's start reaches the journal's file before the call
+//! returns, so the step's request leaves as soon as it is there. The writer thread
 //! merges the queued writes of each execution ([`Group`]), writes them as
 //! savepoints, and commits the group together with how far the journal is
 //! folded. When a write fails, its group is rolled back and the thread
@@ -225,8 +225,9 @@ fn write_groups(
     }
     if let Ok(mut journal) = journal.try_lock() {
         if let Some(journal) = journal.take() {
+            let name = journal.name().to_string();
             if journal.remove().is_ok() {
-                let _ = store.forget_journal(journal.name());
+                let _ = store.forget_journal(&name);
             }
         }
     }
@@ -280,7 +281,10 @@ impl WriterHandle {
         let encoded = entry.encode()?;
         let stopped = || StoreError::Other("the store writer stopped unexpectedly".to_string());
         let mut journal = self.journal.lock().map_err(|_| stopped())?;
-        let seq = journal.as_mut().ok_or_else(stopped)?.append(&encoded)?;
+        // Only a step's start must reach the file before the call returns,
+        // because the step's request follows it.
+        let durable = matches!(entry, Entry::BeginStep { .. });
+        let seq = journal.as_mut().ok_or_else(stopped)?.append(&encoded, durable)?;
         // Queueing under the journal's lock keeps the queue in journal order.
         self.queue(Job::Write {
             seq,

@@ -1,9 +1,11 @@
 //! The journal of a batch: each write of the batch's executions is appended
 //! to a file beside the store, one JSON line, before it is queued for the
-//! writer thread. The append is a `write` to the operating system, like a
-//! commit in WAL mode with `synchronous=NORMAL`, so a write survives a crash
-//! of the process from the moment the append returns. A step's request can
-//! leave right after its start is appended, without waiting for a commit.
+//! writer thread. A step's start is written to the file at once, with every
+//! entry before it, in one `write` to the operating system. Other entries
+//! wait in memory for the next step's start. A write to the operating system
+//! survives a crash of the process, like a commit in WAL mode with
+//! `synchronous=NORMAL`, so a step's request can leave right after its start
+//! is appended, without waiting for a commit.
 //!
 //! The writer thread folds entries into the tables in groups. Each group
 //! records, in the same transaction, the sequence number of the last entry
@@ -174,8 +176,10 @@ pub struct Journal {
     name: String,
     /// The sequence number of the last entry appended.
     appended: u64,
-    /// Where the next entry is written.
+    /// Where the entries in `buffer` go in the file.
     offset: u64,
+    /// Lines appended but not yet written to the file.
+    buffer: Vec<u8>,
     /// Set when an append failed part way: the file may end in a partial
     /// line, so nothing more is appended.
     broken: Option<String>,
@@ -210,6 +214,7 @@ impl Journal {
             name,
             appended: 0,
             offset: 0,
+            buffer: Vec::new(),
             broken: None,
         })
     }
@@ -224,40 +229,64 @@ impl Journal {
     }
 
     /// Appends an entry [`Entry::encode`] encoded, and returns its sequence
-    /// number.
-    pub fn append(&mut self, encoded: &[u8]) -> Result<u64, StoreError> {
+    /// number. A `durable` entry is written to the file, with every entry
+    /// before it, before this returns. The others wait in memory for the
+    /// next durable one, because the writer thread commits them to the
+    /// store within a group's window anyway.
+    pub fn append(&mut self, encoded: &[u8], durable: bool) -> Result<u64, StoreError> {
         if let Some(reason) = &self.broken {
             return Err(StoreError::Other(format!(
                 "the batch journal is unusable: {reason}"
             )));
         }
         let seq = self.appended + 1;
-        let mut line = Vec::with_capacity(encoded.len() + 32);
-        line.extend_from_slice(b"{\"seq\":");
-        line.extend_from_slice(seq.to_string().as_bytes());
-        line.extend_from_slice(b",\"entry\":");
-        line.extend_from_slice(encoded);
-        line.extend_from_slice(b"}\n");
-        if let Err(err) = self.file.write_all_at(&line, self.offset) {
+        self.buffer.extend_from_slice(b"{\"seq\":");
+        self.buffer.extend_from_slice(seq.to_string().as_bytes());
+        self.buffer.extend_from_slice(b",\"entry\":");
+        self.buffer.extend_from_slice(encoded);
+        self.buffer.extend_from_slice(b"}\n");
+        self.appended = seq;
+        if durable {
+            self.flush()?;
+        }
+        Ok(seq)
+    }
+
+    /// Writes the entries waiting in memory to the file.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        if let Err(err) = self.file.write_all_at(&self.buffer, self.offset) {
             let reason = format!("cannot append to `{}`: {err}", self.path.display());
             self.broken = Some(reason.clone());
             return Err(StoreError::Other(reason));
         }
-        self.offset += line.len() as u64;
-        self.appended = seq;
-        Ok(seq)
+        self.offset += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
     }
 
     /// Writes the next entry at the start of the file, once every entry
-    /// appended so far is folded.
+    /// appended so far is folded. Entries still in memory are folded too,
+    /// so they are dropped.
     pub fn rewind(&mut self) {
         self.offset = 0;
+        self.buffer.clear();
     }
 
     /// Removes the file, once every entry in it is folded.
-    pub fn remove(&self) -> Result<(), StoreError> {
+    pub fn remove(mut self) -> Result<(), StoreError> {
+        self.buffer.clear();
         std::fs::remove_file(&self.path)
             .map_err(|err| StoreError::Other(format!("cannot remove `{}`: {err}", self.path.display())))
+    }
+}
+
+impl Drop for Journal {
+    /// Writes what is still in memory, for a journal that is kept.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -482,7 +511,7 @@ mod tests {
     }
 
     fn append(journal: &mut Journal, entry: &Entry) -> u64 {
-        journal.append(&entry.encode().unwrap()).unwrap()
+        journal.append(&entry.encode().unwrap(), true).unwrap()
     }
 
     fn files(dir: &Path) -> Vec<String> {
@@ -559,6 +588,25 @@ mod tests {
         assert_eq!(steps[0].status, StepStatus::Running);
         assert_eq!(steps[0].attempts, Vec::new());
         assert_eq!(files(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_step_start_writes_every_entry_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(&dir.path().join("store.db")).unwrap();
+        let path = journal.path.clone();
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+        let encoded = |entry: Entry| entry.encode().unwrap();
+
+        journal.append(&encoded(begin_execution("ex-1")), false).unwrap();
+        assert_eq!(lines(), 0);
+        journal.append(&encoded(begin_step("ex-1")), true).unwrap();
+        assert_eq!(lines(), 2);
+        journal.append(&encoded(end_step("ex-1")), false).unwrap();
+        assert_eq!(lines(), 2);
+        // A journal that is dropped, not removed, keeps what was in memory.
+        drop(journal);
+        assert_eq!(lines(), 3);
     }
 
     #[test]
