@@ -104,7 +104,7 @@ impl StoreWriter {
 
     /// Waits until every queued write is committed, once every handle is
     /// dropped, and returns the first write that failed. The journal is
-    /// removed when no write failed; otherwise it keeps the writes from the
+    /// removed when no write failed. Otherwise it keeps the writes from the
     /// failed group on, for the next process that opens the store.
     pub fn finish(mut self) -> Result<(), String> {
         self.sender = None;
@@ -158,8 +158,8 @@ fn write_groups(
         }
         // After a failed group, nothing more is written: the journal keeps
         // every write from that group on, and the next process that opens
-        // the store applies them. A dropped call tells its caller that the
-        // writer has stopped.
+        // the store applies them. A dropped call returns an error to its
+        // caller, saying that the writer has stopped.
         if has_failed(failure) {
             jobs.clear();
             continue;

@@ -176,7 +176,7 @@ pub struct Journal {
     name: String,
     /// The sequence number of the last entry appended.
     appended: u64,
-    /// Where the entries in `buffer` go in the file.
+    /// The file offset that the entries in `buffer` are written at.
     offset: u64,
     /// Lines appended but not yet written to the file.
     buffer: Vec<u8>,
@@ -427,7 +427,7 @@ fn wait_for_lock(file: &File, path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Whether `file` is the regular file that `path` names.
+/// Checks whether `file` is the regular file that `path` names.
 #[cfg(unix)]
 fn still_at(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -439,15 +439,15 @@ fn still_at(file: &File, path: &Path) -> bool {
     }
 }
 
-/// Whether `file` is the regular file that `path` names; without inode
-/// numbers, whether a regular file is still there.
+/// Checks whether `file` is the regular file that `path` names. Without
+/// inode numbers, it checks whether a regular file is still there.
 #[cfg(not(unix))]
 fn still_at(file: &File, path: &Path) -> bool {
     file.metadata().is_ok_and(|metadata| metadata.is_file())
         && std::fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_file())
 }
 
-/// Whether process `pid` exists. Where `/proc` is missing, every process
+/// Checks whether process `pid` exists. Where `/proc` is missing, every process
 /// counts as alive, so a locked journal is left to its owner.
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
