@@ -12,48 +12,19 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::journal::Entry;
 use super::sqlite::SqliteStore;
-use super::{AttemptRecord, ExecutionStatus, NotificationRecord, StepStatus, StoreError};
+use super::{ExecutionRecord, ExecutionStatus, NotificationRecord, StepRecord, StepStatus, StoreError};
 
 /// An execution that began in the current group, as its rows will be.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FreshExecution {
-    pub id: String,
-    pub workflow: String,
-    pub source_path: String,
-    pub workflow_hash: String,
-    pub step_hashes: Vec<String>,
-    pub step_names: Vec<String>,
-    pub status: ExecutionStatus,
-    pub entity_before: Value,
-    pub entity: Value,
-    pub vars: Map<String, Value>,
-    pub next_step: usize,
-    pub started_at: String,
-    pub updated_at: String,
-    pub finished_at: Option<String>,
-    pub pid: u32,
-    /// In the order the steps began.
-    pub steps: Vec<FreshStep>,
+    pub record: ExecutionRecord,
+    /// In the order the steps began, each in its first run.
+    pub steps: Vec<StepRecord>,
     pub notifications: Vec<NotificationRecord>,
-}
-
-/// A step of a [`FreshExecution`], with the attempts of its one run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FreshStep {
-    pub index: usize,
-    pub name: String,
-    pub status: StepStatus,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub error: Option<String>,
-    pub code: Option<String>,
-    pub methods: Vec<String>,
-    pub llm_usage: Value,
-    pub attempts: Vec<AttemptRecord>,
 }
 
 /// An execution of the group: built in memory, or applied as it comes.
@@ -80,8 +51,8 @@ impl Group {
     /// `failed`.
     pub fn push(&mut self, entry: Entry, store: &mut SqliteStore, failed: &mut dyn FnMut(StoreError)) {
         if let Some(execution) = fresh(&entry) {
-            if !self.members.contains_key(&execution.id) {
-                let id = execution.id.clone();
+            if !self.members.contains_key(&execution.record.id) {
+                let id = execution.record.id.clone();
                 self.order.push(id.clone());
                 self.members.insert(
                     id,
@@ -172,21 +143,23 @@ fn fresh(entry: &Entry) -> Option<FreshExecution> {
         return None;
     };
     Some(FreshExecution {
-        id: id.clone(),
-        workflow: workflow.clone(),
-        source_path: source_path.clone(),
-        workflow_hash: workflow_hash.clone(),
-        step_hashes: step_hashes.clone(),
-        step_names: step_names.clone(),
-        status: ExecutionStatus::Running,
-        entity_before: entity.clone(),
-        entity: entity.clone(),
-        vars: vars.clone(),
-        next_step: 0,
-        started_at: started_at.clone(),
-        updated_at: started_at.clone(),
-        finished_at: None,
-        pid: *pid,
+        record: ExecutionRecord {
+            id: id.clone(),
+            workflow: workflow.clone(),
+            source_path: source_path.clone(),
+            workflow_hash: workflow_hash.clone(),
+            step_hashes: step_hashes.clone(),
+            step_names: step_names.clone(),
+            status: ExecutionStatus::Running,
+            entity_before: entity.clone(),
+            entity: entity.clone(),
+            vars: vars.clone(),
+            next_step: 0,
+            started_at: started_at.clone(),
+            updated_at: started_at.clone(),
+            finished_at: None,
+            pid: *pid,
+        },
         steps: Vec::new(),
         notifications: Vec::new(),
     })
@@ -211,12 +184,13 @@ fn merge(execution: &mut FreshExecution, entry: &Entry) -> bool {
             if execution.steps.iter().any(|step| step.index == *index) {
                 return false;
             }
-            execution.pid = *pid;
-            execution.updated_at = at.clone();
-            execution.steps.push(FreshStep {
+            execution.record.pid = *pid;
+            execution.record.updated_at = at.clone();
+            execution.steps.push(StepRecord {
                 index: *index,
                 name: name.clone(),
                 status: StepStatus::Running,
+                runs: 1,
                 started_at: at.clone(),
                 finished_at: None,
                 error: None,
@@ -249,16 +223,16 @@ fn merge(execution: &mut FreshExecution, entry: &Entry) -> bool {
             step.code = code.clone();
             step.llm_usage = llm_usage.clone();
             step.attempts.extend(attempts.iter().cloned());
-            execution.entity = entity.clone();
-            execution.vars = vars.clone();
-            execution.next_step = *next_step;
-            execution.updated_at = at.clone();
+            execution.record.entity = entity.clone();
+            execution.record.vars = vars.clone();
+            execution.record.next_step = *next_step;
+            execution.record.updated_at = at.clone();
             true
         }
         Entry::SetStatus { status, at, .. } => {
-            execution.status = *status;
-            execution.updated_at = at.clone();
-            execution.finished_at =
+            execution.record.status = *status;
+            execution.record.updated_at = at.clone();
+            execution.record.finished_at =
                 matches!(status, ExecutionStatus::Succeeded | ExecutionStatus::Failed).then(|| at.clone());
             true
         }
@@ -272,8 +246,8 @@ fn merge(execution: &mut FreshExecution, entry: &Entry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
-    use serde_json::json;
+    use crate::store::{AttemptRecord, Store};
+    use serde_json::{json, Map};
 
     fn begin_execution(id: &str) -> Entry {
         Entry::BeginExecution {

@@ -229,7 +229,8 @@ impl SqliteStore {
     /// Inserts an execution that began in the current group as its rows
     /// are after the group's entries, in one write. Fails without writing
     /// when the id is taken.
-    pub fn insert_fresh(&mut self, execution: &FreshExecution) -> Result<(), StoreError> {
+    pub fn insert_fresh(&mut self, fresh: &FreshExecution) -> Result<(), StoreError> {
+        let execution = &fresh.record;
         let step_hashes = to_json(&execution.step_hashes)?;
         let step_names = to_json(&execution.step_names)?;
         let entity_before = to_json(&execution.entity_before)?;
@@ -270,7 +271,7 @@ impl SqliteStore {
             });
         }
 
-        for step in &execution.steps {
+        for step in &fresh.steps {
             tx.prepare_cached(
                 "INSERT INTO steps (execution_id, idx, name, status, runs, started_at, finished_at, error, code, \
                  methods, llm_usage) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -313,7 +314,7 @@ impl SqliteStore {
             }
         }
 
-        for notification in &execution.notifications {
+        for notification in &fresh.notifications {
             tx.prepare_cached(
                 "INSERT INTO notifications (execution_id, step, severity, error, channels, delivery_error, sent_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
