@@ -268,6 +268,21 @@ fn nothing_to_resume_exits_0() {
         )
     );
     assert_eq!(server.request_count(), 2);
+
+    // A certificate file that cannot be used stops the command even then.
+    let missing = workspace.dir.path().join("missing.pem");
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "resume",
+        "--all",
+        "--store",
+        path_str(&store),
+        "--cacert",
+        path_str(&missing),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("flow::input::invalid_cacert"), "{stderr}");
+    assert!(!stderr.contains("nothing to resume"), "{stderr}");
 }
 
 #[test]

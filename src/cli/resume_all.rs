@@ -103,6 +103,18 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
     if !path.exists() {
         return fail_invalid(&[executions::no_store(&path)], None);
     }
+    let secrets = match input::read_secrets(std::env::vars(), args.secrets.as_deref()) {
+        Ok(secrets) => secrets,
+        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
+    };
+    // A `--cacert` file applies to every workflow, so one that cannot be
+    // used stops the command, as it stops a batch, even with nothing to
+    // resume.
+    if args.tls.cacert.is_some() {
+        if let Err(diagnostic) = executions::ca_certificates(&args.tls, Path::new(".")) {
+            return fail_invalid(&[diagnostic], None);
+        }
+    }
     let store = match executions::open_store(&path) {
         Ok(store) => store,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
@@ -126,17 +138,6 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
         return EXIT_SUCCESS;
     }
 
-    let secrets = match input::read_secrets(std::env::vars(), args.secrets.as_deref()) {
-        Ok(secrets) => secrets,
-        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
-    };
-    // A `--cacert` file applies to every workflow, so one that cannot be
-    // used stops the command, as it stops a batch.
-    if args.tls.cacert.is_some() {
-        if let Err(diagnostic) = executions::ca_certificates(&args.tls, Path::new(".")) {
-            return fail_invalid(&[diagnostic], None);
-        }
-    }
     // Every workflow's client shares one politeness, so that a Retry-After
     // and `--rate` hold all executions. Ending the waits of this client on
     // Ctrl-C ends those of the others.
