@@ -218,7 +218,7 @@ fn paused_steps_are_sent_once_more() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(lines(&stdout), vec![json!({"id": "C-4", "status": "ok"})]);
     assert!(
-        stderr.contains("1 executions in ")
+        stderr.contains("1 execution in ")
             && stderr.contains(
                 ": 1 succeeded, 0 failed, 0 paused, 0 not resumed, 0 taken over by another process"
             ),

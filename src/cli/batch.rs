@@ -553,8 +553,9 @@ fn summarize(
     } else {
         0.0
     };
+    let noun = if records == 1 { "record" } else { "records" };
     log.line(tracing::Level::INFO, &format!(
-        "{records} records in {seconds:.2} s ({rate:.0} per second): {} succeeded, {} failed, {} paused, {} not run",
+        "{records} {noun} in {seconds:.2} s ({rate:.0} per second): {} succeeded, {} failed, {} paused, {} not run",
         totals.succeeded, totals.failed, totals.paused, totals.rejected
     ));
     if totals.paused > 0 {
@@ -616,11 +617,19 @@ pub(crate) fn summarize_resumed(log: Log, totals: &Totals, elapsed: Duration, st
     } else {
         0.0
     };
-    log.line(tracing::Level::INFO, &format!(
-        "{executions} executions in {seconds:.2} s ({rate:.0} per second): {} succeeded, {} failed, {} paused, \
+    let noun = if executions == 1 {
+        "execution"
+    } else {
+        "executions"
+    };
+    log.line(
+        tracing::Level::INFO,
+        &format!(
+        "{executions} {noun} in {seconds:.2} s ({rate:.0} per second): {} succeeded, {} failed, {} paused, \
          {} not resumed, {} taken over by another process",
         totals.succeeded, totals.failed, totals.paused, totals.rejected, totals.skipped
-    ));
+    ),
+    );
     let store = quote(&store.display().to_string());
     if totals.paused > 0 {
         log.line(
