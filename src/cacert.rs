@@ -70,6 +70,9 @@ pub fn read_ca_certificates(path: &Path, origin: &str) -> Result<Vec<Certificate
             // The error's own text calls it a "peer certificate", which
             // this is not.
             let reason = match error {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding) => {
+                    "its bytes do not decode as a DER certificate".to_string()
+                }
                 rustls::Error::InvalidCertificate(reason) => format!("{reason:?}"),
                 other => other.to_string(),
             };
@@ -111,6 +114,9 @@ fn describe_pem_error(error: &pem::Error) -> String {
             "the line `{}` starts a section but does not end with `-----`",
             String::from_utf8_lossy(line).trim_end()
         ),
+        pem::Error::Base64Decode(_) => {
+            "the text between its `-----BEGIN` and `-----END` lines is not valid base64".to_string()
+        }
         other => other.to_string(),
     }
 }

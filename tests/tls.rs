@@ -423,6 +423,10 @@ fn cacert_bad_input_exits_2() {
             certificates.ca_pem
         ),
     );
+    let bad_base64 = workspace.file(
+        "bad-base64.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIBbroken!!\n-----END CERTIFICATE-----\n",
+    );
     let folder_shown = folder.display();
     let cases = [
         (
@@ -468,10 +472,18 @@ fn cacert_bad_input_exits_2() {
         (
             garbage.clone(),
             format!(
-                "CA certificate file `{}`: certificate 2 of 2 is not a valid X.509 certificate: BadEncoding",
+                "CA certificate file `{}`: certificate 2 of 2 is not a valid X.509 certificate: its bytes do not decode as a DER certificate",
                 garbage.display()
             ),
             "export the certificate of the certificate authority again, in PEM".to_string(),
+        ),
+        (
+            bad_base64.clone(),
+            format!(
+                "CA certificate file `{}` is not valid PEM: the text between its `-----BEGIN` and `-----END` lines is not valid base64",
+                bad_base64.display()
+            ),
+            "export the certificate again in PEM, with each section between its `-----BEGIN` and `-----END` lines".to_string(),
         ),
     ];
     for (path, message, help) in cases {
