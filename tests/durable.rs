@@ -993,3 +993,25 @@ fn silent_failures_do_not_fail_a_resumed_execution() {
     let (code, _, _) = output(&mut flowrun(&["resume", "q", "--store", store_arg]));
     assert_eq!(code, 0);
 }
+
+#[test]
+fn text_log_names_an_unparseable_retry_after() {
+    let server = TestServer::scripted(vec![
+        Reply::status(429).header("Retry-After", "soon-ish"),
+        Reply::status(200),
+    ]);
+    let workspace = Workspace::new();
+    let source = format!(
+        "step \"Send\" {{\n  http GET \"{}/x\"\n  max_wait 100ms\n}}\n",
+        server.url()
+    );
+    let flow = workspace.file("claims.flow", source);
+    let (code, _, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--no-store"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: step \"Send\": ignoring the unparseable Retry-After `soon-ish`; backing off\n"
+        ),
+        "{stderr}"
+    );
+}

@@ -275,9 +275,10 @@ pub async fn send(
                     }
                     Some(RetryAfter::Wait(wait)) => wait,
                     Some(RetryAfter::Unusable) => {
+                        let value = header.unwrap_or_default();
                         warn!(
-                            value = header.unwrap_or_default(),
-                            "ignoring an unparseable Retry-After; backing off"
+                            step = context.step,
+                            value, "ignoring the unparseable Retry-After `{value}`; backing off"
                         );
                         backoff(number, settings.max_wait)
                     }
