@@ -590,7 +590,7 @@ fn rate_spaces_resumed_requests() {
 
 #[test]
 fn bad_resume_arguments_are_rejected() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["resume"], "required arguments were not provided"),
         (&["resume", "some-id", "--all"], "cannot be used with"),
         (
@@ -598,6 +598,18 @@ fn bad_resume_arguments_are_rejected() {
             "`0` is not a concurrency",
         ),
         (&["resume", "--workflow", "a.flow"], "--all"),
+        (
+            &["resume", "some-id", "--concurrency", "4"],
+            "error: --concurrency applies only to `flowrun resume --all`; remove it to resume execution some-id",
+        ),
+        (
+            &["resume", "some-id", "--rate", "5/s"],
+            "error: --rate applies only to `flowrun resume --all`; remove it to resume execution some-id",
+        ),
+        (
+            &["resume", "some-id", "--workflow", "a.flow"],
+            "error: --workflow applies only to `flowrun resume --all`",
+        ),
     ];
     for (args, expected) in cases {
         let mut command: Command = flowrun(args);

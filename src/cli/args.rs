@@ -109,15 +109,10 @@ pub struct ResumeArgs {
     #[arg(long, value_name = "FILE", requires = "all")]
     pub workflow: Option<PathBuf>,
 
-    /// With --all, how many executions run at once.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = crate::batch::DEFAULT_CONCURRENCY,
-        value_parser = parse_concurrency,
-        requires = "all"
-    )]
-    pub concurrency: usize,
+    /// With --all, how many executions run at once. Default: as for a
+    /// batch run.
+    #[arg(long, value_name = "N", value_parser = parse_concurrency, requires = "all")]
+    pub concurrency: Option<usize>,
 
     /// With --all, limit requests per host, shared by all executions, such
     /// as `50/s`, `600/m` or `1000/h`, up to 1000000/s.

@@ -124,6 +124,19 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     let Some(execution_id) = args.execution_id.clone() else {
         return crate::cli::resume_all::resume_all_command(&args);
     };
+    // These options shape a bulk resume only; clap's `requires` does not
+    // reject them next to an execution id.
+    let bulk_only = [
+        ("--concurrency", args.concurrency.is_some()),
+        ("--rate", args.rate.is_some()),
+        ("--workflow", args.workflow.is_some()),
+    ];
+    if let Some((option, _)) = bulk_only.iter().find(|(_, given)| *given) {
+        output::eprint_line(&format!(
+            "error: {option} applies only to `flowrun resume --all`; remove it to resume execution {execution_id}"
+        ));
+        return EXIT_INVALID;
+    }
     // Logging starts first, so that the warnings about forced and resent
     // steps reach standard error.
     output::init_logging(args.log_format, args.verbose);

@@ -194,7 +194,7 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
     }
     drop(sender);
     let pace = Pace {
-        concurrency: args.concurrency,
+        concurrency: args.concurrency.unwrap_or(crate::batch::DEFAULT_CONCURRENCY),
         ordered: true,
         http: &http,
         item: "execution",
