@@ -1434,6 +1434,20 @@ fn progress_bar_on_a_terminal() {
         terminal.contains("failed at step \"Send\"") && terminal.contains("paused at step \"Confirm\""),
         "{terminal:?}"
     );
+    // Each draw shows a whole rate, and a comma before the counts.
+    for draw in terminal
+        .split("\u{1b}[2K")
+        .filter(|draw| draw.contains(" done, "))
+    {
+        let rate = draw.split(" done, ").nth(1).unwrap().split("/s").next().unwrap();
+        assert!(rate.bytes().all(|byte| byte.is_ascii_digit()), "{draw:?}");
+        if draw.contains(" failed, ") {
+            assert!(
+                draw.contains(", 1 failed, ") || draw.contains(", 0 failed, "),
+                "{draw:?}"
+            );
+        }
+    }
     // Each log line starts on a line of its own: after a line break, or
     // after the bar was cleared for it.
     for needle in [

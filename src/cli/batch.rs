@@ -441,7 +441,7 @@ impl<W: io::Write> Printer<'_, W> {
                     Naming::Executions => "not resumed",
                 };
                 bar.set_message(format!(
-                    "{} failed, {} paused, {} {not_run}",
+                    ", {} failed, {} paused, {} {not_run}",
                     totals.failed, totals.paused, totals.rejected
                 ));
             }
@@ -511,14 +511,18 @@ pub(crate) fn progress_bar_of(total: Option<u64>) -> Option<ProgressBar> {
     let (bar, template) = match total {
         Some(total) => (
             ProgressBar::new(total),
-            "{bar:30} {pos}/{len} done, {per_sec}, ETA {eta} {msg}",
+            "{bar:30} {pos}/{len} done, {rate}, ETA {eta}{msg}",
         ),
-        None => (
-            ProgressBar::new_spinner(),
-            "{spinner} {pos} done, {per_sec} {msg}",
-        ),
+        None => (ProgressBar::new_spinner(), "{spinner} {pos} done, {rate}{msg}"),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
+        // indicatif's own `per_sec` shows four decimals.
+        let style = style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0}/s", state.per_sec());
+            },
+        );
         bar.set_style(style);
     }
     bar.enable_steady_tick(Duration::from_millis(200));
