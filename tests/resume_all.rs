@@ -597,7 +597,10 @@ fn bad_resume_arguments_are_rejected() {
             &["resume", "--all", "--concurrency", "0"],
             "`0` is not a concurrency",
         ),
-        (&["resume", "--workflow", "a.flow"], "--all"),
+        (
+            &["resume", "--workflow", "a.flow"],
+            "error: --workflow applies only to `flowrun resume --all`; run `flowrun resume --all --workflow FILE`",
+        ),
         (
             &["resume", "some-id", "--concurrency", "4"],
             "error: --concurrency applies only to `flowrun resume --all`; remove it to resume execution some-id",

@@ -95,7 +95,7 @@ pub struct NotifyArgs {
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
     /// The id of the execution, as `flowrun runs` lists it.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present_any = ["all", "workflow"], conflicts_with = "all")]
     pub execution_id: Option<String>,
 
     /// Resume every paused execution of the store, and every execution
@@ -106,7 +106,7 @@ pub struct ResumeArgs {
 
     /// With --all, resume only the executions of this workflow file. The
     /// store then defaults to `.flowrun/flowrun.db` beside it.
-    #[arg(long, value_name = "FILE", requires = "all")]
+    #[arg(long, value_name = "FILE")]
     pub workflow: Option<PathBuf>,
 
     /// With --all, how many executions run at once. Default: as for a

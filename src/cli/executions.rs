@@ -122,6 +122,12 @@ fn refusal(message: String, help: &str) -> Diagnostic {
 /// interrupted execution again from its first unfinished step.
 pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     let Some(execution_id) = args.execution_id.clone() else {
+        if !args.all {
+            output::eprint_line(
+                "error: --workflow applies only to `flowrun resume --all`; run `flowrun resume --all --workflow FILE`",
+            );
+            return EXIT_INVALID;
+        }
         return crate::cli::resume_all::resume_all_command(&args);
     };
     // These options shape a bulk resume only; clap's `requires` does not
