@@ -250,18 +250,7 @@ mod tests {
     use serde_json::{json, Map};
 
     fn begin_execution(id: &str) -> Entry {
-        Entry::BeginExecution {
-            id: id.to_string(),
-            workflow: "claims".to_string(),
-            source_path: "/claims.flow".to_string(),
-            workflow_hash: "h".to_string(),
-            step_hashes: vec!["a".to_string(), "b".to_string()],
-            step_names: vec!["One".to_string(), "Two".to_string()],
-            entity: json!({"id": id}),
-            vars: Map::new(),
-            started_at: "2026-01-01T00:00:00Z".to_string(),
-            pid: 7,
-        }
+        crate::store::journal::begin_execution_entry(id, &["One", "Two"])
     }
 
     fn begin_step(id: &str, index: usize, at: &str) -> Entry {

@@ -454,24 +454,31 @@ fn process_alive(pid: u32) -> bool {
     !proc.exists() || proc.join(pid.to_string()).exists()
 }
 
+/// Builds the `begin_execution` entry of a test execution of workflow
+/// `claims` with steps `step_names`, its entity `{"id": ID}`.
+#[cfg(test)]
+pub(super) fn begin_execution_entry(id: &str, step_names: &[&str]) -> Entry {
+    Entry::BeginExecution {
+        id: id.to_string(),
+        workflow: "claims".to_string(),
+        source_path: "/claims.flow".to_string(),
+        workflow_hash: "h".to_string(),
+        step_hashes: step_names.iter().map(|name| format!("hash of {name}")).collect(),
+        step_names: step_names.iter().map(|name| name.to_string()).collect(),
+        entity: serde_json::json!({ "id": id }),
+        vars: Map::new(),
+        started_at: "2026-01-01T00:00:00Z".to_string(),
+        pid: 7,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn begin_execution(id: &str) -> Entry {
-        Entry::BeginExecution {
-            id: id.to_string(),
-            workflow: "claims".to_string(),
-            source_path: "/claims.flow".to_string(),
-            workflow_hash: "h".to_string(),
-            step_hashes: vec!["s".to_string()],
-            step_names: vec!["send".to_string()],
-            entity: json!({"id": id}),
-            vars: Map::new(),
-            started_at: "2026-01-01T00:00:00Z".to_string(),
-            pid: 7,
-        }
+        begin_execution_entry(id, &["send"])
     }
 
     fn begin_step(id: &str) -> Entry {
