@@ -10,7 +10,7 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::input::read_regular_file;
 
 /// The largest CA file read: 16 MiB. Debian's bundle of 144 public CAs,
-/// `/etc/ssl/certs/ca-certificates.crt`, holds 219,597 bytes.
+/// `/etc/ssl/certs/ca-certificates.crt`, is 219,597 bytes long.
 const MAX_CACERT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The command-line option and environment variable that name a CA file.

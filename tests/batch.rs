@@ -273,7 +273,7 @@ fn a_retry_after_holds_every_execution_of_the_host() {
     assert_eq!(c3.len(), 2);
     let refused_at = c3[0].received_at;
     // Requests already on their way when flowrun read the 429 are the only
-    // ones in the second after it; every later request waited for the gate.
+    // ones in the second after it. Every later request waited for the gate.
     // The 400 ms allow for reading the 429 late on a loaded machine.
     let early: Vec<&str> = requests
         .iter()
@@ -324,7 +324,7 @@ fn a_rate_spaces_requests_to_one_host() {
     );
     // Request k leaves no earlier than k intervals after the first slot. A
     // request that the machine delays after its slot can arrive close to
-    // the next one, so gaps between neighbours are not checked; the 50 ms
+    // the next one, so gaps between neighbours are not checked. The 50 ms
     // allow for the first request's own delay.
     for (k, time) in times.iter().enumerate() {
         let since_first = time.duration_since(times[0]);
@@ -1262,7 +1262,7 @@ fn ctrl_c_ends_retry_after_waits() {
 }
 
 #[test]
-fn a_killed_batch_leaves_every_begun_step_in_the_store() {
+fn killed_batch_keeps_begun_steps() {
     // The server never responds to the second step of C-5, so the batch
     // stops there.
     let server = TestServer::start(|request| {
@@ -1604,7 +1604,7 @@ fn a_429_without_retry_after_holds_every_execution() {
     // The backoff wait is drawn at random from 0 to 800 ms. The fifth record
     // starts once a response comes, 100 ms after the 429, so a wait under
     // 250 ms is too short to tell a request held by the gate from one sent
-    // without it; the batch then runs again.
+    // without it. The batch then runs again.
     let mut runs = 0;
     loop {
         runs += 1;

@@ -414,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_id_fails_as_it_would_alone() {
+    fn group_taken_id_fails_as_alone() {
         let dir = tempfile::tempdir().unwrap();
         let earlier = life("ex-1");
         let ((alone, alone_errors), (merged, merged_errors)) = both(&dir, &earlier, &[life("ex-1")]);
@@ -429,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn a_step_ended_without_beginning_fails_as_it_would_alone() {
+    fn group_step_ended_unbegun_fails_as_alone() {
         let dir = tempfile::tempdir().unwrap();
         let entries = vec![
             begin_execution("ex-1"),
@@ -446,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn a_step_run_twice_in_one_group_matches() {
+    fn group_step_run_twice_matches() {
         let dir = tempfile::tempdir().unwrap();
         let entries = vec![
             begin_execution("ex-1"),

@@ -544,7 +544,7 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_journal_is_applied_after_its_folded_entry() {
+    fn abandoned_journal_applies_entries_after_folded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let mut store = SqliteStore::open(&path).unwrap();
@@ -575,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_last_line_is_left_out() {
+    fn journal_partial_last_line_left_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         drop(SqliteStore::open(&path).unwrap());
@@ -598,7 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn a_step_start_writes_every_entry_before_it() {
+    fn journal_step_start_writes_earlier_entries() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::create(&dir.path().join("store.db")).unwrap();
         let path = journal.path.clone();
@@ -617,7 +617,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rewound_journal_applies_only_the_new_entries() {
+    fn rewound_journal_applies_new_entries_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let mut store = SqliteStore::open(&path).unwrap();
@@ -654,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_held_past_its_dead_owner_is_reported() {
+    fn journal_lock_after_dead_owner_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         drop(SqliteStore::open(&path).unwrap());
@@ -676,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_whose_owner_holds_it_is_left_alone() {
+    fn journal_of_live_owner_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         drop(SqliteStore::open(&path).unwrap());
@@ -692,7 +692,7 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_another_opener_applied_is_not_applied_again() {
+    fn journal_applied_by_another_opener_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         drop(SqliteStore::open(&path).unwrap());
@@ -722,7 +722,7 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn a_symbolic_link_named_like_a_journal_is_left_alone() {
+    fn symbolic_link_named_like_journal_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         drop(SqliteStore::open(&path).unwrap());
@@ -745,7 +745,7 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn a_journal_made_through_a_link_is_applied_through_the_file() {
+    fn journal_of_linked_store_applied_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("data")).unwrap();
         let path = dir.path().join("data").join("store.db");
@@ -768,7 +768,7 @@ mod tests {
     }
 
     #[test]
-    fn a_row_without_a_file_is_forgotten() {
+    fn journal_row_without_file_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let mut store = SqliteStore::open(&path).unwrap();

@@ -234,7 +234,7 @@ pub enum StoreError {
 /// Durable state of executions. Every method that writes commits before it
 /// returns, so a crash of the process after it loses nothing it wrote. In a
 /// batch, [`Store::begin_step`] is written to the batch's journal before it
-/// returns, with every write before it; the other writes reach the journal
+/// returns, with every write before it. The other writes reach the journal
 /// with the next step's start, or the store with the writer's next group.
 pub trait Store {
     /// Records a new execution with status `running`.

@@ -131,7 +131,7 @@ sys.stderr.buffer.write(received)
 sys.exit(code)
 "#;
 
-/// The `flowrun` binary as [`flowrun`] sets it up, but with standard error
+/// Builds the `flowrun` command as [`flowrun`] does, but with standard error
 /// on a pseudo-terminal made by Python's `pty` module, so that
 /// `IsTerminal` is true for it. Standard output stays a pipe. The stderr of
 /// the returned command contains what the terminal received, with each line
