@@ -78,12 +78,16 @@ impl StoreWriter {
     /// Starts the writer thread with room for `queue` writes.
     fn with_queue(store: SqliteStore, queue: usize) -> Result<StoreWriter, StoreError> {
         let failure: Failure = Arc::default();
-        let journal: SharedJournal = Arc::new(Mutex::new(Some(Journal::create(store.file())?)));
+        let created = Journal::create(store.file())?;
+        // The thread gets the name now: a handle may hold the journal's lock
+        // while it waits for room in the queue before the thread has started.
+        let name = created.name().to_string();
+        let journal: SharedJournal = Arc::new(Mutex::new(Some(created)));
         let (sender, receiver) = sync_channel(queue);
         let (thread_failure, thread_journal) = (failure.clone(), journal.clone());
         let thread = std::thread::Builder::new()
             .name("flowrun-store".to_string())
-            .spawn(move || write_groups(store, &receiver, &thread_failure, &thread_journal))
+            .spawn(move || write_groups(store, &receiver, &thread_failure, &thread_journal, &name))
             .ok();
         Ok(StoreWriter {
             sender: Some(sender),
@@ -131,11 +135,8 @@ fn write_groups(
     receiver: &Receiver<Job>,
     failure: &Failure,
     journal: &SharedJournal,
+    name: &str,
 ) {
-    let name = journal
-        .lock()
-        .ok()
-        .and_then(|journal| journal.as_ref().map(|journal| journal.name().to_string()));
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut replies = Vec::with_capacity(MAX_GROUP);
     let mut group = Group::default();
@@ -189,7 +190,7 @@ fn write_groups(
             }
         }
         group.flush(&mut store, &mut failed);
-        if let (false, Some(name), Some(seq)) = (group_failed.get(), &name, folded) {
+        if let (false, Some(seq)) = (group_failed.get(), folded) {
             if let Err(error) = store.set_journal_folded(name, seq) {
                 failed(error);
             }
@@ -494,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_is_in_the_journal_when_the_call_returns() {
+    fn writer_journals_step_start_before_returning() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let writer = StoreWriter::start(SqliteStore::open(&path).unwrap()).unwrap();
@@ -539,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_that_cannot_be_created_stops_the_start() {
+    fn writer_start_fails_without_journal() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("gone");
         let path = folder.join("store.db");
@@ -559,7 +560,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_does_not_stop_the_writer() {
+    fn writer_survives_full_queue() {
         // A handle waits for room in the queue while it holds the journal's
         // lock, and the writer thread rewinds the journal after each group.
         // With room for two writes, a writer that waited for that lock
@@ -594,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_that_cannot_be_committed_stay_in_the_journal() {
+    fn writer_keeps_uncommitted_writes_in_journal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let writer = StoreWriter::start(SqliteStore::open(&path).unwrap()).unwrap();
