@@ -499,8 +499,97 @@ fn csv_errors_name_the_record_and_its_lines() {
         )),
         "{stderr}"
     );
-    assert!(stderr.contains("record 3 did not run:"), "{stderr}");
-    assert!(stderr.contains("record 4 did not run:"), "{stderr}");
+    assert!(stderr.contains("record 3 (line 7) did not run:\n"), "{stderr}");
+    assert!(stderr.contains("record 4 (line 8) did not run:\n"), "{stderr}");
+}
+
+#[test]
+fn unreadable_json_line_heading_names_line() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    // Record 2 is on line 3, after a blank line, and is cut short.
+    let input = workspace.file("records.jsonl", "{\"id\":\"C-0\"}\n\n{\"a\":\n");
+    let shown = format!("`{}`", input.display());
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--no-store",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), ["C-0"]);
+    let (report, summary) = stderr.rsplit_once("2 records in ").unwrap();
+    assert_eq!(
+        report,
+        format!(
+            "record 2 (line 3) did not run:\n\
+             flow::input::invalid_record\n\
+             \n  \u{d7} line 3 of {shown} is not valid JSON: EOF while parsing a value at column 5\n\
+             \x20 help: JSON Lines holds one JSON object per line\n"
+        )
+    );
+    assert!(
+        summary.ends_with(": 1 succeeded, 0 failed, 0 paused, 1 not run\n"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--no-store",
+        "--log-format",
+        "json",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    let rejected: Value = serde_json::from_str(stderr.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        rejected["message"],
+        json!(format!(
+            "record 2 (line 3) did not run: line 3 of {shown} is not valid JSON: EOF while parsing a value at column 5"
+        ))
+    );
+    assert_eq!(
+        rejected["spans"],
+        json!([{"name": "record", "record": 2, "line": 3}])
+    );
+}
+
+#[test]
+fn non_utf8_json_line_heading_names_line() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    // Record 2, on line 3, holds the byte 0xFF, which ends the reading.
+    let input = workspace.file(
+        "records.jsonl",
+        b"{\"id\":\"C-0\"}\n\n{\"id\":\"\xff\"}\n{\"id\":\"C-2\"}\n",
+    );
+    let shown = format!("`{}`", input.display());
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--no-store",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), ["C-0"]);
+    let (report, _) = stderr.rsplit_once("2 records in ").unwrap();
+    assert_eq!(
+        report,
+        format!(
+            "record 2 (line 3) did not run:\n\
+             flow::input::invalid_record\n\
+             \n  \u{d7} cannot read the records from {shown}: stream did not contain valid UTF-8\n\
+             \x20 help: check that the input is readable and UTF-8\n"
+        )
+    );
 }
 
 #[test]
@@ -1118,13 +1207,13 @@ fn json_logs_name_the_record_and_execution_on_every_line() {
             event["message"]
                 .as_str()
                 .unwrap()
-                .starts_with("record 3 did not run")
+                .starts_with("record 3 (line 3) did not run")
         })
         .unwrap();
     assert_eq!(
         rejected["message"],
         json!(format!(
-            "record 3 did not run: line 3 of {shown} is an array, not a JSON object"
+            "record 3 (line 3) did not run: line 3 of {shown} is an array, not a JSON object"
         ))
     );
     assert_eq!(rejected["code"], "flow::input::invalid_record");

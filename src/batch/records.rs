@@ -156,7 +156,7 @@ fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 number += 1;
                 send(Record {
                     number,
-                    line: None,
+                    line: Some(line_number),
                     entity: Err(read_error(shown, &error)),
                 });
                 return;
@@ -1209,6 +1209,37 @@ mod tests {
             [Some(3), Some(4), Some(6)]
         );
         assert_eq!(lines_of("[{}, 1]", Format::JsonArray), [None, None]);
+    }
+
+    #[test]
+    fn non_utf8_json_line_keeps_its_line() {
+        let source = Source {
+            reader: Box::new(&b"{}\n\n{\"a\":\"\xff\"}\n{}\n"[..]),
+            shown: "`in`".to_string(),
+            format: Format::JsonLines,
+            csv_types: false,
+            skip: 0,
+        };
+        let mut receiver = spawn(source);
+        let mut records = Vec::new();
+        while let Some(record) = receiver.blocking_recv() {
+            records.push((
+                record.number,
+                record.line,
+                record.entity.map_err(|diagnostic| diagnostic.message),
+            ));
+        }
+        assert_eq!(
+            records,
+            [
+                (1, Some(1), Ok(json!({}))),
+                (
+                    2,
+                    Some(3),
+                    Err("cannot read the records from `in`: stream did not contain valid UTF-8".to_string())
+                ),
+            ]
+        );
     }
 
     #[test]

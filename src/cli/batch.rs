@@ -246,16 +246,12 @@ struct Subject {
 }
 
 impl Subject {
-    /// Names record `number`, which starts on `line`. The line is named
-    /// unless every diagnostic is `flow::input::invalid_record`, whose
-    /// message names it already.
-    fn record(number: u64, line: Option<u64>, diagnostics: &[Diagnostic]) -> Subject {
-        let message_names_line = diagnostics
-            .iter()
-            .all(|diagnostic| diagnostic.code == Code::InvalidRecord);
+    /// Names record `number` and, when the input has lines (JSON Lines and
+    /// CSV), the `line` it starts on.
+    fn record(number: u64, line: Option<u64>) -> Subject {
         let named = match line {
-            Some(line) if !message_names_line => format!("record {number} (line {line})"),
-            _ => format!("record {number}"),
+            Some(line) => format!("record {number} (line {line})"),
+            None => format!("record {number}"),
         };
         Subject {
             heading: format!("{named} did not run"),
@@ -417,7 +413,7 @@ impl<W: io::Write> Printer<'_, W> {
                     .filter(|_| diagnostics.iter().any(|diagnostic| diagnostic.span.is_some()));
                 let subject = match (self.naming, &execution) {
                     (Naming::Executions, Some(id)) => Subject::execution(id),
-                    _ => Subject::record(number, line, &diagnostics),
+                    _ => Subject::record(number, line),
                 };
                 self.log.diagnostics(Some(subject), &diagnostics, source);
             }
