@@ -564,7 +564,7 @@ fn non_utf8_json_line_heading_names_line() {
     let server = ok_server();
     let workspace = Workspace::new();
     let flow = post_flow(&workspace, &server, "");
-    // Record 2, on line 3, holds the byte 0xFF, which ends the reading.
+    // Record 2, on line 3, contains the byte 0xFF, which ends the reading.
     let input = workspace.file(
         "records.jsonl",
         b"{\"id\":\"C-0\"}\n\n{\"id\":\"\xff\"}\n{\"id\":\"C-2\"}\n",
@@ -1191,13 +1191,20 @@ fn json_logs_name_the_record_and_execution_on_every_line() {
     }
     let url = server.url();
     assert_eq!(
+        about_c1[0]["message"],
+        json!(format!(
+            "notification (medium): step \"Send\" failed: POST {url}/claims/C-1 returned 500 Internal Server Error"
+        ))
+    );
+    assert_eq!(about_c1[0]["response_body"], "broken");
+    assert_eq!(
         about_c1[1]["message"],
         json!(format!(
             "record 2 (line 2, execution {id}) failed at step \"Send\": POST {url}/claims/C-1 returned 500 \
-             Internal \
-             Server Error; response body: broken"
+             Internal Server Error"
         ))
     );
+    assert_eq!(about_c1[1]["response_body"], "broken");
     assert_eq!(about_c1[1]["level"], "WARN");
     assert_eq!(about_c1[1]["outcome"], "failed");
 
@@ -1244,6 +1251,10 @@ fn text_logs_keep_a_response_body_on_its_line() {
          Internal Server Error; response body: broken\n"
     );
     assert!(stderr.contains(&notification), "{stderr}");
+    let record = format!(
+        ") failed at step \"Send\": POST {url}/claims/C-1 returned 500 Internal Server Error; response body: broken\n"
+    );
+    assert!(stderr.contains(&record), "{stderr}");
     assert!(!stderr.contains("\\n"), "{stderr}");
 }
 

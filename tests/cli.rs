@@ -248,6 +248,62 @@ fn json_log_writes_one_event_per_line() {
 }
 
 #[test]
+fn json_log_notification_keeps_body_apart() {
+    let server = TestServer::scripted(vec![
+        Reply::status(500).body("line one\nline two\n"),
+        Reply::status(500).body("line one\nline two\n"),
+    ]);
+    let workspace = Workspace::new();
+    let flow = workspace.file(
+        "notify.flow",
+        format!(
+            "step \"Send\" {{\n  http POST \"{}/claims\" json {{ \"a\": 1 }}\n  on error continue notify\n}}\n",
+            server.url()
+        ),
+    );
+    let failure = format!(
+        "notification (medium): step \"Send\" failed: POST {}/claims returned 500 Internal Server Error",
+        server.url()
+    );
+
+    let (code, _, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--log-format",
+        "json",
+        "--no-store",
+        "--execution-id",
+        "exec-7",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    let notification: Value = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["severity"] == "medium")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(notification["level"], "WARN");
+    assert_eq!(notification["message"], json!(failure));
+    assert_eq!(notification["response_body"], "line one\nline two");
+    assert_eq!(notification["code"], "flow::run::http_status");
+    assert_eq!(notification["step"], "Send");
+    assert_eq!(
+        notification["spans"],
+        json!([{"execution_id": "exec-7", "name": "execution"}])
+    );
+
+    let (code, _, stderr) = output(&mut flowrun(&["run", path_str(&flow), "--no-store"]));
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("notification (medium)"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(
+        line,
+        format!("warning: step \"Send\": {failure}; response body: line one; line two")
+    );
+}
+
+#[test]
 fn dry_run_sends_nothing_and_masks_secrets() {
     let server = TestServer::scripted(vec![Reply::status(200)]);
     let workspace = Workspace::new();

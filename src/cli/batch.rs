@@ -25,7 +25,7 @@ use crate::program::Program;
 use crate::run::http::Http;
 use crate::run::politeness::Politeness;
 use crate::run::report::Outcome;
-use crate::run::{self, Inputs};
+use crate::run::{self, split_response_body, Inputs};
 
 /// Runs `program` once per record of `entities` and returns the exit code.
 pub(crate) fn batch_command(
@@ -278,14 +278,24 @@ impl Log {
 
     /// Writes a line about one record or execution, whose `spans` name it
     /// in the JSON format.
-    fn record(self, level: tracing::Level, spans: serde_json::Value, outcome: &str, message: &str) {
+    fn record(self, line: RecordLine<'_>) {
         if self.json {
             let mut fields = serde_json::Map::new();
-            fields.insert("outcome".to_string(), outcome.into());
-            fields.insert("spans".to_string(), spans);
-            output::eprint_json_line(level, message, fields);
+            fields.insert("outcome".to_string(), line.outcome.into());
+            if let Some(body) = line.response_body {
+                fields.insert("response_body".to_string(), body.into());
+            }
+            fields.insert("spans".to_string(), line.spans);
+            output::eprint_json_line(line.level, &line.message, fields);
         } else {
-            output::eprint_line(message);
+            // One line per record: a line break in the body reads as a
+            // semicolon, as in the message.
+            let mut text = line.message;
+            if let Some(body) = line.response_body {
+                text.push_str("; response body: ");
+                text.push_str(&body.replace('\n', "; "));
+            }
+            output::eprint_line(&text);
         }
     }
 
@@ -315,6 +325,19 @@ impl Log {
             output::eprint_json_line(tracing::Level::ERROR, &message, fields);
         }
     }
+}
+
+/// A line about one record or execution, for [`Log::record`].
+struct RecordLine<'a> {
+    level: tracing::Level,
+    /// Names the record or execution in the JSON format.
+    spans: serde_json::Value,
+    /// The outcome, such as `failed` or `skipped`.
+    outcome: &'a str,
+    message: String,
+    /// The excerpt of the response body that a `flow::run::http_status`
+    /// failure carries: a field of the JSON format, and the end of the text.
+    response_body: Option<&'a str>,
 }
 
 /// Builds the `spans` of a JSON log line about record `number`, which
@@ -380,14 +403,17 @@ impl<W: io::Write> Printer<'_, W> {
                             .find(|step| step.outcome == Outcome::Failed)
                             .map(|step| format!(" at step \"{}\"", step.name))
                             .unwrap_or_default();
-                        // One line per record: a line break, such as the one
-                        // before a response body, reads as a semicolon.
-                        let reason = report
-                            .store_error
-                            .as_ref()
-                            .or_else(|| report.failure())
-                            .map(|diagnostic| format!(": {}", diagnostic.message.replace('\n', "; ")))
-                            .unwrap_or_default();
+                        let failure = report.store_error.as_ref().or_else(|| report.failure());
+                        let (reason, response_body) = match failure {
+                            Some(diagnostic) => {
+                                let (message, body) =
+                                    split_response_body(diagnostic.code.as_str(), &diagnostic.message);
+                                // One line per record: a line break, such as
+                                // one in a traceback, reads as a semicolon.
+                                (format!(": {}", message.replace('\n', "; ")), body)
+                            }
+                            None => (String::new(), None),
+                        };
                         let (subject, spans) = match self.naming {
                             Naming::Records => {
                                 let place = line.map(|line| format!("line {line}, ")).unwrap_or_default();
@@ -396,8 +422,13 @@ impl<W: io::Write> Printer<'_, W> {
                             }
                             Naming::Executions => (format!("execution {id}"), execution_spans(id)),
                         };
-                        let message = format!("{subject} {verb}{step}{reason}");
-                        self.log.record(tracing::Level::WARN, spans, verb, &message);
+                        self.log.record(RecordLine {
+                            level: tracing::Level::WARN,
+                            spans,
+                            outcome: verb,
+                            message: format!("{subject} {verb}{step}{reason}"),
+                            response_body,
+                        });
                     }
                 }
                 self.write_entity(&report.entity);
@@ -421,12 +452,13 @@ impl<W: io::Write> Printer<'_, W> {
                 execution, reason, ..
             } => {
                 let message = format!("execution {execution} was left alone: {reason}");
-                self.log.record(
-                    tracing::Level::INFO,
-                    execution_spans(&execution),
-                    "skipped",
-                    &message,
-                );
+                self.log.record(RecordLine {
+                    level: tracing::Level::INFO,
+                    spans: execution_spans(&execution),
+                    outcome: "skipped",
+                    message,
+                    response_body: None,
+                });
             }
         }
         if let Some(bar) = self.progress {

@@ -351,9 +351,13 @@ where
             tracing::Level::DEBUG | tracing::Level::TRACE => "debug: ",
             tracing::Level::INFO => "",
         };
-        // One line per event: a line break, such as the one before a
-        // response body, reads as a semicolon.
-        let message = escape_controls(&fields.message).replace('\n', "; ");
+        // One line per event: a line break, such as one in a response body,
+        // reads as a semicolon, and the body follows the message.
+        let mut message = escape_controls(&fields.message).replace('\n', "; ");
+        if let Some(body) = &fields.response_body {
+            message.push_str("; response body: ");
+            message.push_str(&escape_controls(body).replace('\n', "; "));
+        }
         match fields.step {
             Some(step) => writeln!(
                 writer,
@@ -365,12 +369,14 @@ where
     }
 }
 
-/// The message and step of one event. The text log shows only these, as
-/// the message repeats the other fields; JSON logs carry every field.
+/// The message, step and response body of one event. The text log shows
+/// only these, as the message repeats the other fields; JSON logs carry
+/// every field.
 #[derive(Default)]
 struct EventFields {
     message: String,
     step: Option<String>,
+    response_body: Option<String>,
 }
 
 impl tracing::field::Visit for EventFields {
@@ -378,6 +384,7 @@ impl tracing::field::Visit for EventFields {
         match field.name() {
             "message" => self.message = format!("{value:?}"),
             "step" => self.step = Some(format!("{value:?}")),
+            "response_body" => self.response_body = Some(format!("{value:?}")),
             _ => {}
         }
     }
@@ -386,6 +393,7 @@ impl tracing::field::Visit for EventFields {
         match field.name() {
             "message" => self.message = value.to_string(),
             "step" => self.step = Some(value.to_string()),
+            "response_body" => self.response_body = Some(value.to_string()),
             _ => {}
         }
     }

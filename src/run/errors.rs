@@ -116,10 +116,13 @@ fn status_failure(target: &str, exchange: &Exchange, redactor: &Redactor) -> (Co
     // and leave its first part readable.
     let redacted = redactor.redact(&String::from_utf8_lossy(&exchange.body));
     let excerpt = body_excerpt(redacted.as_bytes(), 1024);
+    // White space around a body, such as its final line break, would end
+    // the message with an empty line.
+    let excerpt = excerpt.trim();
     let mut message = format!("{target} returned {}", exchange.status);
     if !excerpt.is_empty() {
-        message.push_str("\nresponse body: ");
-        message.push_str(&excerpt);
+        message.push_str(RESPONSE_BODY);
+        message.push_str(excerpt);
     }
     let help = if exchange.status.is_server_error() {
         "the server failed to handle the request; `retry on 5xx` retries server errors"
@@ -127,6 +130,26 @@ fn status_failure(target: &str, exchange: &Exchange, redactor: &Redactor) -> (Co
         "the server rejected the request: check the URL, headers and payload"
     };
     (Code::HttpStatus, message, help.to_string())
+}
+
+/// Separates the status line of a `flow::run::http_status` message from
+/// the response body excerpt on the lines after it.
+const RESPONSE_BODY: &str = "\nresponse body: ";
+
+/// Splits the message of a diagnostic with `code` into the text before its
+/// response body excerpt and the excerpt, for logs that put the body in a
+/// field of its own. Only `flow::run::http_status` messages have an
+/// excerpt, so other messages come back whole.
+pub fn split_response_body<'a>(code: &str, message: &'a str) -> (&'a str, Option<&'a str>) {
+    if code != Code::HttpStatus.as_str() {
+        return (message, None);
+    }
+
+    // The status line, `METHOD URL returned STATUS`, has no line break.
+    match message.split_once(RESPONSE_BODY) {
+        Some((status, body)) => (status, Some(body)),
+        None => (message, None),
+    }
 }
 
 /// Returns the first `max` bytes of a body as text, cut on a UTF-8 boundary.
@@ -151,5 +174,30 @@ mod tests {
         assert_eq!(body_excerpt(body, 3), "ab");
         assert_eq!(body_excerpt(body, 5), "ab€");
         assert_eq!(body_excerpt(b"\xff\xfeok", 4), "\u{fffd}\u{fffd}ok");
+    }
+
+    #[test]
+    fn response_body_splits_from_status_messages_only() {
+        let message =
+            "POST http://127.0.0.1/x returned 500 Internal Server Error\nresponse body: a\nresponse body: b";
+        assert_eq!(
+            split_response_body("flow::run::http_status", message),
+            (
+                "POST http://127.0.0.1/x returned 500 Internal Server Error",
+                Some("a\nresponse body: b")
+            )
+        );
+        assert_eq!(
+            split_response_body(
+                "flow::run::http_status",
+                "GET http://127.0.0.1/x returned 404 Not Found"
+            ),
+            ("GET http://127.0.0.1/x returned 404 Not Found", None)
+        );
+        let traceback = "the Python script raised ValueError: x\nresponse body: y";
+        assert_eq!(
+            split_response_body("flow::run::code_failed", traceback),
+            (traceback, None)
+        );
     }
 }

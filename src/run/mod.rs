@@ -36,7 +36,7 @@ use crate::program::{Program, Variable, VariableValue};
 use crate::render::{self, Scope};
 use crate::store::ExecutionRecord;
 use crate::value::convert_text;
-pub use errors::{body_excerpt, render_diagnostic};
+pub use errors::{body_excerpt, render_diagnostic, split_response_body};
 pub use execute::execute;
 use redact::Redactor;
 pub use request::idempotency_key;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::program::{NotifySeverity, Settings};
+use crate::run::errors::split_response_body;
 use crate::run::http::{self, describe, Http, Outgoing};
 use crate::run::redact::Redactor;
 use crate::run::retry::Sleeper;
@@ -63,14 +64,19 @@ pub async fn send(
     let mut used = vec!["stderr".to_string()];
     let mut failures = Vec::new();
 
+    // The response body goes in a field of its own: the JSON log keeps it
+    // apart, and the text log writes it after the message.
+    let message = redactor.redact(&notification.error.message);
+    let (failure, response_body) = split_response_body(&notification.error.code, &message);
     warn!(
         step = %notification.step,
         severity = notification.severity.as_str(),
         code = %notification.error.code,
+        response_body,
         "notification ({}): step \"{}\" failed: {}",
         notification.severity.as_str(),
         notification.step,
-        redactor.redact(&notification.error.message)
+        failure
     );
 
     if let Some(path) = &channels.file {
