@@ -5,10 +5,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use flowrun::store::sqlite::SqliteStore;
@@ -586,6 +587,199 @@ fn rate_spaces_resumed_requests() {
         spread >= Duration::from_millis(450),
         "6 requests at 10/s took {spread:?}"
     );
+}
+
+/// A latch that server handlers wait at until the test opens it.
+struct Latch {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Latch {
+    fn new() -> Arc<Latch> {
+        Arc::new(Latch {
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+        })
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits until the latch is open, or at most 30 s, so that a test that
+    /// fails before opening it does not block the server's thread forever.
+    fn wait(&self) {
+        let open = self.open.lock().unwrap();
+        drop(
+            self.opened
+                .wait_timeout_while(open, Duration::from_secs(30), |open| !*open)
+                .unwrap(),
+        );
+    }
+}
+
+/// Returns the id of the execution of the workflow at `flow` whose entity
+/// has this `id`.
+fn execution_of_workflow(store: &Path, flow: &Path, id: &str) -> String {
+    let source_path = std::fs::canonicalize(flow).unwrap().display().to_string();
+    let store = SqliteStore::open(store).unwrap();
+    store
+        .executions(None)
+        .unwrap()
+        .into_iter()
+        .find(|summary| {
+            let record = store.execution(&summary.id).unwrap();
+            record.source_path == source_path && record.entity_before["id"] == id
+        })
+        .unwrap()
+        .id
+}
+
+/// Returns the number, status code and wait of each attempt of the first
+/// step of execution `id`.
+fn attempts(store: &Path, id: &str) -> Vec<(u32, Option<u16>, u64)> {
+    SqliteStore::open(store).unwrap().steps(id).unwrap()[0]
+        .attempts
+        .iter()
+        .map(|attempt| (attempt.number, attempt.status_code, attempt.waited_ms))
+        .collect()
+}
+
+#[test]
+fn retry_after_holds_every_resumed_execution() {
+    // Once resumed, /first/C-0 gets a 429 asking for 1 s, and /second/C-0
+    // responds only after flowrun has logged that 429. So the execution of
+    // /second/C-1, which starts when /second/C-0 ends, meets a closed gate.
+    // Each workflow has an HTTP client of its own, but the gate is shared.
+    let broken = Arc::new(AtomicBool::new(true));
+    let throttled = Arc::new(AtomicBool::new(false));
+    let latch = Latch::new();
+    let server = {
+        let (broken, throttled, latch) = (broken.clone(), throttled.clone(), latch.clone());
+        TestServer::start(move |request| {
+            if broken.load(Ordering::SeqCst) {
+                return Reply::status(503);
+            }
+            match request.target.as_str() {
+                "/first/C-0" if !throttled.swap(true, Ordering::SeqCst) => {
+                    Reply::status(429).header("Retry-After", "1")
+                }
+                "/second/C-0" => {
+                    latch.wait();
+                    Reply::json(200, json!({"status": "ok"}))
+                }
+                _ => Reply::json(200, json!({"status": "ok"})),
+            }
+        })
+    };
+    let workspace = Workspace::new();
+    let first = post_flow(&workspace, &server, "first.flow", "first");
+    let second = post_flow(&workspace, &server, "second.flow", "second");
+    let store = workspace.dir.path().join("store.db");
+    let (code, _, stderr) = run_batch(&first, &records(&workspace, "one.jsonl", 1), Some(&store));
+    assert_eq!(code, 3, "{stderr}");
+    let (code, _, stderr) = run_batch(&second, &records(&workspace, "two.jsonl", 2), Some(&store));
+    assert_eq!(code, 3, "{stderr}");
+    let batch_requests = server.request_count();
+    assert_eq!(batch_requests, 3);
+
+    broken.store(false, Ordering::SeqCst);
+    let mut child = flowrun(&[
+        "resume",
+        "--all",
+        "--concurrency",
+        "2",
+        "--store",
+        path_str(&store),
+        "--log-format",
+        "json",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (sender, logged) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let _ = sender.send(line.unwrap());
+        }
+    });
+    let mut log = Vec::new();
+    let retry = loop {
+        let line = logged
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|error| panic!("no retry was logged ({error}): {log:#?}"));
+        let event: Value = serde_json::from_str(&line).unwrap();
+        log.push(line);
+        if event.get("wait_ms").is_some() {
+            break event;
+        }
+    };
+    assert_eq!(retry["wait_ms"], 1000, "{retry}");
+    latch.open();
+    let result = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    log.extend(logged.try_iter());
+    let log = log.join("\n");
+    assert_eq!(result.status.code(), Some(0), "{log}");
+    assert_eq!(
+        lines(&String::from_utf8(result.stdout).unwrap()),
+        vec![
+            json!({"id": "C-0", "status": "ok"}),
+            json!({"id": "C-0", "status": "ok"}),
+            json!({"id": "C-1", "status": "ok"}),
+        ]
+    );
+    // One request per record in the batches and in the resume, and one
+    // retry for the 429.
+    assert_eq!(
+        counts(&server),
+        expected_counts(&[("/first/C-0", 3), ("/second/C-0", 2), ("/second/C-1", 2)])
+    );
+
+    // Only /second/C-0 may have been sent while the gate was closed: it may
+    // have left before the 429 arrived. The retry of /first/C-0 and the
+    // request of /second/C-1 waited until 1 s after the 429.
+    let resumed = &server.requests()[batch_requests..];
+    let throttled_request = resumed
+        .iter()
+        .find(|request| request.target == "/first/C-0")
+        .unwrap();
+    let throttled_at = throttled_request.received_at;
+    let after_429: Vec<(&str, Duration)> = resumed
+        .iter()
+        .filter(|request| request.received_at > throttled_at && request.target != "/second/C-0")
+        .map(|request| {
+            (
+                request.target.as_str(),
+                request.received_at.duration_since(throttled_at),
+            )
+        })
+        .collect();
+    assert_eq!(after_429.len(), 2, "{after_429:?}");
+    for (target, after) in &after_429 {
+        assert!(
+            *after >= Duration::from_secs(1),
+            "{target} arrived {after:?} after the 429"
+        );
+    }
+
+    let throttled_execution = execution_of_workflow(&store, &first, "C-0");
+    assert_eq!(
+        attempts(&store, &throttled_execution),
+        [(1, Some(503), 0), (1, Some(429), 0), (2, Some(200), 1000)]
+    );
+    let held_execution = execution_of_workflow(&store, &second, "C-1");
+    assert_eq!(
+        attempts(&store, &held_execution),
+        [(1, Some(503), 0), (1, Some(200), 0)]
+    );
+    let summaries = SqliteStore::open(&store).unwrap().executions(None).unwrap();
+    let statuses: Vec<ExecutionStatus> = summaries.iter().map(|summary| summary.status).collect();
+    assert_eq!(statuses, [ExecutionStatus::Succeeded; 3]);
 }
 
 #[test]
