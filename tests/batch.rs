@@ -790,8 +790,9 @@ fn ctrl_c_finishes_running_executions() {
     assert!(stderr.contains("repeat the command with --skip 3"), "{stderr}");
     assert!(
         stderr.contains(
-            "warning: interrupted: no further record starts, and requests waiting for a Retry-After or \
-             --rate are not sent; waiting for 3 running executions to finish (Ctrl-C again stops them at once)\n"
+            "warning: interrupted: no further record starts, and requests waiting for a Retry-After, for \
+             --rate or for the first response from an HTTPS origin are not sent; waiting for 3 running \
+             executions to finish (Ctrl-C again stops them at once)\n"
         ),
         "{stderr}"
     );

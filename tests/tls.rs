@@ -4,18 +4,23 @@
 
 mod support;
 
+use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flowrun::store::sqlite::SqliteStore;
+use flowrun::store::{ExecutionStatus, Store};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::Value;
 use support::cli::{flowrun, output, path_str, Workspace};
 use tokio_rustls::rustls;
 
@@ -64,11 +69,30 @@ struct TlsServer {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     connections: Arc<AtomicUsize>,
+    /// The signal that sends the response to the first request, when the
+    /// server delays it until then.
+    first_released: Arc<tokio::sync::Notify>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl TlsServer {
     fn start(certificates: &Certificates, alpn: &[&[u8]], delay: Duration) -> TlsServer {
+        TlsServer::start_with(certificates, alpn, delay, false)
+    }
+
+    /// Starts a server like [`TlsServer::start`], without a delay, that
+    /// delays its response to the first request it receives until
+    /// [`TlsServer::release_first`].
+    fn start_holding_first(certificates: &Certificates, alpn: &[&[u8]]) -> TlsServer {
+        TlsServer::start_with(certificates, alpn, Duration::ZERO, true)
+    }
+
+    fn start_with(
+        certificates: &Certificates,
+        alpn: &[&[u8]],
+        delay: Duration,
+        hold_first: bool,
+    ) -> TlsServer {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -93,7 +117,9 @@ impl TlsServer {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let first_released = Arc::new(tokio::sync::Notify::new());
         let (received_by_server, connections_by_server) = (received.clone(), connections.clone());
+        let released_for_server = first_released.clone();
         runtime.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -102,6 +128,7 @@ impl TlsServer {
                 let connection = connections_by_server.fetch_add(1, Ordering::SeqCst) + 1;
                 let acceptor = acceptor.clone();
                 let received = received_by_server.clone();
+                let first_released = released_for_server.clone();
                 tokio::spawn(async move {
                     // A client that rejects the certificate ends the handshake.
                     let Ok(tls) = acceptor.accept(stream).await else {
@@ -110,16 +137,24 @@ impl TlsServer {
                     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let received = received.clone();
+                        let first_released = first_released.clone();
                         async move {
                             let version = request.version();
                             let target = request.uri().path().to_string();
                             let body = request.into_body().collect().await?.to_bytes().to_vec();
-                            received.lock().unwrap().push(Received {
-                                version,
-                                connection,
-                                target,
-                                body,
-                            });
+                            let first = {
+                                let mut received = received.lock().unwrap();
+                                received.push(Received {
+                                    version,
+                                    connection,
+                                    target,
+                                    body,
+                                });
+                                received.len() == 1
+                            };
+                            if first && hold_first {
+                                first_released.notified().await;
+                            }
                             tokio::time::sleep(delay).await;
                             let reply = Response::builder()
                                 .header("content-type", "application/json")
@@ -147,8 +182,15 @@ impl TlsServer {
             addr,
             received,
             connections,
+            first_released,
             runtime: Some(runtime),
         }
+    }
+
+    /// Sends the response to the first request, which a server started
+    /// with [`TlsServer::start_holding_first`] delays until then.
+    fn release_first(&self) {
+        self.first_released.notify_one();
     }
 
     fn url(&self) -> String {
@@ -726,4 +768,315 @@ fn resume_all_reads_project_cacert() {
             ("/claims/C-1".to_string(), expected_body("C-1")),
         ]
     );
+}
+
+/// Reads the JSON Lines log that `child` writes to standard error on a
+/// thread of its own, and passes each event on as it arrives.
+fn log_events(child: &mut Child) -> mpsc::Receiver<Value> {
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (sender, events) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let event = serde_json::from_str(&line.unwrap()).unwrap();
+            if sender.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    events
+}
+
+/// Receives events into `log` until `done` returns true for it. Kills
+/// `child` and fails the test, naming `condition`, when no event comes for
+/// 30 s or when the log ends first.
+fn wait_for_log(
+    child: &mut Child,
+    events: &mpsc::Receiver<Value>,
+    log: &mut Vec<Value>,
+    condition: &str,
+    done: impl Fn(&[Value]) -> bool,
+) {
+    while !done(log) {
+        match events.recv_timeout(Duration::from_secs(30)) {
+            Ok(event) => log.push(event),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{condition}: no further log event ({error}): {log:#?}");
+            }
+        }
+    }
+}
+
+fn messages(log: &[Value]) -> Vec<&str> {
+    log.iter().filter_map(|event| event["message"].as_str()).collect()
+}
+
+#[test]
+fn ctrl_c_ends_wait_for_first_response() {
+    let workspace = Workspace::new();
+    let certificates = make_certificates();
+    let ca = workspace.file("ca.pem", &certificates.ca_pem);
+    let server = TlsServer::start_holding_first(&certificates, &[b"h2", b"http/1.1"]);
+    let flow = post_flow(&workspace, &server);
+    let input = records(&workspace, 4);
+    let store = workspace.dir.path().join("store.db");
+
+    let mut child = command(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "3",
+        "--unordered",
+        "--cacert",
+        path_str(&ca),
+        "--store",
+        path_str(&store),
+        "--log-format",
+        "json",
+        "--verbose",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let events = log_events(&mut child);
+    let mut log = Vec::new();
+
+    // Three executions have started their step. The server delays its
+    // response to the first request, so the other two wait for its headers.
+    let started = |log: &[Value]| {
+        messages(log)
+            .iter()
+            .filter(|message| **message == "started")
+            .count()
+    };
+    wait_for_log(&mut child, &events, &mut log, "three steps start", |log| {
+        started(log) == 3
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.received().is_empty() {
+        assert!(Instant::now() < deadline, "the first request never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+
+    // The two waiting executions pause while the server still delays the
+    // first response, so Ctrl-C ended their wait, not the response.
+    let url = server.url();
+    let not_sent = |log: &[Value]| {
+        messages(log)
+            .iter()
+            .filter(|message| {
+                message.contains(") paused at step \"Send\": POST ")
+                    && message.ends_with(": not sent: the run was interrupted while the request waited")
+            })
+            .count()
+    };
+    wait_for_log(
+        &mut child,
+        &events,
+        &mut log,
+        "the waiting executions pause",
+        |log| not_sent(log) == 2,
+    );
+    assert_eq!(server.received().len(), 1);
+    let first_id = server.received()[0]
+        .target
+        .trim_start_matches("/claims/")
+        .to_string();
+    server.release_first();
+
+    let result = child.wait_with_output().unwrap();
+    log.extend(events.iter());
+    let messages = messages(&log);
+    assert_eq!(result.status.code(), Some(130), "{messages:#?}");
+    let mut entities: Vec<Value> = String::from_utf8(result.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    entities.sort_by_key(|entity| entity["id"].as_str().unwrap().to_string());
+    let expected: Vec<Value> = ["C-0", "C-1", "C-2"]
+        .into_iter()
+        .map(|id| {
+            if id == first_id {
+                serde_json::json!({"id": id, "status": "ok"})
+            } else {
+                serde_json::json!({"id": id})
+            }
+        })
+        .collect();
+    assert_eq!(entities, expected);
+    for (number, id) in [(1, "C-0"), (2, "C-1"), (3, "C-2")] {
+        if id == first_id {
+            continue;
+        }
+        let paused = messages.iter().any(|message| {
+            message.starts_with(&format!("record {number} (line {number}, execution "))
+                && message.ends_with(&format!(
+                    ") paused at step \"Send\": POST {url}/claims/{id}: not sent: the run was interrupted \
+                     while the request waited"
+                ))
+        });
+        assert!(paused, "{id}: {messages:#?}");
+    }
+    let interrupted = "interrupted: no further record starts, and requests waiting for a Retry-After, for \
+                       --rate or for the first response from an HTTPS origin are not sent; waiting for 3 \
+                       running executions to finish (Ctrl-C again stops them at once)";
+    assert!(messages.contains(&interrupted), "{messages:#?}");
+    assert!(
+        messages
+            .iter()
+            .any(|message| message.ends_with(": 1 succeeded, 0 failed, 2 paused, 0 not run")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|message| message.starts_with("interrupted: records up to number 3 ran to the end")),
+        "{messages:#?}"
+    );
+    // Only the first request was sent. The fourth record never started.
+    assert_eq!(server.received().len(), 1);
+
+    // The two executions wait in the store, paused at the step whose
+    // request was not sent.
+    let opened = SqliteStore::open(&store).unwrap();
+    let mut stored_ids = Vec::new();
+    for summary in opened.executions(None).unwrap() {
+        let record = opened.execution(&summary.id).unwrap();
+        let id = record.entity_before["id"].as_str().unwrap().to_string();
+        let step = &opened.steps(&summary.id).unwrap()[0];
+        if id == first_id {
+            assert_eq!(summary.status, ExecutionStatus::Succeeded);
+            let codes: Vec<Option<u16>> = step.attempts.iter().map(|attempt| attempt.status_code).collect();
+            assert_eq!(codes, [Some(200)]);
+        } else {
+            assert_eq!(summary.status, ExecutionStatus::Paused, "{id}");
+            assert_eq!(step.code.as_deref(), Some("flow::run::interrupted"), "{id}");
+            assert_eq!(step.attempts, [], "{id}");
+        }
+        stored_ids.push(id);
+    }
+    stored_ids.sort();
+    assert_eq!(stored_ids, ["C-0", "C-1", "C-2"]);
+    drop(opened);
+
+    // resume --all sends the two requests that were not sent.
+    let (exit, stdout, stderr) = output(&mut command(&[
+        "resume",
+        "--all",
+        "--store",
+        path_str(&store),
+        "--cacert",
+        path_str(&ca),
+    ]));
+    assert_eq!(exit, 0, "{stderr}");
+    let mut resumed: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    resumed.sort_by_key(|entity| entity["id"].as_str().unwrap().to_string());
+    let expected: Vec<Value> = ["C-0", "C-1", "C-2"]
+        .into_iter()
+        .filter(|id| *id != first_id)
+        .map(|id| serde_json::json!({"id": id, "status": "ok"}))
+        .collect();
+    assert_eq!(resumed, expected);
+    assert_eq!(
+        targets_and_bodies(&server),
+        vec![
+            ("/claims/C-0".to_string(), expected_body("C-0")),
+            ("/claims/C-1".to_string(), expected_body("C-1")),
+            ("/claims/C-2".to_string(), expected_body("C-2")),
+        ]
+    );
+    let opened = SqliteStore::open(&store).unwrap();
+    let statuses: Vec<ExecutionStatus> = opened
+        .executions(None)
+        .unwrap()
+        .into_iter()
+        .map(|summary| summary.status)
+        .collect();
+    assert_eq!(statuses, [ExecutionStatus::Succeeded; 3]);
+}
+
+#[test]
+fn ctrl_c_ends_resumed_wait_for_first_response() {
+    let workspace = Workspace::new();
+    let certificates = make_certificates();
+    let ca = workspace.file("ca.pem", &certificates.ca_pem);
+    let server = TlsServer::start_holding_first(&certificates, &[b"h2", b"http/1.1"]);
+    let store = workspace.dir.path().join("store.db");
+    // Both executions pause at the certificate, which the batch does not trust.
+    paused_batch(&workspace, &server, &store);
+
+    let mut child = command(&[
+        "resume",
+        "--all",
+        "--store",
+        path_str(&store),
+        "--cacert",
+        path_str(&ca),
+        "--log-format",
+        "json",
+        "--verbose",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let events = log_events(&mut child);
+    let mut log = Vec::new();
+
+    // Both executions have started their step, and the server delays its
+    // response to the first request, so the other waits for its headers.
+    wait_for_log(&mut child, &events, &mut log, "two steps start", |log| {
+        messages(log)
+            .iter()
+            .filter(|message| **message == "started")
+            .count()
+            == 2
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.received().is_empty() {
+        assert!(Instant::now() < deadline, "the first request never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    wait_for_log(
+        &mut child,
+        &events,
+        &mut log,
+        "the waiting execution pauses",
+        |log| {
+            messages(log).iter().any(|message| {
+                message.ends_with(": not sent: the run was interrupted while the request waited")
+            })
+        },
+    );
+    assert_eq!(server.received().len(), 1);
+    server.release_first();
+
+    let result = child.wait_with_output().unwrap();
+    log.extend(events.iter());
+    let messages = messages(&log);
+    assert_eq!(result.status.code(), Some(130), "{messages:#?}");
+    assert!(
+        messages.iter().any(|message| message
+            .ends_with(": 1 succeeded, 0 failed, 1 paused, 0 not resumed, 0 taken over by another process")),
+        "{messages:#?}"
+    );
+    assert_eq!(server.received().len(), 1);
 }

@@ -283,9 +283,9 @@ where
                     pace.http.stop_waiting();
                     tracing::warn!(
                         running = running.len(),
-                        "interrupted: no further {} starts, and requests waiting for a Retry-After or \
-                         --rate are not sent; waiting for {} running executions to finish (Ctrl-C again \
-                         stops them at once)",
+                        "interrupted: no further {} starts, and requests waiting for a Retry-After, for \
+                         --rate or for the first response from an HTTPS origin are not sent; waiting for {} \
+                         running executions to finish (Ctrl-C again stops them at once)",
                         pace.item,
                         running.len()
                     );

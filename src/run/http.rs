@@ -12,6 +12,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, warn};
 
 use crate::program::Settings;
+use crate::run::politeness::{Politeness, Stopped};
 use crate::run::report::Attempt;
 use crate::run::retry::{backoff, parse_retry_after, RetryAfter, Sleeper};
 
@@ -54,10 +55,16 @@ impl Pool {
     /// Waits until `url` may be sent. Returns the held gate when this is
     /// the first request to its HTTPS origin, so that other requests wait
     /// until it has received its response headers. Plain HTTP never waits,
-    /// because the client speaks only HTTP/1.1 there.
-    async fn wait_for_first_request(&self, url: &reqwest::Url) -> Option<OwnedMutexGuard<bool>> {
+    /// because the client speaks only HTTP/1.1 there. With `politeness`,
+    /// [`Politeness::stop_waiting`] ends the wait, as after the first
+    /// Ctrl-C of a batch, and the request is not sent.
+    async fn wait_for_first_request(
+        &self,
+        url: &reqwest::Url,
+        politeness: Option<&Politeness>,
+    ) -> Result<Option<OwnedMutexGuard<bool>>, Stopped> {
         if url.scheme() != "https" {
-            return None;
+            return Ok(None);
         }
         let gate = {
             let mut gates = self
@@ -69,11 +76,15 @@ impl Pool {
                 .or_default()
                 .clone()
         };
-        let guard = gate.lock_owned().await;
+        let locked = gate.lock_owned();
+        let guard = match politeness {
+            Some(politeness) => politeness.wait(locked).await?,
+            None => locked.await,
+        };
         if *guard {
-            None
+            Ok(None)
         } else {
-            Some(guard)
+            Ok(Some(guard))
         }
     }
 }
@@ -113,8 +124,9 @@ impl Http {
     }
 
     /// Ends the waits of every request at its host's gate, for its rate
-    /// slot or before a retry, so that those requests are not sent. Without
-    /// politeness nothing waits this way.
+    /// slot, before a retry or for the first response from its HTTPS
+    /// origin, so that those requests are not sent. Without politeness it
+    /// does nothing.
     pub fn stop_waiting(&self) {
         if let Some(politeness) = &self.politeness {
             politeness.stop_waiting();
@@ -166,8 +178,9 @@ pub enum Failure {
     /// The body exceeded this many bytes.
     BodyTooLarge(usize),
     /// The run stopped waiting, as after the first Ctrl-C of a batch, while
-    /// the request waited for a `Retry-After` or its turn under a rate
-    /// limit; this request was not sent.
+    /// the request waited for a `Retry-After`, its turn under a rate limit
+    /// or the response headers of the first request to its HTTPS origin.
+    /// This request was not sent.
     Stopped,
 }
 
@@ -209,7 +222,10 @@ pub async fn send(
         number += 1;
         // The gate comes before the host's rate limit, so that requests
         // that waited at it still leave one rate interval apart.
-        let first_request = pool.wait_for_first_request(&request.url).await;
+        let first_request = pool
+            .wait_for_first_request(&request.url, http.politeness.as_deref())
+            .await
+            .map_err(|_| Failure::Stopped)?;
         if let Some(politeness) = &http.politeness {
             politeness
                 .before_request(&request.url)

@@ -124,11 +124,14 @@ impl Politeness {
         self.stopped.send_replace(true);
     }
 
-    /// Runs `wait` unless [`Politeness::stop_waiting`] ends it first.
-    pub async fn wait(&self, wait: impl Future<Output = ()>) -> Result<(), Stopped> {
+    /// Runs `wait` unless [`Politeness::stop_waiting`] ends it first. A wait
+    /// that is over when it is first polled, such as a free lock, finishes
+    /// even after the stop.
+    pub async fn wait<T>(&self, wait: impl Future<Output = T>) -> Result<T, Stopped> {
         let mut stopped = self.stopped.subscribe();
         tokio::select! {
-            () = wait => Ok(()),
+            biased;
+            value = wait => Ok(value),
             _ = stopped.wait_for(|stopped| *stopped) => Err(Stopped),
         }
     }
@@ -376,6 +379,10 @@ mod tests {
             Err(Stopped)
         );
         assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // A wait that is over at once, such as a free lock, still ends with
+        // its value.
+        let free = tokio::sync::Mutex::new(7);
+        assert_eq!(politeness.wait(free.lock()).await.map(|value| *value), Ok(7));
     }
 
     #[test]
