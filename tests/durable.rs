@@ -635,6 +635,166 @@ fn kill_during_a_post_requires_resend_in_flight() {
     );
 }
 
+/// Formats the rows of `flowrun runs` for the executions of `store`, newest
+/// first, with the status that `status_of` gives each id, and only those
+/// whose status is `only` when it is given.
+fn runs_listing(store: &Path, status_of: &dyn Fn(&str) -> &'static str, only: Option<&str>) -> String {
+    let mut text = format!(
+        "{:<36}  {:<11}  {:<20}  {:<25}  {}\n",
+        "ID", "STATUS", "STARTED", "WORKFLOW", "NEXT STEP"
+    );
+    for execution in SqliteStore::open(store).unwrap().executions(None).unwrap() {
+        let status = status_of(&execution.id);
+        if only.is_some_and(|only| only != status) {
+            continue;
+        }
+        text.push_str(&format!(
+            "{:<36}  {:<11}  {:<20}  {:<25}  {}\n",
+            execution.id,
+            status,
+            &execution.started_at[..19],
+            execution.workflow,
+            execution.next_step_name.unwrap()
+        ));
+    }
+    text
+}
+
+#[test]
+fn runs_marks_killed_executions_interrupted() {
+    let server = TestServer::start(|_| Reply::hang());
+    let workspace = Workspace::new();
+    let base = server.url();
+    let batch_flow = workspace.file(
+        "sync.flow",
+        format!("workflow \"Sync\"\n\nstep \"Send\" {{\n  http POST \"{base}/claims/<<entity.id>>\" json {{}}\n}}\n"),
+    );
+    let single_flow = workspace.file(
+        "alone.flow",
+        format!("workflow \"Alone\"\n\nstep \"Fetch\" {{\n  http GET \"{base}/alone\"\n}}\n"),
+    );
+    let input = workspace.file("records.jsonl", "{\"id\":\"C-0\"}\n{\"id\":\"C-1\"}\n");
+    let store = store_path(&workspace);
+    let store_arg = path_str(&store);
+    let quoted = format!("'{store_arg}'");
+    let runs = |extra: &[&str]| {
+        let mut arguments = vec!["runs"];
+        arguments.extend_from_slice(extra);
+        arguments.extend_from_slice(&["--store", store_arg]);
+        output(&mut flowrun(&arguments))
+    };
+
+    let mut batch = flowrun(&[
+        "run",
+        path_str(&batch_flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "2",
+        "--store",
+        store_arg,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut single = flowrun(&[
+        "run",
+        path_str(&single_flow),
+        "--store",
+        store_arg,
+        "--execution-id",
+        "alone",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Each step is recorded before its request leaves, and the batch's
+    // writer commits it to the tables within milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.request_count() < 3 || SqliteStore::open(&store).unwrap().executions(None).unwrap().len() < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server saw only {:?}",
+            targets(&server)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // Both processes are alive, so nothing is interrupted.
+    let (code, stdout, stderr) = runs(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, runs_listing(&store, &|_| "running", None));
+    assert_eq!(stderr, "");
+    let (code, stdout, stderr) = runs(&["--status", "interrupted"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, runs_listing(&store, &|_| "running", Some("interrupted")));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_eq!(stderr, "");
+
+    let batch_pid = batch.id();
+    batch.kill().unwrap();
+    batch.wait().unwrap();
+
+    let after_kill = |id: &str| if id == "alone" { "running" } else { "interrupted" };
+    let (code, stdout, stderr) = runs(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, runs_listing(&store, &after_kill, None));
+    assert_eq!(
+        stderr,
+        format!(
+            "interrupted executions were running in a process that stopped: continue them all with \
+             `flowrun resume --all --store {quoted}`, or one with `flowrun resume ID --store {quoted}`\n"
+        )
+    );
+    let (code, stdout, stderr) = runs(&["--status", "running"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, runs_listing(&store, &after_kill, Some("running")));
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert_eq!(stderr, "");
+    let (code, stdout, stderr) = runs(&["--status", "interrupted"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, runs_listing(&store, &after_kill, Some("interrupted")));
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(
+        stderr.starts_with("interrupted executions were running"),
+        "{stderr}"
+    );
+
+    let killed = SqliteStore::open(&store)
+        .unwrap()
+        .executions(None)
+        .unwrap()
+        .into_iter()
+        .find(|execution| execution.id != "alone")
+        .unwrap();
+    assert_eq!(killed.status, ExecutionStatus::Running);
+    assert_eq!(killed.pid, batch_pid);
+    let (code, stdout, stderr) = runs(&["show", &killed.id]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().nth(2), Some("status    interrupted"), "{stdout}");
+    assert_eq!(
+        stderr,
+        format!(
+            "execution {id} was running in process {batch_pid}, which stopped: continue it with \
+             `flowrun resume {id} --store {quoted}`\n",
+            id = killed.id
+        )
+    );
+    let (code, stdout, stderr) = runs(&["show", "alone"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().nth(2), Some("status    running"), "{stdout}");
+    assert_eq!(stderr, "");
+
+    single.kill().unwrap();
+    single.wait().unwrap();
+    let (code, stdout, stderr) = runs(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, runs_listing(&store, &|_| "interrupted", None));
+}
+
 #[test]
 fn idempotency_key_can_be_turned_off() {
     let server = TestServer::scripted(vec![Reply::status(200)]);

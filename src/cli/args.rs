@@ -158,7 +158,9 @@ pub struct RunsArgs {
     #[command(subcommand)]
     pub command: Option<RunsCommand>,
 
-    /// List only executions with this status.
+    /// List only executions with this status. An interrupted execution was
+    /// left running by a process that stopped; `flowrun resume` continues
+    /// it.
     #[arg(long, value_enum)]
     pub status: Option<StatusFilter>,
 
@@ -178,7 +180,10 @@ pub enum RunsCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusFilter {
+    // Both are stored as `running`: a running execution's process is alive,
+    // and an interrupted one's has stopped.
     Running,
+    Interrupted,
     Succeeded,
     Failed,
     Paused,

@@ -607,11 +607,13 @@ fn summarize(
     if totals.abandoned > 0 {
         let store = match store {
             Some(store) => format!(
-                "their steps stay recorded as running: `flowrun runs --status running --store {}` lists them, \
+                "their steps stay recorded as running: once this process has ended, \
+                 `flowrun runs --status interrupted --store {}` lists them, \
                  and `flowrun resume ID` decides whether a step may be sent again",
                 quote(&store.display().to_string())
             ),
-            None => "the batch ran with --no-store, so nothing records whether their requests were sent".to_string(),
+            None => "the batch ran with --no-store, so nothing records whether their requests were sent"
+                .to_string(),
         };
         log.line(
             tracing::Level::WARN,
@@ -699,6 +701,7 @@ pub(crate) fn summarize_resumed(log: Log, totals: &Totals, elapsed: Duration, st
     }
 }
 
-fn quote(text: &str) -> String {
+/// Quotes `text` as one word for a POSIX shell.
+pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }

@@ -1,5 +1,5 @@
-//! Commands and helpers around the execution store: opening it, `flowrun
-//! resume` and `flowrun runs`.
+//! Commands and helpers around the execution store: opening it and
+//! `flowrun resume`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 
-use crate::cli::args::{NotifyArgs, ResumeArgs, RunsArgs, RunsCommand, StatusFilter, StoreArgs, TlsArgs};
+use crate::cli::args::{NotifyArgs, ResumeArgs, StoreArgs, TlsArgs};
 use crate::cli::output::{self, Source};
-use crate::cli::{check_source, fail_invalid, finish_run, EXIT_INVALID, EXIT_SUCCESS};
+use crate::cli::{check_source, fail_invalid, finish_run, EXIT_INVALID};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::input;
 use crate::program::Program;
@@ -467,145 +467,4 @@ pub(crate) fn process_is_alive(pid: u32) -> bool {
     let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let program = command_line.split(|byte| *byte == 0).next().unwrap_or_default();
     String::from_utf8_lossy(program).contains("flowrun")
-}
-
-/// `flowrun runs` and `flowrun runs show ID`.
-pub(crate) fn runs_command(args: RunsArgs) -> u8 {
-    let (store_args, show) = match &args.command {
-        Some(RunsCommand::Show { execution_id, store }) => {
-            let store = if store.store.is_some() { store } else { &args.store };
-            (store, Some(execution_id))
-        }
-        None => (&args.store, None),
-    };
-    let path = store_path(store_args, None);
-    if !path.exists() {
-        return fail_invalid(&[no_store(&path)], None);
-    }
-    let store = match open_store(&path) {
-        Ok(store) => store,
-        Err(diagnostic) => return fail_invalid(&[diagnostic], None),
-    };
-    let text = match show {
-        Some(id) => match history_text(&store, id) {
-            Ok(text) => text,
-            Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
-        },
-        None => {
-            let status = args.status.map(|filter| match filter {
-                StatusFilter::Running => ExecutionStatus::Running,
-                StatusFilter::Succeeded => ExecutionStatus::Succeeded,
-                StatusFilter::Failed => ExecutionStatus::Failed,
-                StatusFilter::Paused => ExecutionStatus::Paused,
-            });
-            match store.executions(status) {
-                Ok(executions) => {
-                    let mut text = format!(
-                        "{:<36}  {:<9}  {:<20}  {:<25}  {}\n",
-                        "ID", "STATUS", "STARTED", "WORKFLOW", "NEXT STEP"
-                    );
-                    for execution in executions {
-                        text.push_str(&format!(
-                            "{:<36}  {:<9}  {:<20}  {:<25}  {}\n",
-                            execution.id,
-                            execution.status.as_str(),
-                            execution.started_at.get(..19).unwrap_or(&execution.started_at),
-                            execution.workflow,
-                            execution.next_step_name.unwrap_or_else(|| "-".to_string())
-                        ));
-                    }
-                    text
-                }
-                Err(error) => return fail_invalid(&[store_diagnostic(&error, &path)], None),
-            }
-        }
-    };
-    if output::print_stdout(&text) {
-        EXIT_SUCCESS
-    } else {
-        crate::cli::EXIT_OUTPUT_FAILED
-    }
-}
-
-/// Formats the step-by-step history of one execution for `flowrun runs show`.
-fn history_text(store: &SqliteStore, id: &str) -> Result<String, StoreError> {
-    let record = store.execution(id)?;
-    let steps = store.steps(id)?;
-    let notifications = store.notifications(id)?;
-    let mut text = format!(
-        "execution {}\nworkflow  {} ({})\nstatus    {}\nstarted   {}\nupdated   {}\n",
-        record.id,
-        record.workflow,
-        record.source_path,
-        record.status.as_str(),
-        record.started_at,
-        record.updated_at
-    );
-    if let Some(finished) = &record.finished_at {
-        text.push_str(&format!("finished  {finished}\n"));
-    }
-    for step in &steps {
-        text.push_str(&format!(
-            "\nstep {} \"{}\": {} (run {})\n",
-            step.index + 1,
-            step.name,
-            step.status.as_str(),
-            step.runs
-        ));
-        let branch = record
-            .vars
-            .get(crate::run::BRANCHES_KEY)
-            .and_then(|branches| branches.get(&step.name))
-            .and_then(|branch| branch.as_str());
-        if let Some(branch) = branch {
-            text.push_str(&format!("  took the `{branch}` branch\n"));
-        }
-        for attempt in &step.attempts {
-            let outcome = match (&attempt.status_code, &attempt.error) {
-                (_, Some(error)) => error.clone(),
-                (Some(code), None) => code.to_string(),
-                (None, None) => "no response".to_string(),
-            };
-            text.push_str(&format!(
-                "  attempt {} of action {}: {} {} -> {} in {} ms",
-                attempt.number,
-                attempt.action + 1,
-                attempt.method,
-                attempt.url,
-                outcome,
-                attempt.duration_ms
-            ));
-            if attempt.waited_ms > 0 {
-                text.push_str(&format!(" after waiting {} ms", attempt.waited_ms));
-            }
-            text.push('\n');
-        }
-        for call in step.llm_usage.as_array().into_iter().flatten() {
-            text.push_str(&format!(
-                "  model {} via {}: {} prompt and {} completion tokens in {} ms\n",
-                call["model"].as_str().unwrap_or_default(),
-                call["provider"].as_str().unwrap_or_default(),
-                call["prompt_tokens"],
-                call["completion_tokens"],
-                call["latency_ms"]
-            ));
-        }
-        if let Some(error) = &step.error {
-            text.push_str(&format!("  error: {error}\n"));
-        }
-    }
-    for notification in &notifications {
-        text.push_str(&format!(
-            "\nnotification ({}) for step \"{}\" at {} via {}",
-            notification.severity,
-            notification.step,
-            notification.sent_at,
-            notification.channels.join(", ")
-        ));
-        if let Some(error) = &notification.delivery_error {
-            text.push_str(&format!("; delivery failed: {error}"));
-        }
-        text.push('\n');
-    }
-    Ok(text)
 }

@@ -11,6 +11,7 @@ mod executions;
 mod fmt;
 pub mod output;
 mod resume_all;
+mod runs;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -44,7 +45,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run_command(args),
         Command::Check(args) => check_command(args),
         Command::Resume(args) => executions::resume_command(args),
-        Command::Runs(args) => executions::runs_command(args),
+        Command::Runs(args) => runs::runs_command(args),
         Command::Fmt(args) => fmt::fmt_command(args),
         Command::Lsp(args) => crate::lsp::serve(args.entity_schema.as_deref()),
     };

@@ -145,6 +145,8 @@ pub struct ExecutionSummary {
     pub updated_at: String,
     /// The name of the step at `next_step`, when one is left.
     pub next_step_name: Option<String>,
+    /// The process that last ran the execution.
+    pub pid: u32,
 }
 
 /// One request attempt, secrets already redacted.

@@ -974,7 +974,7 @@ impl Store for SqliteStore {
         let path = &self.path;
         // Two statements rather than `?1 IS NULL OR status = ?1`, so that
         // each can walk its own index in order.
-        let columns = "id, workflow, status, started_at, updated_at, next_step, step_names";
+        let columns = "id, workflow, status, started_at, updated_at, next_step, step_names, pid";
         let mut statement = match status {
             Some(_) => self.conn.prepare_cached(&format!(
                 "SELECT {columns} FROM executions WHERE status = ?1 ORDER BY started_at DESC, id DESC"
@@ -993,6 +993,7 @@ impl Store for SqliteStore {
                 row.get::<_, String>(4)?,
                 row.get::<_, usize>(5)?,
                 row.get::<_, String>(6)?,
+                row.get::<_, u32>(7)?,
             ))
         };
         let rows = match status {
@@ -1003,7 +1004,7 @@ impl Store for SqliteStore {
 
         let mut summaries = Vec::new();
         for row in rows {
-            let (id, workflow, status, started_at, updated_at, next_step, step_names) = row.at(path)?;
+            let (id, workflow, status, started_at, updated_at, next_step, step_names, pid) = row.at(path)?;
             let mut step_names: Vec<String> = from_json(path, "executions.step_names", &step_names)?;
             let next_step_name = (next_step < step_names.len()).then(|| step_names.swap_remove(next_step));
             summaries.push(ExecutionSummary {
@@ -1013,6 +1014,7 @@ impl Store for SqliteStore {
                 started_at,
                 updated_at,
                 next_step_name,
+                pid,
             });
         }
         Ok(summaries)
@@ -1285,6 +1287,7 @@ mod tests {
             started_at: "2024-05-01T10:00:00Z".to_string(),
             updated_at: "2024-05-01T10:00:04Z".to_string(),
             next_step_name: Some("notify".to_string()),
+            pid: 4243,
         };
         assert_eq!(store.executions(None).unwrap(), vec![expected_summary]);
         assert_eq!(store.notifications("ex-1").unwrap(), vec![notification]);
