@@ -6,18 +6,17 @@
 //! the writer thread, in one order for both, and no execution waits for a
 //! commit. A step's start reaches the journal's file before the call
 //! returns, so the step's request leaves as soon as it is there. The writer thread
-//! merges the queued writes of each execution ([`Group`]), writes them as
-//! savepoints, and commits the group together with how far the journal is
-//! folded. When a write fails, its group is rolled back and the thread
+//! merges the queued writes of each execution ([`Group`]), writes them,
+//! and commits the group together with how far the journal is folded. When a write fails, its group is rolled back and the thread
 //! writes nothing more, so the journal keeps every write from that group on.
 //! When the process dies or a write failed, the next process that opens the
 //! store applies the journal's remaining entries, so a sent request is never
 //! missing from the store.
 
 use std::cell::Cell;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::store::group::Group;
@@ -39,7 +38,9 @@ const MAX_GROUP: usize = 1024;
 /// How long the writer thread gathers writes into a group after the first.
 /// Every write is already in the journal, so waiting delays only what other
 /// connections see, and larger groups write each page of the tables once
-/// for many executions instead of once for each.
+/// for many executions instead of once for each. The thread sleeps through
+/// the window, and only a call wakes it early: a queued write wakes no
+/// thread, which saves a system call and a context switch per write.
 const GROUP_WINDOW: Duration = Duration::from_millis(10);
 
 /// A callback that runs once the group of a call has committed or failed to commit.
@@ -63,6 +64,8 @@ type SharedJournal = Arc<Mutex<Option<Journal>>>;
 pub struct StoreWriter {
     sender: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// The writer thread, to wake it from its window.
+    waker: Option<Thread>,
     failure: Failure,
     journal: SharedJournal,
 }
@@ -89,9 +92,11 @@ impl StoreWriter {
             .name("flowrun-store".to_string())
             .spawn(move || write_groups(store, &receiver, &thread_failure, &thread_journal, &name))
             .ok();
+        let waker = thread.as_ref().map(|thread| thread.thread().clone());
         Ok(StoreWriter {
             sender: Some(sender),
             thread,
+            waker,
             failure,
             journal,
         })
@@ -101,6 +106,7 @@ impl StoreWriter {
     pub fn handle(&self) -> WriterHandle {
         WriterHandle {
             sender: self.sender.clone(),
+            waker: self.waker.clone(),
             failure: self.failure.clone(),
             journal: self.journal.clone(),
         }
@@ -113,6 +119,8 @@ impl StoreWriter {
     pub fn finish(mut self) -> Result<(), String> {
         self.sender = None;
         if let Some(thread) = self.thread.take() {
+            // Ends the window early once the last sender is gone.
+            thread.thread().unpark();
             if thread.join().is_err() {
                 return Err("the store writer stopped unexpectedly".to_string());
             }
@@ -140,22 +148,32 @@ fn write_groups(
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     let mut replies = Vec::with_capacity(MAX_GROUP);
     let mut group = Group::default();
+    // Any failed write rolls its whole group back, so writes need no
+    // savepoint of their own. A call returns its own error to its caller,
+    // and its group commits, so it keeps one.
+    store.set_write_savepoints(false);
     while let Ok(job) = receiver.recv() {
         let deadline = Instant::now() + GROUP_WINDOW;
         // A call has a caller waiting for its commit, so it ends the window.
         let mut waited_for = matches!(job, Job::Call(_));
         jobs.push(job);
         while jobs.len() < MAX_GROUP {
-            let next = if waited_for {
-                receiver.try_recv().ok()
-            } else {
-                receiver
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .ok()
-            };
-            let Some(job) = next else { break };
-            waited_for |= matches!(job, Job::Call(_));
-            jobs.push(job);
+            match receiver.try_recv() {
+                Ok(job) => {
+                    waited_for |= matches!(job, Job::Call(_));
+                    jobs.push(job);
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if waited_for || now >= deadline {
+                        break;
+                    }
+                    // A write does not wake this thread; a call, a full
+                    // queue and `finish` do.
+                    std::thread::park_timeout(deadline - now);
+                }
+            }
         }
         // After a failed group, nothing more is written: the journal keeps
         // every write from that group on, and the next process that opens
@@ -185,7 +203,9 @@ fn write_groups(
                 Job::Call(call) => {
                     // The call may read what the group wrote so far.
                     group.flush(&mut store, &mut failed);
+                    store.set_write_savepoints(true);
                     replies.push(call(&mut store));
+                    store.set_write_savepoints(false);
                 }
             }
         }
@@ -253,6 +273,7 @@ fn rewind_if_folded(journal: &SharedJournal, seq: u64) {
 /// One execution's way to the writer thread.
 pub struct WriterHandle {
     sender: Option<SyncSender<Job>>,
+    waker: Option<Thread>,
     failure: Failure,
     journal: SharedJournal,
 }
@@ -265,13 +286,26 @@ impl WriterHandle {
         }
     }
 
+    /// Queues `job`. A write leaves the writer thread asleep until its
+    /// window ends, unless the queue is full; a call wakes it.
     fn queue(&self, job: Job) -> Result<(), StoreError> {
         let stopped = || StoreError::Other("the store writer has stopped".to_string());
-        self.sender
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())
+        let sender = self.sender.as_ref().ok_or_else(stopped)?;
+        let wake = matches!(job, Job::Call(_));
+        let job = match sender.try_send(job) {
+            Ok(()) => None,
+            Err(TrySendError::Full(job)) => Some(job),
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+        };
+        if wake || job.is_some() {
+            if let Some(waker) = &self.waker {
+                waker.unpark();
+            }
+        }
+        match job {
+            Some(job) => sender.send(job).map_err(|_| stopped()),
+            None => Ok(()),
+        }
     }
 
     /// Appends a write to the journal and queues it. A failure to apply it

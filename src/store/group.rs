@@ -97,18 +97,27 @@ impl Group {
         }
     }
 
-    /// Inserts the fresh executions, and empties the group.
+    /// Inserts the fresh executions, and empties the group. A failure
+    /// other than a taken id goes to `failed`, and the caller must then
+    /// roll the group back.
     pub fn flush(&mut self, store: &mut SqliteStore, failed: &mut dyn FnMut(StoreError)) {
         for id in self.order.drain(..) {
             let Some(Member::Fresh { execution, entries }) = self.members.remove(&id) else {
                 continue;
             };
-            if store.insert_fresh(&execution).is_err() {
-                for entry in entries {
-                    if let Err(error) = entry.apply(store) {
-                        failed(error);
+            match store.insert_fresh(&execution) {
+                Ok(()) => {}
+                // Nothing was written: each entry fails as it would alone.
+                Err(StoreError::AlreadyExists { .. }) => {
+                    for entry in entries {
+                        if let Err(error) = entry.apply(store) {
+                            failed(error);
+                        }
                     }
                 }
+                // Part of the rows may be written, so the group must not
+                // commit.
+                Err(error) => failed(error),
             }
         }
         self.members.clear();

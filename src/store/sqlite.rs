@@ -18,7 +18,7 @@ use super::{
 /// The schema this code reads and writes, kept in `PRAGMA user_version`. A
 /// file with a higher version was written by a newer flowrun and is rejected
 /// rather than misread.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another process's lock before failing with
 /// [`StoreError::Locked`]. A write holds the lock for well under a millisecond,
@@ -35,6 +35,9 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 
 // JSON columns are TEXT in STRICT tables, because under NUMERIC affinity SQLite
 // would turn a value such as `12345678901234567890123` into a lossy REAL.
+// The status checks compare with `=` and `OR`: SQLite builds a temporary
+// table for a list after `IN` each time a row is written, which took a
+// third of the store's work in a batch.
 const SCHEMA: &str = "
 CREATE TABLE executions (
     id TEXT PRIMARY KEY NOT NULL,
@@ -43,7 +46,7 @@ CREATE TABLE executions (
     workflow_hash TEXT NOT NULL,
     step_hashes TEXT NOT NULL,
     step_names TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'paused')),
+    status TEXT NOT NULL CHECK (status = 'running' OR status = 'succeeded' OR status = 'failed' OR status = 'paused'),
     entity_before TEXT NOT NULL,
     entity TEXT NOT NULL,
     vars TEXT NOT NULL,
@@ -61,7 +64,8 @@ CREATE TABLE steps (
     idx INTEGER NOT NULL CHECK (idx >= 0),
     name TEXT NOT NULL,
     status TEXT NOT NULL CHECK (
-        status IN ('running', 'succeeded', 'failed_continued', 'failed_silently', 'failed', 'outcome_unknown')
+        status = 'running' OR status = 'succeeded' OR status = 'failed_continued' OR status = 'failed_silently'
+        OR status = 'failed' OR status = 'outcome_unknown'
     ),
     runs INTEGER NOT NULL CHECK (runs >= 1),
     started_at TEXT NOT NULL,
@@ -102,6 +106,19 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_by_execution ON notifications (execution_id, seq);
 ";
 
+/// The status checks of versions 1 and 2, and what version 3 has instead.
+const STATUS_CHECKS: [(&str, &str); 2] = [
+    (
+        "status IN ('running', 'succeeded', 'failed', 'paused')",
+        "status = 'running' OR status = 'succeeded' OR status = 'failed' OR status = 'paused'",
+    ),
+    (
+        "status IN ('running', 'succeeded', 'failed_continued', 'failed_silently', 'failed', 'outcome_unknown')",
+        "status = 'running' OR status = 'succeeded' OR status = 'failed_continued' OR status = 'failed_silently'\n        \
+         OR status = 'failed' OR status = 'outcome_unknown'",
+    ),
+];
+
 /// The table version 2 added: how far each batch journal is folded into
 /// the tables, see [`super::journal`].
 const JOURNALS: &str = "
@@ -122,6 +139,9 @@ pub struct SqliteStore {
     path: String,
     /// The file path as given to `open`.
     file: PathBuf,
+    /// Whether each write inside a group gets a savepoint, see
+    /// [`SqliteStore::set_write_savepoints`].
+    write_savepoints: bool,
 }
 
 impl SqliteStore {
@@ -176,6 +196,9 @@ impl SqliteStore {
         if version == 1 {
             version = add_journals(&mut conn, &display_path)?;
         }
+        if version == 2 {
+            version = rewrite_status_checks(&mut conn, &display_path)?;
+        }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Open {
                 path: display_path,
@@ -197,6 +220,7 @@ impl SqliteStore {
             conn,
             path: display_path,
             file: path.to_path_buf(),
+            write_savepoints: true,
         })
     }
 
@@ -206,6 +230,16 @@ impl SqliteStore {
     /// are invisible to other connections and lost if the process dies.
     pub fn begin_group(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").at(&self.path)
+    }
+
+    /// Sets whether each write inside a group gets a savepoint, so that a
+    /// failed write undoes only itself; it does by default. Without one, a
+    /// failed write may leave part of its rows written, and the group must
+    /// then be rolled back. A savepoint copies every page its write touches,
+    /// which a writer that rolls back the whole group on any failure does
+    /// not need.
+    pub fn set_write_savepoints(&mut self, on: bool) {
+        self.write_savepoints = on;
     }
 
     /// Commits the group [`SqliteStore::begin_group`] opened. When the commit
@@ -227,8 +261,12 @@ impl SqliteStore {
     }
 
     /// Inserts an execution that began in the current group as its rows
-    /// are after the group's entries, in one write. Fails without writing
-    /// when the id is taken.
+    /// are after the group's entries. Fails with
+    /// [`StoreError::AlreadyExists`] without writing when the id is taken.
+    ///
+    /// The rows are one write: after any other error, some rows may be
+    /// written when the store writes without savepoints, see
+    /// [`SqliteStore::set_write_savepoints`].
     pub fn insert_fresh(&mut self, fresh: &FreshExecution) -> Result<(), StoreError> {
         let execution = &fresh.record;
         let step_hashes = to_json(&execution.step_hashes)?;
@@ -238,7 +276,7 @@ impl SqliteStore {
         let vars = to_json(&execution.vars)?;
 
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let inserted = tx
             .prepare_cached(
                 "INSERT INTO executions (id, workflow, source_path, workflow_hash, step_hashes, step_names, \
@@ -466,6 +504,46 @@ fn add_journals(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
     Ok(2)
 }
 
+/// Upgrades a version 2 store to version 3, whose status checks compare
+/// with `=` instead of `IN`, and returns the schema version the file has
+/// afterwards. The checks accept the same values, so the rows stay valid
+/// and only the table definitions change, as SQLite documents for changes
+/// that leave the stored rows as they are.
+fn rewrite_status_checks(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|err| open_error(path, err))?;
+    // Another process may have upgraded the file since this one read it.
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|err| open_error(path, err))?;
+    if version != 2 {
+        return Ok(version);
+    }
+    let schema_version: i64 = tx
+        .pragma_query_value(None, "schema_version", |row| row.get(0))
+        .map_err(|err| open_error(path, err))?;
+    tx.pragma_update(None, "writable_schema", true)
+        .map_err(|err| open_error(path, err))?;
+    for (old, new) in STATUS_CHECKS {
+        tx.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) \
+             WHERE type = 'table' AND name IN ('executions', 'steps')",
+            [old, new],
+        )
+        .map_err(|err| open_error(path, err))?;
+    }
+    // A new schema version makes every connection read the definitions again.
+    tx.pragma_update(None, "schema_version", schema_version + 1)
+        .map_err(|err| open_error(path, err))?;
+    tx.pragma_update(None, "writable_schema", false)
+        .map_err(|err| open_error(path, err))?;
+    tx.pragma_update(None, "user_version", 3)
+        .map_err(|err| open_error(path, err))?;
+    tx.commit().map_err(|err| open_error(path, err))?;
+    Ok(3)
+}
+
 /// Maps the SQLite errors that mean the same at any time: a lock held past
 /// the busy timeout, and a file that is not an intact database.
 fn lock_or_corruption(path: &str, err: &rusqlite::Error) -> Option<StoreError> {
@@ -512,12 +590,15 @@ impl<T> At<T> for rusqlite::Result<T> {
 ///
 /// Inside a group opened by [`SqliteStore::begin_group`] the write is a
 /// savepoint instead, so that a failed write undoes only itself and the
-/// group commits once for all of its writes.
-fn begin_write<'c>(conn: &'c mut Connection, path: &str) -> Result<Write<'c>, StoreError> {
+/// group commits once for all of its writes, or, without savepoints, a
+/// plain part of the group.
+fn begin_write<'c>(conn: &'c mut Connection, savepoint: bool, path: &str) -> Result<Write<'c>, StoreError> {
     if conn.is_autocommit() {
         conn.transaction_with_behavior(TransactionBehavior::Immediate)
             .map(Write::Transaction)
             .at(path)
+    } else if !savepoint {
+        Ok(Write::InGroup(conn))
     } else {
         run_cached(conn, "SAVEPOINT flowrun_write").at(path)?;
         Ok(Write::Savepoint(Savepoint {
@@ -533,10 +614,12 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// One write: its own transaction, or a savepoint inside a group.
+/// One write: its own transaction, a savepoint inside a group, or part of
+/// a group that is rolled back whole when the write fails.
 enum Write<'c> {
     Transaction(Transaction<'c>),
     Savepoint(Savepoint<'c>),
+    InGroup(&'c Connection),
 }
 
 /// A savepoint inside a group, rolled back when dropped unreleased.
@@ -562,6 +645,7 @@ impl std::ops::Deref for Write<'_> {
         match self {
             Write::Transaction(tx) => tx,
             Write::Savepoint(savepoint) => savepoint.conn,
+            Write::InGroup(conn) => conn,
         }
     }
 }
@@ -575,6 +659,7 @@ impl Write<'_> {
                 savepoint.released = true;
                 Ok(())
             }
+            Write::InGroup(_) => Ok(()),
         }
     }
 }
@@ -686,7 +771,7 @@ impl Store for SqliteStore {
         let vars = to_json(execution.vars)?;
 
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let inserted = tx
             .prepare_cached(
                 "INSERT INTO executions (id, workflow, source_path, workflow_hash, step_hashes, step_names, \
@@ -728,7 +813,7 @@ impl Store for SqliteStore {
         let methods = to_json(methods)?;
 
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let updated = tx
             .prepare_cached("UPDATE executions SET pid = ?2, updated_at = ?3 WHERE id = ?1")
             .at(path)?
@@ -758,7 +843,7 @@ impl Store for SqliteStore {
         let vars = to_json(end.vars)?;
 
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let updated = tx
             .prepare_cached(
                 "UPDATE executions SET entity = ?2, vars = ?3, next_step = ?4, updated_at = ?5 WHERE id = ?1",
@@ -831,7 +916,7 @@ impl Store for SqliteStore {
             matches!(status, ExecutionStatus::Succeeded | ExecutionStatus::Failed).then_some(at);
 
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let updated = tx
             .prepare_cached(
                 "UPDATE executions SET status = ?2, updated_at = ?3, finished_at = ?4 WHERE id = ?1",
@@ -854,7 +939,7 @@ impl Store for SqliteStore {
         at: &str,
     ) -> Result<bool, StoreError> {
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let updated = tx
             .prepare_cached(
                 "UPDATE executions SET status = 'running', pid = ?4, updated_at = ?5, finished_at = NULL \
@@ -881,7 +966,7 @@ impl Store for SqliteStore {
             serde_json::to_string(step_hashes).map_err(|error| StoreError::Other(error.to_string()))?;
         let names =
             serde_json::to_string(step_names).map_err(|error| StoreError::Other(error.to_string()))?;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let updated = tx
             .prepare_cached(
                 "UPDATE executions SET workflow_hash = ?2, step_hashes = ?3, step_names = ?4, next_step = ?5, \
@@ -898,7 +983,7 @@ impl Store for SqliteStore {
 
     fn mark_outcome_unknown(&mut self, id: &str, index: usize, at: &str) -> Result<(), StoreError> {
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         let status: Option<String> = tx
             .prepare_cached("SELECT status FROM steps WHERE execution_id = ?1 AND idx = ?2")
             .at(path)?
@@ -934,7 +1019,7 @@ impl Store for SqliteStore {
         let channels = to_json(&notification.channels)?;
 
         let path = &self.path;
-        let tx = begin_write(&mut self.conn, path)?;
+        let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
         if !execution_exists(&tx, path, id)? {
             return Err(not_found(id));
         }
@@ -1819,14 +1904,14 @@ mod tests {
         drop(SqliteStore::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", 3)
+            .pragma_update(None, "user_version", 4)
             .unwrap();
 
         let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
         let message = err.to_string();
+        assert!(message.contains("version 4"), "{message}");
         assert!(message.contains("version 3"), "{message}");
-        assert!(message.contains("version 2"), "{message}");
     }
 
     #[test]
@@ -1851,7 +1936,97 @@ mod tests {
             .unwrap()
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
+    }
+
+    fn table_definitions(path: &Path) -> Vec<(String, String)> {
+        let conn = Connection::open(path).unwrap();
+        let mut statement = conn
+            .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<(String, String)>>>()
+            .unwrap();
+        rows
+    }
+
+    #[test]
+    fn version_2_upgrade_rewrites_status_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        drop(SqliteStore::open(&fresh).unwrap());
+        let path = store_path(&dir);
+        {
+            let mut store = SqliteStore::open(&path).unwrap();
+            let fixture = Fixture::new("ex-1", "2026-01-01T00:00:00Z");
+            store.begin_execution(&fixture.new_execution()).unwrap();
+        }
+        // Turns the file back into a version 2 store, with `IN` checks.
+        let conn = Connection::open(&path).unwrap();
+        let schema_version: i64 = conn
+            .pragma_query_value(None, "schema_version", |row| row.get(0))
+            .unwrap();
+        conn.pragma_update(None, "writable_schema", true).unwrap();
+        for (old, new) in STATUS_CHECKS {
+            let changed = conn
+                .execute(
+                    "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) WHERE instr(sql, ?1)",
+                    [new, old],
+                )
+                .unwrap();
+            assert_eq!(changed, 1, "{new}");
+        }
+        conn.pragma_update(None, "schema_version", schema_version + 1)
+            .unwrap();
+        conn.pragma_update(None, "writable_schema", false).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(conn);
+        assert_ne!(table_definitions(&path), table_definitions(&fresh));
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.execution("ex-1").unwrap().id, "ex-1");
+        drop(store);
+        assert_eq!(table_definitions(&path), table_definitions(&fresh));
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let check: String = conn
+            .pragma_query_value(None, "integrity_check", |row| row.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let invalid = conn
+            .execute("UPDATE executions SET status = 'done' WHERE id = 'ex-1'", [])
+            .unwrap_err();
+        assert_eq!(
+            invalid.sqlite_error_code(),
+            Some(ErrorCode::ConstraintViolation),
+            "{invalid}"
+        );
+    }
+
+    #[test]
+    fn status_checks_build_no_temporary_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&store_path(&dir)).unwrap();
+        for (table, status) in [("executions", "running"), ("steps", "succeeded")] {
+            let opcodes: Vec<String> = store
+                .conn
+                .prepare(&format!("EXPLAIN UPDATE {table} SET status = ?1"))
+                .unwrap()
+                .query_map([status], |row| row.get(1))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(opcodes.iter().any(|opcode| opcode == "Halt"), "{opcodes:?}");
+            assert!(
+                !opcodes.iter().any(|opcode| opcode == "OpenEphemeral"),
+                "{table}: {opcodes:?}"
+            );
+        }
     }
 
     #[test]
