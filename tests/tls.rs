@@ -1055,28 +1055,83 @@ fn ctrl_c_ends_resumed_wait_for_first_response() {
         .status()
         .unwrap();
     assert!(signalled.success());
+
+    // The waiting execution's step fails at once with flow::run::interrupted,
+    // and the test waits for that event. The line `execution ID paused at
+    // step ...` can come much later, because resume --all prints the lines of
+    // its executions oldest first. When the held request belongs to the older
+    // execution, the line of the other waits until the held request ends.
     wait_for_log(
         &mut child,
         &events,
         &mut log,
-        "the waiting execution pauses",
+        "the waiting step fails as interrupted",
         |log| {
-            messages(log).iter().any(|message| {
-                message.ends_with(": not sent: the run was interrupted while the request waited")
+            log.iter().any(|event| {
+                event["code"] == "flow::run::interrupted"
+                    && event["message"]
+                        .as_str()
+                        .is_some_and(|message| message.starts_with("failed in "))
             })
         },
     );
     assert_eq!(server.received().len(), 1);
+    let held_id = server.received()[0]
+        .target
+        .trim_start_matches("/claims/")
+        .to_string();
+    let waiting_id = if held_id == "C-0" { "C-1" } else { "C-0" };
     server.release_first();
 
+    // The held request was in flight at the Ctrl-C, so its response, which
+    // the server sends after the Ctrl-C, completes its execution.
     let result = child.wait_with_output().unwrap();
     log.extend(events.iter());
     let messages = messages(&log);
     assert_eq!(result.status.code(), Some(130), "{messages:#?}");
+    let mut entities: Vec<Value> = String::from_utf8(result.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    entities.sort_by_key(|entity| entity["id"].as_str().unwrap().to_string());
+    let mut expected = vec![
+        serde_json::json!({"id": held_id, "status": "ok"}),
+        serde_json::json!({"id": waiting_id}),
+    ];
+    expected.sort_by_key(|entity| entity["id"].as_str().unwrap().to_string());
+    assert_eq!(entities, expected);
+    let url = server.url();
+    let paused = messages.iter().any(|message| {
+        message.starts_with("execution ")
+            && message.ends_with(&format!(
+                " paused at step \"Send\": POST {url}/claims/{waiting_id}: not sent: the run was interrupted \
+                 while the request waited"
+            ))
+    });
+    assert!(paused, "{messages:#?}");
     assert!(
         messages.iter().any(|message| message
             .ends_with(": 1 succeeded, 0 failed, 1 paused, 0 not resumed, 0 taken over by another process")),
         "{messages:#?}"
     );
-    assert_eq!(server.received().len(), 1);
+    assert_eq!(
+        targets_and_bodies(&server),
+        vec![(format!("/claims/{held_id}"), expected_body(&held_id))]
+    );
+
+    let opened = SqliteStore::open(&store).unwrap();
+    let mut statuses = Vec::new();
+    for summary in opened.executions(None).unwrap() {
+        let record = opened.execution(&summary.id).unwrap();
+        let id = record.entity_before["id"].as_str().unwrap().to_string();
+        statuses.push((id, summary.status));
+    }
+    statuses.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![
+        (held_id.clone(), ExecutionStatus::Succeeded),
+        (waiting_id.to_string(), ExecutionStatus::Paused),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(statuses, expected);
 }
