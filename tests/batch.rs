@@ -1068,7 +1068,8 @@ fn a_closed_standard_output_stops_taking_records() {
     assert!(
         stderr.contains(
             "standard output was closed, so no further record started and the results of those still running \
-             were not printed: records up to number 2 ran to the end; to run the rest, repeat the command with \
+             were not printed: records up to number 2 started and each ended as succeeded, failed or paused; \
+             to run the rest, repeat the command with \
              --skip 2"
         ),
         "{stderr}"

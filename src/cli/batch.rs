@@ -633,8 +633,8 @@ fn summarize(
         log.line(
             tracing::Level::WARN,
             &format!(
-            "{cause}: records up to number {skip} ran to the end; to run the rest, repeat the command with \
-             --skip {skip} (input {})",
+            "{cause}: records up to number {skip} started and each ended as succeeded, failed or paused; \
+             to run the rest, repeat the command with --skip {skip} (input {})",
             quote(entities)
         ),
         );
