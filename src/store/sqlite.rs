@@ -195,10 +195,10 @@ impl SqliteStore {
             version = create_schema(&mut conn, &display_path)?;
         }
         if version == 1 {
-            version = add_journals(&mut conn, &display_path)?;
+            version = upgrade(&mut conn, &display_path, 1, add_journals)?;
         }
         if version == 2 {
-            version = rewrite_status_checks(&mut conn, &display_path)?;
+            version = upgrade(&mut conn, &display_path, 2, rewrite_status_checks)?;
         }
         if version > SCHEMA_VERSION {
             return Err(StoreError::Open {
@@ -492,64 +492,56 @@ fn create_schema(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
     Ok(SCHEMA_VERSION)
 }
 
-/// Upgrades a version 1 store, which has no journal table, to version 2,
-/// and returns the schema version the file has afterwards.
-fn add_journals(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
+/// Upgrades the file from schema version `from` to the next one with
+/// `change`, in one transaction, and returns the schema version the file
+/// has afterwards. When another process upgraded the file since this one
+/// read its version, nothing changes.
+fn upgrade(
+    conn: &mut Connection,
+    path: &str,
+    from: i64,
+    change: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>,
+) -> Result<i64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|err| open_error(path, err))?;
-    // Another process may have upgraded the file since this one read it.
     let version: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|err| open_error(path, err))?;
-    if version != 1 {
+    if version != from {
         return Ok(version);
     }
-    tx.execute_batch(JOURNALS).map_err(|err| open_error(path, err))?;
-    tx.pragma_update(None, "user_version", 2)
+
+    change(&tx).map_err(|err| open_error(path, err))?;
+    tx.pragma_update(None, "user_version", from + 1)
         .map_err(|err| open_error(path, err))?;
     tx.commit().map_err(|err| open_error(path, err))?;
-    Ok(2)
+    Ok(from + 1)
 }
 
-/// Upgrades a version 2 store to version 3, whose status checks compare
-/// with `=` instead of `IN`, and returns the schema version the file has
-/// afterwards. The checks accept the same values, so the rows stay valid
-/// and only the table definitions change, as SQLite documents for changes
-/// that leave the stored rows as they are.
-fn rewrite_status_checks(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|err| open_error(path, err))?;
-    // Another process may have upgraded the file since this one read it.
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|err| open_error(path, err))?;
-    if version != 2 {
-        return Ok(version);
-    }
-    let schema_version: i64 = tx
-        .pragma_query_value(None, "schema_version", |row| row.get(0))
-        .map_err(|err| open_error(path, err))?;
-    tx.pragma_update(None, "writable_schema", true)
-        .map_err(|err| open_error(path, err))?;
+/// Adds the journal table, which version 1 lacks.
+fn add_journals(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(JOURNALS)
+}
+
+/// Rewrites the status checks of version 2, which use `IN`, with `=`. The
+/// checks accept the same values, so the rows stay valid and only the
+/// table definitions change, as SQLite documents for changes that leave
+/// the stored rows as they are.
+fn rewrite_status_checks(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let schema_version: i64 = tx.pragma_query_value(None, "schema_version", |row| row.get(0))?;
+    tx.pragma_update(None, "writable_schema", true)?;
     for (old, new) in STATUS_CHECKS {
         tx.execute(
             "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) \
              WHERE type = 'table' AND name IN ('executions', 'steps')",
             [old, new],
-        )
-        .map_err(|err| open_error(path, err))?;
+        )?;
     }
+
     // A new schema version makes every connection read the definitions again.
-    tx.pragma_update(None, "schema_version", schema_version + 1)
-        .map_err(|err| open_error(path, err))?;
+    tx.pragma_update(None, "schema_version", schema_version + 1)?;
     tx.pragma_update(None, "writable_schema", false)
-        .map_err(|err| open_error(path, err))?;
-    tx.pragma_update(None, "user_version", 3)
-        .map_err(|err| open_error(path, err))?;
-    tx.commit().map_err(|err| open_error(path, err))?;
-    Ok(3)
 }
 
 /// Maps the SQLite errors that mean the same at any time: a lock held past
