@@ -451,10 +451,11 @@ fn configure(conn: &Connection, path: &str) -> Result<(), StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(|err| open_error(path, err))?;
     // Closing the last connection would copy the WAL into the file, sync
-    // both and delete the WAL: three system calls that wait for the disk,
-    // at the end of every command. The WAL stays instead, and a commit
-    // copies it back once it passes 1,000 pages. Every commit is in the WAL
-    // either way, so a later open reads the same rows.
+    // both and delete the WAL, and the next command would create and sync
+    // a new one: waits for the disk at the end and start of every command.
+    // The WAL stays instead, and a commit copies it back once it passes
+    // 1,000 pages. Every commit is in the WAL either way, so a later open
+    // reads the same rows.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(|err| open_error(path, err))?;
     Ok(())
