@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -449,14 +448,6 @@ fn configure(conn: &Connection, path: &str) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|err| open_error(path, err))?;
     conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(|err| open_error(path, err))?;
-    // Closing the last connection would copy the WAL into the file, sync
-    // both and delete the WAL, and the next command would create and sync
-    // a new one: waits for the disk at the end and start of every command.
-    // The WAL stays instead, and a commit copies it back once it passes
-    // 1,000 pages. Every commit is in the WAL either way, so a later open
-    // reads the same rows.
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(|err| open_error(path, err))?;
     Ok(())
 }
@@ -1938,22 +1929,6 @@ mod tests {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
         assert_eq!(version, 3);
-    }
-
-    #[test]
-    fn closing_keeps_the_write_ahead_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = store_path(&dir);
-        {
-            let mut store = SqliteStore::open(&path).unwrap();
-            let fixture = Fixture::new("ex-1", "2026-01-01T00:00:00Z");
-            store.begin_execution(&fixture.new_execution()).unwrap();
-        }
-        let wal = dir.path().join("state").join("flowrun.db-wal");
-        let size = std::fs::metadata(&wal).map(|metadata| metadata.len());
-        assert!(matches!(size, Ok(size) if size > 0), "{size:?}");
-        let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.execution("ex-1").unwrap().id, "ex-1");
     }
 
     fn table_definitions(path: &Path) -> Vec<(String, String)> {
