@@ -40,6 +40,14 @@ fn ok_server() -> TestServer {
     TestServer::start(|_| Reply::json(200, json!({"status": "ok"})))
 }
 
+/// Runs `flow` over the records in `input` without a store, with `options`
+/// after them, and returns the exit code, standard output and standard error.
+fn run_records(flow: &Path, input: &Path, options: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["run", path_str(flow), "--entities", path_str(input), "--no-store"];
+    args.extend_from_slice(options);
+    output(&mut flowrun(&args))
+}
+
 /// Returns the record id in a request target such as `/claims/C-7`.
 fn record_id(request: &Recorded) -> &str {
     request.target.trim_start_matches("/claims/")
@@ -84,15 +92,7 @@ fn output_follows_input_order_unless_unordered() {
     let flow = post_flow(&workspace, &server, "");
     let input = records(&workspace, 6);
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "6",
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--concurrency", "6"]);
     assert_eq!(code, 0, "{stderr}");
     let entities = lines(&stdout);
     assert_eq!(ids(&entities), expected_ids(0..6));
@@ -102,16 +102,7 @@ fn output_follows_input_order_unless_unordered() {
         "{stderr}"
     );
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "6",
-        "--no-store",
-        "--unordered",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--concurrency", "6", "--unordered"]);
     assert_eq!(code, 0, "{stderr}");
     let mut reversed = expected_ids(0..6);
     reversed.reverse();
@@ -251,15 +242,7 @@ fn a_retry_after_holds_every_execution_of_the_host() {
     let flow = post_flow(&workspace, &server, "");
     let input = records(&workspace, 24);
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "4",
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--concurrency", "4"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(0..24));
 
@@ -299,17 +282,7 @@ fn a_rate_spaces_requests_to_one_host() {
     let flow = post_flow(&workspace, &server, "");
     let input = records(&workspace, 11);
 
-    let (code, _, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "8",
-        "--rate",
-        "10/s",
-        "--no-store",
-    ]));
+    let (code, _, stderr) = run_records(&flow, &input, &["--concurrency", "8", "--rate", "10/s"]);
     assert_eq!(code, 0, "{stderr}");
     let times: Vec<Instant> = server
         .requests()
@@ -402,14 +375,7 @@ fn csv_columns_become_fields_typed_on_request() {
         "id,amount,zip,open\nC-1,12.50,00123,true\n\"C-2\",-3,9,false\n",
     );
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--csv-types",
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--csv-types"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         stdout,
@@ -432,13 +398,7 @@ fn csv_columns_become_fields_typed_on_request() {
     );
 
     // Without --csv-types every cell is a string.
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         lines(&stdout)[0],
@@ -468,15 +428,7 @@ fn csv_errors_name_the_record_and_its_lines() {
         "id,note\r\n\r\nC-0,a\r\n\"C-1\",\"two\r\nlines\"\r\n\r\nbad\r\nC-2,\"x\r\ny\r\nz\",extra\r\nC-3,d\r\n",
     );
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "1",
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--concurrency", "1"]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         lines(&stdout),
@@ -512,13 +464,7 @@ fn unreadable_json_line_heading_names_line() {
     let input = workspace.file("records.jsonl", "{\"id\":\"C-0\"}\n\n{\"a\":\n");
     let shown = format!("`{}`", input.display());
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), ["C-0"]);
     let (report, summary) = stderr.rsplit_once("2 records in ").unwrap();
@@ -536,15 +482,7 @@ fn unreadable_json_line_heading_names_line() {
         "{stderr}"
     );
 
-    let (code, _, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--no-store",
-        "--log-format",
-        "json",
-    ]));
+    let (code, _, stderr) = run_records(&flow, &input, &["--log-format", "json"]);
     assert_eq!(code, 1, "{stderr}");
     let rejected: Value = serde_json::from_str(stderr.lines().next().unwrap()).unwrap();
     assert_eq!(
@@ -571,13 +509,7 @@ fn non_utf8_json_line_heading_names_line() {
     );
     let shown = format!("`{}`", input.display());
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), ["C-0"]);
     let (report, _) = stderr.rsplit_once("2 records in ").unwrap();
@@ -613,30 +545,14 @@ fn record_lines_name_the_input_line() {
     );
 
     for log_format in ["text", "json"] {
-        let (code, stdout, stderr) = output(&mut flowrun(&[
-            "run",
-            path_str(&flow),
-            "--entities",
-            path_str(&input),
-            "--no-store",
-            "--log-format",
-            log_format,
-        ]));
+        let (code, stdout, stderr) = run_records(&flow, &input, &["--log-format", log_format]);
         assert_eq!(code, 1, "{stderr}");
         assert_eq!(ids(&lines(&stdout)), ["C-0", "C-2"]);
         assert!(stderr.contains("record 2 (line 4) did not run"), "{stderr}");
         assert!(stderr.contains("record 3 (line 6, execution "), "{stderr}");
     }
 
-    let (_, _, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--no-store",
-        "--log-format",
-        "json",
-    ]));
+    let (_, _, stderr) = run_records(&flow, &input, &["--log-format", "json"]);
     let events: Vec<Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -679,14 +595,7 @@ fn csv_typed_numbers_keep_their_digits() {
         "id,a,b,c,d\nC-1,2e3,0.10000000000000000001,12345678901234567890123,-1.50E-2\n",
     );
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--csv-types",
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--csv-types"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         stdout,
@@ -1088,15 +997,7 @@ fn bad_elements_of_a_json_array_fail_alone() {
             "[{{\"id\":\"C-0\"}}, 5, \"str\", [1,2], null, {{\"id\": {deep}}}, {{\"id\":\"C-1\"}}, {{\"id\":\"C-2\"}}]"
         ),
     );
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "1",
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--concurrency", "1"]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(0..3));
     let mut sent: Vec<String> = server
@@ -1120,13 +1021,7 @@ fn bad_elements_of_a_json_array_fail_alone() {
 
     // Broken syntax stops the reading and says where.
     let input = workspace.file("broken.json", "[{\"id\":\"C-0\"}, {\"id\": }, {\"id\":\"C-1\"}]");
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(0..1));
     let shown = format!(
@@ -1601,15 +1496,7 @@ fn progress_total_leaves_out_skipped_records() {
 #[test]
 fn no_progress_bar_off_a_terminal() {
     let (_server, _workspace, flow, input) = progress_batch();
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "8",
-        "--no-store",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--concurrency", "8"]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(lines(&stdout), progress_batch_entities());
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
@@ -1678,17 +1565,7 @@ fn backoff_batch() -> (Vec<Recorded>, u64) {
     let flow = post_flow(&workspace, &server, "  max_wait 800ms\n");
     let input = records(&workspace, 12);
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "4",
-        "--no-store",
-        "--log-format",
-        "json",
-    ]));
+    let (code, stdout, stderr) = run_records(&flow, &input, &["--concurrency", "4", "--log-format", "json"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(0..12));
 
