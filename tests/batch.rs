@@ -462,7 +462,7 @@ fn unreadable_json_line_heading_names_line() {
     let flow = post_flow(&workspace, &server, "");
     // Record 2 is on line 3, after a blank line, and is cut short.
     let input = workspace.file("records.jsonl", "{\"id\":\"C-0\"}\n\n{\"a\":\n");
-    let shown = format!("`{}`", input.display());
+    let quoted_input = format!("`{}`", input.display());
 
     let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 1, "{stderr}");
@@ -473,7 +473,7 @@ fn unreadable_json_line_heading_names_line() {
         format!(
             "record 2 (line 3) did not run:\n\
              flow::input::invalid_record\n\
-             \n  \u{d7} line 3 of {shown} is not valid JSON: EOF while parsing a value at column 5\n\
+             \n  \u{d7} line 3 of {quoted_input} is not valid JSON: EOF while parsing a value at column 5\n\
              \x20 help: JSON Lines holds one JSON object per line\n"
         )
     );
@@ -488,7 +488,7 @@ fn unreadable_json_line_heading_names_line() {
     assert_eq!(
         rejected["message"],
         json!(format!(
-            "record 2 (line 3) did not run: line 3 of {shown} is not valid JSON: EOF while parsing a value at column 5"
+            "record 2 (line 3) did not run: line 3 of {quoted_input} is not valid JSON: EOF while parsing a value at column 5"
         ))
     );
     assert_eq!(
@@ -507,7 +507,7 @@ fn non_utf8_json_line_heading_names_line() {
         "records.jsonl",
         b"{\"id\":\"C-0\"}\n\n{\"id\":\"\xff\"}\n{\"id\":\"C-2\"}\n",
     );
-    let shown = format!("`{}`", input.display());
+    let quoted_input = format!("`{}`", input.display());
 
     let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 1, "{stderr}");
@@ -518,7 +518,7 @@ fn non_utf8_json_line_heading_names_line() {
         format!(
             "record 2 (line 3) did not run:\n\
              flow::input::invalid_record\n\
-             \n  \u{d7} cannot read the records from {shown}: stream did not contain valid UTF-8\n\
+             \n  \u{d7} cannot read the records from {quoted_input}: stream did not contain valid UTF-8\n\
              \x20 help: check that the input is readable and UTF-8\n"
         )
     );

@@ -812,6 +812,17 @@ fn messages(log: &[Value]) -> Vec<&str> {
     log.iter().filter_map(|event| event["message"].as_str()).collect()
 }
 
+/// Parses the JSON Lines a batch printed, sorted by their `id` field.
+fn entities_by_id(stdout: &[u8]) -> Vec<Value> {
+    let mut entities: Vec<Value> = String::from_utf8(stdout.to_vec())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    entities.sort_by_key(|entity| entity["id"].as_str().unwrap().to_string());
+    entities
+}
+
 #[test]
 fn ctrl_c_ends_wait_for_first_response() {
     let workspace = Workspace::new();
@@ -897,12 +908,7 @@ fn ctrl_c_ends_wait_for_first_response() {
     log.extend(events.iter());
     let messages = messages(&log);
     assert_eq!(result.status.code(), Some(130), "{messages:#?}");
-    let mut entities: Vec<Value> = String::from_utf8(result.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    entities.sort_by_key(|entity| entity["id"].as_str().unwrap().to_string());
+    let entities = entities_by_id(&result.stdout);
     let expected: Vec<Value> = ["C-0", "C-1", "C-2"]
         .into_iter()
         .map(|id| {
@@ -1089,12 +1095,7 @@ fn ctrl_c_ends_resumed_wait_for_first_response() {
     log.extend(events.iter());
     let messages = messages(&log);
     assert_eq!(result.status.code(), Some(130), "{messages:#?}");
-    let mut entities: Vec<Value> = String::from_utf8(result.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    entities.sort_by_key(|entity| entity["id"].as_str().unwrap().to_string());
+    let entities = entities_by_id(&result.stdout);
     let mut expected = vec![
         serde_json::json!({"id": held_id, "status": "ok"}),
         serde_json::json!({"id": waiting_id}),
