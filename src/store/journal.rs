@@ -206,8 +206,18 @@ impl Journal {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let file = options.open(&path).map_err(failed)?;
-        file.try_lock().map_err(|err| failed(err.into()))?;
+        // Another opener recovers every unlocked journal it finds, so the
+        // file takes its journal name only once it is locked.
+        let unlocked = base.with_file_name(format!("{name}{UNLOCKED}"));
+        let file = options.open(&unlocked).map_err(failed)?;
+        let locked = file
+            .try_lock()
+            .map_err(std::io::Error::from)
+            .and_then(|()| std::fs::rename(&unlocked, &path));
+        if let Err(err) = locked {
+            let _ = std::fs::remove_file(&unlocked);
+            return Err(failed(err));
+        }
         Ok(Journal {
             file,
             path,
@@ -297,6 +307,9 @@ fn resolved(store: &Path) -> PathBuf {
     std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf())
 }
 
+/// Ends the name of a journal file until its lock is taken.
+const UNLOCKED: &str = ".new";
+
 /// Returns the start of the name of every journal of the store file `store`.
 fn prefix(store: &Path) -> String {
     let file_name = store
@@ -318,8 +331,17 @@ pub fn recover(store: &mut SqliteStore) -> Result<usize, StoreError> {
     if let Ok(entries) = std::fs::read_dir(&directory) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(owner) = name.strip_prefix(&prefix).and_then(owner_pid) {
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if let Some(owner) = owner_pid(rest) {
                 applied += recover_one(store, &entry.path(), &name, owner)?;
+            } else if let Some(owner) = rest.strip_suffix(UNLOCKED).and_then(owner_pid) {
+                // A creator died before locking its journal, so nothing
+                // was written to it.
+                if !process_alive(owner) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
     }
@@ -689,6 +711,59 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(files(dir.path()), vec![journal.name().to_string()]);
+    }
+
+    #[test]
+    fn journal_being_created_left_to_its_creator() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        // Set on the way out of the scope, panicking or not, to end the
+        // other opener before the scope waits for it.
+        struct SetOnDrop<'a>(&'a AtomicBool);
+        impl Drop for SetOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let _done = SetOnDrop(&done);
+            // Another opener keeps looking for journals to recover while
+            // this one creates its own.
+            scope.spawn(|| {
+                let mut store = SqliteStore::open(&path).unwrap();
+                while !done.load(Ordering::Relaxed) {
+                    recover(&mut store).unwrap();
+                }
+            });
+            for _ in 0..500 {
+                let created: Vec<Journal> = (0..8).map(|_| Journal::create(&path).unwrap()).collect();
+                for journal in created {
+                    assert!(journal.path.exists(), "{} was removed", journal.name());
+                    journal.remove().unwrap();
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn unlocked_journal_of_dead_creator_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let dead = dir.path().join("store.db-batch-4194304-1.new");
+        let live = dir
+            .path()
+            .join(format!("store.db-batch-{}-1.new", std::process::id()));
+        std::fs::write(&dead, "").unwrap();
+        std::fs::write(&live, "").unwrap();
+
+        drop(SqliteStore::open(&path).unwrap());
+        assert_eq!(
+            files(dir.path()),
+            vec![format!("store.db-batch-{}-1.new", std::process::id())]
+        );
     }
 
     #[test]
