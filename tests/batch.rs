@@ -164,6 +164,61 @@ fn one_failing_record_fails_alone() {
 }
 
 #[test]
+fn store_lock_during_batch_keeps_writes_in_journal() {
+    let workspace = Workspace::new();
+    let store = workspace.dir.path().join("store.db");
+    drop(SqliteStore::open(&store).unwrap());
+    // The first request takes the store's write lock and keeps it until
+    // the batch has ended.
+    let holder: Arc<std::sync::Mutex<Option<rusqlite::Connection>>> = Arc::default();
+    let (server_holder, server_store) = (holder.clone(), store.clone());
+    let server = TestServer::start(move |_| {
+        let mut holder = server_holder.lock().unwrap();
+        if holder.is_none() {
+            let connection = rusqlite::Connection::open(&server_store).unwrap();
+            connection.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            *holder = Some(connection);
+        }
+        Reply::json(200, json!({"status": "ok"}))
+    });
+    let flow = post_flow(&workspace, &server, "");
+    let input = records(&workspace, 2);
+
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "run",
+        path_str(&flow),
+        "--entities",
+        path_str(&input),
+        "--concurrency",
+        "1",
+        "--store",
+        path_str(&store),
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ids(&lines(&stdout)), expected_ids(0..2));
+    assert!(
+        stderr.contains(&format!(
+            "the execution store failed: the store `{}` is locked by another process",
+            path_str(&store)
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("another process kept the store locked for more than 2 s."),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("free disk space"), "{stderr}");
+
+    let connection = holder.lock().unwrap().take().unwrap();
+    connection.execute_batch("ROLLBACK").unwrap();
+    drop(connection);
+    assert_eq!(
+        statuses(&store),
+        vec![ExecutionStatus::Succeeded, ExecutionStatus::Succeeded]
+    );
+}
+
+#[test]
 fn a_paused_record_resumes_on_its_own() {
     let broken = Arc::new(AtomicBool::new(true));
     let flag = broken.clone();

@@ -54,8 +54,25 @@ enum Job {
     Call(Box<dyn FnOnce(&mut SqliteStore) -> Reply + Send>),
 }
 
+/// The first store write of a batch that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteFailure {
+    pub message: String,
+    /// Whether another process held the store's lock for too long.
+    pub locked: bool,
+}
+
+impl WriteFailure {
+    fn stopped() -> WriteFailure {
+        WriteFailure {
+            message: "the store writer stopped unexpectedly".to_string(),
+            locked: false,
+        }
+    }
+}
+
 /// The first write that failed, shared by every handle.
-type Failure = Arc<Mutex<Option<String>>>;
+type Failure = Arc<Mutex<Option<WriteFailure>>>;
 
 /// The journal, shared by the handles that append and the thread that folds.
 type SharedJournal = Arc<Mutex<Option<Journal>>>;
@@ -116,25 +133,28 @@ impl StoreWriter {
     /// dropped, and returns the first write that failed. The journal is
     /// removed when no write failed. Otherwise it keeps the writes from the
     /// failed group on, for the next process that opens the store.
-    pub fn finish(mut self) -> Result<(), String> {
+    pub fn finish(mut self) -> Result<(), WriteFailure> {
         self.sender = None;
         if let Some(thread) = self.thread.take() {
             // Ends the window early once the last sender is gone.
             thread.thread().unpark();
             if thread.join().is_err() {
-                return Err("the store writer stopped unexpectedly".to_string());
+                return Err(WriteFailure::stopped());
             }
         }
         match self.failure.lock() {
             Ok(failure) => failure.clone().map_or(Ok(()), Err),
-            Err(_) => Err("the store writer stopped unexpectedly".to_string()),
+            Err(_) => Err(WriteFailure::stopped()),
         }
     }
 }
 
 fn record_failure(failure: &Failure, error: &StoreError) {
     if let Ok(mut failure) = failure.lock() {
-        failure.get_or_insert_with(|| error.to_string());
+        failure.get_or_insert_with(|| WriteFailure {
+            message: error.to_string(),
+            locked: matches!(error, StoreError::Locked { .. }),
+        });
     }
 }
 
@@ -281,7 +301,10 @@ pub struct WriterHandle {
 impl WriterHandle {
     fn failed(&self) -> Result<(), StoreError> {
         match self.failure.lock().ok().and_then(|failure| failure.clone()) {
-            Some(message) => Err(StoreError::Other(format!("an earlier write failed: {message}"))),
+            Some(failure) => Err(StoreError::Other(format!(
+                "an earlier write failed: {}",
+                failure.message
+            ))),
             None => Ok(()),
         }
     }
@@ -654,7 +677,10 @@ mod tests {
         drop(handle);
         assert_eq!(
             writer.finish().unwrap_err(),
-            format!("the store `{}` is locked by another process", path.display())
+            WriteFailure {
+                message: format!("the store `{}` is locked by another process", path.display()),
+                locked: true,
+            }
         );
         assert_eq!(journals(dir.path()).len(), 1);
 
@@ -692,7 +718,10 @@ mod tests {
         drop(handle);
         assert_eq!(
             writer.finish().unwrap_err(),
-            "execution `missing` is not in the store"
+            WriteFailure {
+                message: "execution `missing` is not in the store".to_string(),
+                locked: false,
+            }
         );
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::batch::records::{self, Format};
-use crate::batch::writer::StoreWriter;
+use crate::batch::writer::{StoreWriter, WriteFailure};
 use crate::batch::{self, Batch, Finished, Totals};
 use crate::cli::args::{EntitiesFormat, LogFormat, RunArgs};
 use crate::cli::output::{self, Source};
@@ -175,7 +175,7 @@ pub(crate) fn batch_command(
     let store_failure = writer.map(StoreWriter::finish).and_then(Result::err);
 
     summarize(log, &totals, elapsed, store_path.as_deref(), args, entities);
-    report_store_failure(log, store_failure.as_deref());
+    report_store_failure(log, store_failure.as_ref());
     if printer.output_error.is_some() {
         return EXIT_OUTPUT_FAILED;
     }
@@ -199,13 +199,23 @@ pub(crate) fn interrupts() -> tokio::sync::mpsc::UnboundedReceiver<()> {
 }
 
 /// Reports the first store write that failed during the run, if any.
-pub(crate) fn report_store_failure(log: Log, failure: Option<&str>) {
-    if let Some(message) = failure {
+pub(crate) fn report_store_failure(log: Log, failure: Option<&WriteFailure>) {
+    if let Some(failure) = failure {
+        let cause = if failure.locked {
+            "another process kept the store locked for more than 2 s"
+        } else {
+            "free disk space or fix the store's permissions"
+        };
         let diagnostic = Diagnostic::error(
             Code::StoreFailed,
-            format!("the execution store failed: {message}"),
+            format!("the execution store failed: {}", failure.message),
         )
-        .with_help("free disk space or fix the store's permissions; the executions after the failure are not recorded");
+        .with_help(format!(
+            "{cause}. The writes before the failure stay in the batch journal beside the store, \
+             and the next flowrun command that opens the store applies them. The records after \
+             the failure did not run or stopped before their next request: `flowrun resume --all` \
+             continues the stopped ones"
+        ));
         log.diagnostics(None, &[diagnostic], None);
     }
 }

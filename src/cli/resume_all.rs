@@ -226,7 +226,7 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
     let store_failure = writer.finish().err();
 
     batch_output::summarize_resumed(log, &totals, elapsed, &path);
-    batch_output::report_store_failure(log, store_failure.as_deref());
+    batch_output::report_store_failure(log, store_failure.as_ref());
     if printer.output_error.is_some() {
         return EXIT_OUTPUT_FAILED;
     }
