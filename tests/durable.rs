@@ -857,6 +857,82 @@ fn locked_store_gives_a_clear_error_without_hanging() {
     holder.execute_batch("ROLLBACK").unwrap();
 }
 
+/// Makes `store` read-only and returns the flowrun command `args`. Root
+/// writes a read-only file anyway, so as root the command runs under
+/// `setpriv` without the capability that allows it.
+fn flowrun_on_read_only(store: &Path, args: &[&str]) -> std::process::Command {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(store, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let command = flowrun(args);
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return command;
+    }
+    let mut wrapped = std::process::Command::new("setpriv");
+    wrapped
+        .args(["--bounding-set", "-dac_override", "--"])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdin(Stdio::null());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+#[test]
+fn read_only_store_refused_before_any_request() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claims.flow", format!("http POST \"{}/x\"\n", server.url()));
+    let records = workspace.file("records.jsonl", "{\"id\":\"C-1\"}\n");
+    let store_file = store_path(&workspace);
+    drop(SqliteStore::open(&store_file).unwrap());
+
+    for entities in [None, Some(path_str(&records))] {
+        let mut args = vec!["run", path_str(&flow), "--store", path_str(&store_file)];
+        args.extend(entities.iter().flat_map(|path| ["--entities", path]));
+        let (code, stdout, stderr) = output(&mut flowrun_on_read_only(&store_file, &args));
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stdout, "");
+        assert!(
+            stderr.contains(&format!("the store `{}` is read-only", path_str(&store_file))),
+            "{stderr}"
+        );
+        assert!(stderr.contains("writable for this user"), "{stderr}");
+    }
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
+fn read_only_store_lists_without_its_journal() {
+    let workspace = Workspace::new();
+    let store_file = store_path(&workspace);
+    drop(SqliteStore::open(&store_file).unwrap());
+    // The journal of a batch whose process is gone, with no entries yet.
+    let journal = store_file.with_file_name("store.db-batch-4194304-1");
+    std::fs::write(&journal, "").unwrap();
+
+    let (code, stdout, stderr) = output(&mut flowrun_on_read_only(
+        &store_file,
+        &["runs", "--store", path_str(&store_file)],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "warning: the store `{}` is read-only, so 1 batch journal beside it was not \
+             applied, and the executions it records are missing or out of date here: make the \
+             store writable and run `flowrun runs` again",
+            path_str(&store_file)
+        )
+    );
+    assert!(journal.exists());
+}
+
 #[test]
 fn two_processes_share_one_store() {
     let server = TestServer::start(|_| Reply::status(200).delay(Duration::from_millis(20)));

@@ -100,7 +100,7 @@ pub(crate) fn batch_command(
     let mut writer = None;
     if !args.no_store {
         let path = executions::store_path(&args.store, Some(&args.file));
-        let started = executions::open_store(&path).and_then(|store| {
+        let started = executions::open_writable_store(&path).and_then(|store| {
             StoreWriter::start(store).map_err(|error| executions::store_diagnostic(&error, &path))
         });
         match started {

@@ -34,8 +34,15 @@ pub(crate) fn store_path(args: &StoreArgs, workflow: Option<&Path>) -> PathBuf {
     folder.join(".flowrun").join("flowrun.db")
 }
 
+/// Opens the store for reading: a read-only file is read as of its last commit.
 pub(crate) fn open_store(path: &Path) -> Result<SqliteStore, Diagnostic> {
     SqliteStore::open(path).map_err(|error| store_diagnostic(&error, path))
+}
+
+/// Opens the store for a command that writes it, failing before anything
+/// runs when the file is read-only.
+pub(crate) fn open_writable_store(path: &Path) -> Result<SqliteStore, Diagnostic> {
+    SqliteStore::open_writable(path).map_err(|error| store_diagnostic(&error, path))
 }
 
 pub(crate) fn store_diagnostic(error: &StoreError, path: &Path) -> Diagnostic {
@@ -44,6 +51,10 @@ pub(crate) fn store_diagnostic(error: &StoreError, path: &Path) -> Diagnostic {
             "another flowrun process holds the store; wait for it, or give this run its own file with --store PATH"
                 .to_string()
         }
+        StoreError::ReadOnly { .. } => format!(
+            "make `{}` writable for this user, or choose another file with --store PATH",
+            path.display()
+        ),
         StoreError::Corrupt { .. } => format!(
             "move `{}` aside to keep it for inspection; flowrun then starts a new store",
             path.display()
@@ -150,7 +161,7 @@ pub(crate) fn resume_command(args: ResumeArgs) -> u8 {
     if !path.exists() {
         return fail_invalid(&[no_store(&path)], None);
     }
-    let mut store = match open_store(&path) {
+    let mut store = match open_writable_store(&path) {
         Ok(store) => store,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };

@@ -221,7 +221,7 @@ fn run_command(args: RunArgs) -> u8 {
     if !args.dry_run && !args.no_store {
         let path = executions::store_path(&args.store, Some(&args.file));
         store_file = Some(path.clone());
-        let mut opened = match executions::open_store(&path) {
+        let mut opened = match executions::open_writable_store(&path) {
             Ok(opened) => opened,
             Err(diagnostic) => return fail_invalid(&[diagnostic], None),
         };

@@ -115,7 +115,7 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
             return fail_invalid(&[diagnostic], None);
         }
     }
-    let store = match executions::open_store(&path) {
+    let store = match executions::open_writable_store(&path) {
         Ok(store) => store,
         Err(diagnostic) => return fail_invalid(&[diagnostic], None),
     };
@@ -156,7 +156,7 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
         Ok(runtime) => runtime,
         Err(error) => return startup_failed(&format!("cannot start the async runtime: {error}")),
     };
-    let started = executions::open_store(&path).and_then(|connection| {
+    let started = executions::open_writable_store(&path).and_then(|connection| {
         StoreWriter::start(connection).map_err(|error| executions::store_diagnostic(&error, &path))
     });
     let writer = match started {

@@ -40,6 +40,21 @@ pub(crate) fn runs_command(args: RunsArgs) -> u8 {
     if !output::print_stdout(&text.out) {
         return crate::cli::EXIT_OUTPUT_FAILED;
     }
+    if store.read_only() {
+        let journals = crate::store::journal::count(&path);
+        if journals > 0 {
+            let (journals, records) = match journals {
+                1 => ("1 batch journal beside it was".to_string(), "it records"),
+                many => (format!("{many} batch journals beside it were"), "they record"),
+            };
+            output::eprint_line(&format!(
+                "warning: the store `{}` is read-only, so {journals} not applied, and the \
+                 executions {records} are missing or out of date here: make the store writable \
+                 and run `flowrun runs` again",
+                path.display()
+            ));
+        }
+    }
     if let Some(hint) = text.interrupted {
         output::eprint_line(&hint.line(&path));
     }

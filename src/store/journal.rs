@@ -310,6 +310,14 @@ fn resolved(store: &Path) -> PathBuf {
 /// Ends the name of a journal file until its lock is taken.
 const UNLOCKED: &str = ".new";
 
+/// Returns the folder of the store file `store`, where its journals are.
+fn folder(store: &Path) -> PathBuf {
+    match store.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Returns the start of the name of every journal of the store file `store`.
 fn prefix(store: &Path) -> String {
     let file_name = store
@@ -318,15 +326,29 @@ fn prefix(store: &Path) -> String {
     format!("{file_name}-batch-")
 }
 
+/// Counts the journals beside the store file `store`, whoever owns them.
+pub fn count(store: &Path) -> usize {
+    let store_file = resolved(store);
+    let prefix = prefix(&store_file);
+    let directory = folder(&store_file);
+    std::fs::read_dir(directory).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.strip_prefix(&prefix).and_then(owner_pid).is_some()
+            })
+            .count()
+    })
+}
+
 /// Applies the journals beside the store whose owner died, and deletes the
 /// rows of journals whose file is gone. Returns how many entries it applied.
 pub fn recover(store: &mut SqliteStore) -> Result<usize, StoreError> {
     let store_file = resolved(store.file());
     let prefix = prefix(&store_file);
-    let directory = match store_file.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let directory = folder(&store_file);
     let mut applied = 0;
     if let Ok(entries) = std::fs::read_dir(&directory) {
         for entry in entries.flatten() {

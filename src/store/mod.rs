@@ -221,6 +221,8 @@ pub struct StepEnd<'a> {
 pub enum StoreError {
     #[error("the store `{path}` is locked by another process")]
     Locked { path: String },
+    #[error("the store `{path}` is read-only")]
+    ReadOnly { path: String },
     #[error("the store `{path}` is not a flowrun store or is damaged: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("cannot open the store `{path}`: {reason}")]

@@ -142,6 +142,9 @@ pub struct SqliteStore {
     /// Whether each write inside a group gets a savepoint, see
     /// [`SqliteStore::set_write_savepoints`].
     write_savepoints: bool,
+    /// Set when SQLite opened the file for reading only, because this
+    /// process may not write it.
+    read_only: bool,
 }
 
 impl SqliteStore {
@@ -162,8 +165,27 @@ impl SqliteStore {
                 result => break result?,
             }
         };
-        super::journal::recover(&mut store)?;
+        // A read-only store cannot take the writes of a batch journal. It
+        // can still be read, as of its last commit.
+        if !store.read_only {
+            super::journal::recover(&mut store)?;
+        }
         Ok(store)
+    }
+
+    /// Opens the store at `path` as [`SqliteStore::open`] does, and fails
+    /// with [`StoreError::ReadOnly`] when this process may not write it.
+    pub fn open_writable(path: &Path) -> Result<SqliteStore, StoreError> {
+        let store = SqliteStore::open(path)?;
+        if store.read_only {
+            return Err(StoreError::ReadOnly { path: store.path });
+        }
+        Ok(store)
+    }
+
+    /// Whether the file is open for reading only.
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Returns the file path as given to [`SqliteStore::open`].
@@ -216,11 +238,15 @@ impl SqliteStore {
         }
 
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+        let read_only = conn
+            .is_readonly(rusqlite::DatabaseName::Main)
+            .map_err(|err| open_error(&display_path, err))?;
         Ok(SqliteStore {
             conn,
             path: display_path,
             file: path.to_path_buf(),
             write_savepoints: true,
+            read_only,
         })
     }
 
