@@ -164,7 +164,7 @@ fn one_failing_record_fails_alone() {
 }
 
 #[test]
-fn store_lock_during_batch_keeps_writes_in_journal() {
+fn batch_store_lock_keeps_journal() {
     let workspace = Workspace::new();
     let store = workspace.dir.path().join("store.db");
     drop(SqliteStore::open(&store).unwrap());
@@ -686,7 +686,7 @@ fn a_json_array_on_standard_input_and_a_bad_record() {
         ids(&lines(&String::from_utf8(result.stdout).unwrap())),
         expected_ids(0..2)
     );
-    assert!(stderr.contains("record 3 did not run:"), "{stderr}");
+    assert!(stderr.contains("record 3 (line 1) did not run:"), "{stderr}");
     assert!(
         stderr.contains("record 3 of standard input is a number, not a JSON object"),
         "{stderr}"
@@ -1075,7 +1075,10 @@ fn bad_elements_of_a_json_array_fail_alone() {
     );
 
     // Broken syntax stops the reading and says where.
-    let input = workspace.file("broken.json", "[{\"id\":\"C-0\"}, {\"id\": }, {\"id\":\"C-1\"}]");
+    let input = workspace.file(
+        "broken.json",
+        "[{\"id\":\"C-0\"},\n  {\"id\": },\n  {\"id\":\"C-1\"}]",
+    );
     let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(0..1));
@@ -1085,6 +1088,7 @@ fn bad_elements_of_a_json_array_fail_alone() {
         input.display()
     );
     assert!(stderr.contains(&shown), "{stderr}");
+    assert!(stderr.contains("record 2 (line 2) did not run:"), "{stderr}");
 }
 
 /// Runs a batch of three records in which `C-1` gets a 500 and the third is

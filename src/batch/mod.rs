@@ -59,7 +59,7 @@ pub enum Finished {
     /// The record ran as an execution.
     Ran {
         number: u64,
-        /// The line of the input the record starts on, for JSON Lines and CSV.
+        /// The line of the input the record starts on, when it is known.
         line: Option<u64>,
         report: Box<Report>,
     },

@@ -28,7 +28,7 @@ pub enum Format {
 #[derive(Debug)]
 pub struct Record {
     pub number: u64,
-    /// The line of the input the record starts on, for JSON Lines and CSV.
+    /// The line of the input the record starts on, when it is known.
     pub line: Option<u64>,
     /// The entity, or why this record cannot be read.
     pub entity: Result<Value, Diagnostic>,
@@ -272,13 +272,13 @@ fn strip_position(message: &str) -> &str {
 /// own record, and the elements after it are still read. Broken JSON syntax
 /// stops the reading, and the message names the record where it stopped.
 fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Record) -> bool) {
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut reader = BufReader::with_capacity(64 * 1024, LineCounter::new(reader));
     let mut number = 0u64;
     // A problem that ends the reading: the record and all after it are lost.
-    let stop = |number: u64, message: String, send: &mut dyn FnMut(Record) -> bool| {
+    let stop = |number: u64, line: Option<u64>, message: String, send: &mut dyn FnMut(Record) -> bool| {
         send(Record {
             number,
-            line: None,
+            line,
             entity: Err(Diagnostic::error(
                 Code::InvalidRecord,
                 format!("{message}; reading stopped at record {number}, and the rest of {shown} was not read"),
@@ -299,6 +299,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
         Ok(other) => {
             stop(
                 1,
+                None,
                 format!("{shown} does not start with `[`, found {}", describe(other)),
                 send,
             );
@@ -327,6 +328,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             other => {
                 stop(
                     number + 1,
+                    None,
                     format!(
                         "after record {number} of {shown}, expected `,` or `]`, found {}",
                         describe(other)
@@ -342,6 +344,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             Ok(token @ (Some(b',' | b']' | b'}') | None)) => {
                 stop(
                     number,
+                    None,
                     format!("expected record {number} of {shown}, found {}", describe(token)),
                     send,
                 );
@@ -353,11 +356,18 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 return;
             }
         }
+        // The record's first byte is the first one not yet consumed.
+        let line = {
+            let unread = reader.buffer().len() as u64;
+            let counter = reader.get_mut();
+            Some(counter.line_of(counter.offset - unread))
+        };
         let bytes = match element(&mut reader) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
                 stop(
                     number,
+                    line,
                     format!("record {number} of {shown} is not valid JSON: the input ends inside it"),
                     send,
                 );
@@ -381,6 +391,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             Err(error) => {
                 stop(
                     number,
+                    line,
                     format!(
                         "record {number} of {shown} is not valid JSON: {}",
                         strip_position(&error.to_string())
@@ -390,11 +401,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 return;
             }
         };
-        if !send(Record {
-            number,
-            line: None,
-            entity,
-        }) {
+        if !send(Record { number, line, entity }) {
             return;
         }
     }
@@ -1208,7 +1215,24 @@ mod tests {
             lines_of("a\r\n\r\n1\r\n\"x\r\ny\"\r\n2\r\n", Format::Csv),
             [Some(3), Some(4), Some(6)]
         );
-        assert_eq!(lines_of("[{}, 1]", Format::JsonArray), [None, None]);
+        assert_eq!(
+            lines_of("[{},\n 1,\r\n\r{\n}, 2 ]", Format::JsonArray),
+            [Some(1), Some(2), Some(4), Some(5)]
+        );
+        assert_eq!(
+            lines_of("\n[\n\n{\"a\": \"never ends\n", Format::JsonArray),
+            [Some(4)]
+        );
+        // Past the 64 KiB read buffer: one record a line.
+        let long: String = std::iter::once("[".to_string())
+            .chain((0..20_000).map(|index| format!("\n{{\"id\": {index}}},")))
+            .chain(std::iter::once("\n{}]".to_string()))
+            .collect();
+        let lines = lines_of(long.leak(), Format::JsonArray);
+        assert_eq!(lines.len(), 20_001);
+        assert_eq!(lines[0], Some(2));
+        assert_eq!(lines[19_999], Some(20_001));
+        assert_eq!(lines[20_000], Some(20_002));
     }
 
     #[test]
