@@ -883,7 +883,7 @@ fn flowrun_on_read_only(store: &Path, args: &[&str]) -> std::process::Command {
 }
 
 #[test]
-fn read_only_store_refused_before_any_request() {
+fn read_only_store_refused_before_sending() {
     let server = TestServer::scripted(vec![Reply::status(200)]);
     let workspace = Workspace::new();
     let flow = workspace.file("claims.flow", format!("http POST \"{}/x\"\n", server.url()));
@@ -907,7 +907,7 @@ fn read_only_store_refused_before_any_request() {
 }
 
 #[test]
-fn read_only_store_lists_without_its_journal() {
+fn read_only_store_lists_without_journal() {
     let workspace = Workspace::new();
     let store_file = store_path(&workspace);
     drop(SqliteStore::open(&store_file).unwrap());
