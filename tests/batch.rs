@@ -511,6 +511,33 @@ fn csv_errors_name_the_record_and_its_lines() {
 }
 
 #[test]
+fn bad_csv_header_stops_before_running() {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let cases: [(&str, &[u8], &str); 2] = [
+        (
+            "twice.csv",
+            b"id,note,id\nC-0,a,b\n",
+            "names the column `id` twice",
+        ),
+        ("latin1.csv", b"id,caf\xe9\nC-0,a\n", "is not valid UTF-8"),
+    ];
+    for (name, text, problem) in cases {
+        let input = workspace.file(name, text);
+        let (code, stdout, stderr) = run_records(&flow, &input, &[]);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stdout, "");
+        assert!(
+            stderr.contains(&format!("the header row of `{}` {problem}", input.display())),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("did not run"), "{stderr}");
+    }
+    assert_eq!(server.request_count(), 0);
+}
+
+#[test]
 fn unreadable_json_line_heading_names_line() {
     let server = ok_server();
     let workspace = Workspace::new();

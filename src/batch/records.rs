@@ -86,6 +86,10 @@ pub fn open(path: &str, format: Option<Format>, csv_types: bool, skip: u64) -> R
             }
         }
     };
+    if format == Format::Csv {
+        let peeked = reader.fill_buf().map_err(|error| read_error(&shown, &error))?;
+        check_csv_header(peeked, &shown)?;
+    }
     Ok(Source {
         reader: Box::new(reader),
         shown,
@@ -503,52 +507,68 @@ fn next_token(reader: &mut impl BufRead) -> std::io::Result<Option<u8>> {
     Ok(token)
 }
 
-fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut dyn FnMut(Record) -> bool) {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(LineCounter::new(reader));
-    let headers: Vec<String> = match csv.headers() {
-        Ok(headers) => headers
-            .iter()
-            .enumerate()
-            .map(|(index, name)| {
-                let name = if index == 0 {
-                    name.strip_prefix('\u{FEFF}').unwrap_or(name)
-                } else {
-                    name
-                };
-                name.to_string()
-            })
-            .collect(),
-        Err(error) => {
-            send(Record {
-                number: 1,
-                line: None,
-                entity: Err(csv_error(shown, &error)),
-            });
-            return;
-        }
-    };
+/// Reads the header row of `csv`: the column names, with a byte order mark
+/// left out. Fails when the row is not UTF-8 or names a column twice.
+fn csv_headers<R: Read>(csv: &mut csv::Reader<R>, shown: &str) -> Result<Vec<String>, Diagnostic> {
+    let headers: Vec<String> = csv
+        .headers()
+        .map_err(|error| csv_error(shown, &error))?
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let name = if index == 0 {
+                name.strip_prefix('\u{FEFF}').unwrap_or(name)
+            } else {
+                name
+            };
+            name.to_string()
+        })
+        .collect();
     if let Some(duplicate) = headers
         .iter()
         .enumerate()
         .find(|(index, name)| headers[..*index].contains(name))
     {
-        send(Record {
-            number: 1,
-            line: None,
-            entity: Err(Diagnostic::error(
-                Code::InvalidRecord,
-                format!(
-                    "the header row of {shown} names the column `{}` twice",
-                    duplicate.1
-                ),
-            )
-            .with_help("give every column its own name; columns become the fields of each entity")),
-        });
-        return;
+        return Err(Diagnostic::error(
+            Code::InvalidRecord,
+            format!(
+                "the header row of {shown} names the column `{}` twice",
+                duplicate.1
+            ),
+        )
+        .with_help("give every column its own name; columns become the fields of each entity"));
     }
+    Ok(headers)
+}
+
+/// Checks the header row of CSV input whose first bytes are `peeked`, so
+/// that a header no record can be read with stops the batch before it
+/// starts. A header row that does not end within `peeked` is left to the
+/// reader thread, which reports it as record 1.
+fn check_csv_header(peeked: &[u8], shown: &str) -> Result<(), Diagnostic> {
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).from_reader(peeked);
+    match csv_headers(&mut csv, shown) {
+        Err(diagnostic) if csv.position().byte() < peeked.len() as u64 => Err(diagnostic),
+        _ => Ok(()),
+    }
+}
+
+fn read_csv(reader: Box<dyn Read + Send>, shown: &str, typed: bool, send: &mut dyn FnMut(Record) -> bool) {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(LineCounter::new(reader));
+    let headers = match csv_headers(&mut csv, shown) {
+        Ok(headers) => headers,
+        Err(diagnostic) => {
+            send(Record {
+                number: 1,
+                line: None,
+                entity: Err(diagnostic),
+            });
+            return;
+        }
+    };
     let mut row = csv::ByteRecord::new();
     let mut number = 0u64;
     loop {
