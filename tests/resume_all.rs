@@ -363,6 +363,40 @@ fn workflow_filter_resumes_only_its_executions() {
 }
 
 #[test]
+fn workflows_share_one_connection() {
+    let (server, broken) = failing_for(&["C-0"], Duration::ZERO);
+    let workspace = Workspace::new();
+    let first = post_flow(&workspace, &server, "first.flow", "first");
+    let second = post_flow(&workspace, &server, "second.flow", "second");
+    let input = records(&workspace, "records.jsonl", 1);
+    for flow in [&first, &second] {
+        let (code, _, stderr) = run_batch(flow, &input, None);
+        assert_eq!(code, 3, "{stderr}");
+    }
+    let connections = server.connection_count();
+
+    broken.lock().unwrap().clear();
+    let store = workspace.dir.path().join(".flowrun").join("flowrun.db");
+    let (code, stdout, stderr) = output(&mut flowrun(&[
+        "resume",
+        "--all",
+        "--store",
+        path_str(&store),
+        "--concurrency",
+        "1",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert_eq!(
+        counts(&server),
+        expected_counts(&[("/first/C-0", 2), ("/second/C-0", 2)])
+    );
+    // Both workflows trust the same certificates, so the second
+    // execution reuses the first one's kept-alive connection.
+    assert_eq!(server.connection_count() - connections, 1);
+}
+
+#[test]
 fn two_at_once_send_each_record_once() {
     let ids: Vec<String> = (0..12).map(|index| format!("C-{index}")).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use rustls_pki_types::CertificateDer;
+
 use crate::batch::writer::StoreWriter;
 use crate::batch::{self, Finished, Numbered, Pace, Start};
 use crate::cli::args::{LogFormat, ResumeArgs};
@@ -52,8 +54,10 @@ struct Workflow {
     program: Program,
     /// The client of its executions: it trusts the CA certificates of
     /// `--cacert` or of the `flowrun.toml` beside the workflow, and shares
-    /// the politeness of every execution.
-    http: Http,
+    /// the politeness of every execution. Workflows that trust the same
+    /// certificates share one client, and with it the connections and the
+    /// gate on the first request to each HTTPS origin.
+    http: Arc<Http>,
 }
 
 /// The connections and settings that every resumed execution shares.
@@ -282,6 +286,7 @@ fn read_workflows(
     politeness: &Arc<Politeness>,
 ) -> HashMap<String, Result<Arc<Workflow>, Diagnostic>> {
     let mut workflows = HashMap::new();
+    let mut clients = HashMap::new();
     for candidate in candidates {
         if workflows.contains_key(&candidate.source_path) {
             continue;
@@ -304,7 +309,7 @@ fn read_workflows(
                         "fix the errors shown above for this workflow, then run `flowrun resume --all` again",
                     ))
                 } else {
-                    workflow_client(args, path, politeness).map(|http| {
+                    workflow_client(args, path, politeness, &mut clients).map(|http| {
                         Arc::new(Workflow {
                             text,
                             program: checked.program,
@@ -320,16 +325,32 @@ fn read_workflows(
     workflows
 }
 
-/// Creates the HTTP client of the executions of the workflow at `path`.
-fn workflow_client(args: &ResumeArgs, path: &Path, politeness: &Arc<Politeness>) -> Result<Http, Diagnostic> {
+/// The HTTP clients of `resume --all`, by the CA certificates they trust.
+type Clients = HashMap<Vec<CertificateDer<'static>>, Arc<Http>>;
+
+/// Returns the HTTP client of the executions of the workflow at `path`:
+/// the one in `clients` that trusts the same certificates, or a new one.
+fn workflow_client(
+    args: &ResumeArgs,
+    path: &Path,
+    politeness: &Arc<Politeness>,
+    clients: &mut Clients,
+) -> Result<Arc<Http>, Diagnostic> {
     let certificates = executions::ca_certificates(&args.tls, path)?;
-    match Http::with_ca_certificates(&certificates) {
-        Ok(http) => Ok(http.with_politeness(politeness.clone())),
-        Err(error) => Err(Diagnostic::error(
-            Code::StartupFailed,
-            format!("cannot create the HTTP client: {error}"),
-        )),
+    if let Some(http) = clients.get(&certificates) {
+        return Ok(http.clone());
     }
+    let http = match Http::with_ca_certificates(&certificates) {
+        Ok(http) => Arc::new(http.with_politeness(politeness.clone())),
+        Err(error) => {
+            return Err(Diagnostic::error(
+                Code::StartupFailed,
+                format!("cannot create the HTTP client: {error}"),
+            ))
+        }
+    };
+    clients.insert(certificates, http.clone());
+    Ok(http)
 }
 
 impl Shared<'_> {
