@@ -326,7 +326,8 @@ fn prefix(store: &Path) -> String {
     format!("{file_name}-batch-")
 }
 
-/// Counts the journals beside the store file `store`, whoever owns them.
+/// Counts the journals beside the store file `store`, those of live
+/// processes included.
 pub fn count(store: &Path) -> usize {
     let store_file = resolved(store);
     let prefix = prefix(&store_file);

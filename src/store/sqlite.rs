@@ -183,7 +183,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Whether the file is open for reading only.
+    /// Returns whether the file is open for reading only.
     pub fn read_only(&self) -> bool {
         self.read_only
     }
