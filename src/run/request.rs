@@ -31,9 +31,11 @@ pub fn idempotency_key(
         return None;
     }
     // Written as a JSON array, so that no step name or id can make two
-    // different triples read the same.
-    let name = serde_json::json!([execution_id, step, action]).to_string();
-    Some(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string())
+    // different triples read the same. A tuple serializes as that array
+    // without building a JSON value first.
+    let name =
+        serde_json::to_vec(&(execution_id, step, action)).expect("two strings and a number always serialize");
+    Some(uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &name).to_string())
 }
 
 /// Renders a request. Nothing is sent when this fails.
