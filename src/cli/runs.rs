@@ -94,14 +94,27 @@ impl Interrupted {
     }
 }
 
-/// Returns the status that `flowrun runs` shows: the stored one, except
-/// `interrupted` for an execution stored as running whose process `pid` is
-/// gone, which `flowrun resume` continues.
-fn shown_status(status: ExecutionStatus, pid: u32) -> &'static str {
-    match status {
-        ExecutionStatus::Running if !process_is_alive(pid) => INTERRUPTED,
-        status => status.as_str(),
+/// Returns the status that `flowrun runs` shows for execution `id`, read
+/// as `status` and run by process `pid`: the stored one, except
+/// `interrupted` for an execution stored as running whose process is gone,
+/// which `flowrun resume` continues.
+fn shown_status(
+    store: &SqliteStore,
+    id: &str,
+    status: ExecutionStatus,
+    pid: u32,
+) -> Result<&'static str, StoreError> {
+    if status != ExecutionStatus::Running || process_is_alive(pid) {
+        return Ok(status.as_str());
     }
+    // The process may have stored the execution's end and exited after the
+    // row was read. It commits before it exits, so a second read made once
+    // it is gone holds its last write.
+    let again = store.execution(id)?;
+    Ok(match again.status {
+        ExecutionStatus::Running if again.pid == pid || !process_is_alive(again.pid) => INTERRUPTED,
+        status => status.as_str(),
+    })
 }
 
 const INTERRUPTED: &str = "interrupted";
@@ -128,7 +141,7 @@ fn list_text(store: &SqliteStore, filter: Option<StatusFilter>) -> Result<Listin
     );
     let mut interrupted = None;
     for execution in store.executions(stored)? {
-        let status = shown_status(execution.status, execution.pid);
+        let status = shown_status(store, &execution.id, execution.status, execution.pid)?;
         if shown.is_some_and(|shown| shown != status) {
             continue;
         }
@@ -149,10 +162,16 @@ fn list_text(store: &SqliteStore, filter: Option<StatusFilter>) -> Result<Listin
 
 /// Formats the step-by-step history of one execution for `flowrun runs show`.
 fn history_text(store: &SqliteStore, id: &str) -> Result<Listing, StoreError> {
-    let record = store.execution(id)?;
+    let mut record = store.execution(id)?;
+    let mut status = shown_status(store, id, record.status, record.pid)?;
+    // The execution ended between the two reads: its steps are read after
+    // its end, so that they agree with the status shown.
+    if status != record.status.as_str() && status != INTERRUPTED {
+        record = store.execution(id)?;
+        status = record.status.as_str();
+    }
     let steps = store.steps(id)?;
     let notifications = store.notifications(id)?;
-    let status = shown_status(record.status, record.pid);
     let mut text = format!(
         "execution {}\nworkflow  {} ({})\nstatus    {}\nstarted   {}\nupdated   {}\n",
         record.id, record.workflow, record.source_path, status, record.started_at, record.updated_at
@@ -231,4 +250,47 @@ fn history_text(store: &SqliteStore, id: &str) -> Result<Listing, StoreError> {
         out: text,
         interrupted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewExecution;
+
+    /// No process has this id: Linux allocates ids below 4,194,304.
+    const GONE: u32 = 4_194_304;
+
+    #[test]
+    fn execution_ended_after_read_shows_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+        let entity = serde_json::json!({"id": "C-1"});
+        store
+            .begin_execution(&NewExecution {
+                id: "ex-1",
+                workflow: "claims",
+                source_path: "/claims.flow",
+                workflow_hash: "h",
+                step_hashes: &[],
+                step_names: &[],
+                entity: &entity,
+                vars: &serde_json::Map::new(),
+                started_at: "2026-01-01T00:00:00Z",
+                pid: GONE,
+            })
+            .unwrap();
+        let shown = shown_status(&store, "ex-1", ExecutionStatus::Running, GONE);
+        assert_eq!(shown.unwrap(), INTERRUPTED);
+
+        // The listing read the row as running, and then the process stored
+        // the end and exited.
+        store
+            .set_status("ex-1", ExecutionStatus::Succeeded, "2026-01-01T00:00:01Z")
+            .unwrap();
+        let shown = shown_status(&store, "ex-1", ExecutionStatus::Running, GONE);
+        assert_eq!(shown.unwrap(), "succeeded");
+        let shown = history_text(&store, "ex-1").unwrap();
+        assert!(shown.out.contains("\nstatus    succeeded\n"), "{}", shown.out);
+        assert!(shown.interrupted.is_none());
+    }
 }
