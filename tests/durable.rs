@@ -857,12 +857,17 @@ fn locked_store_gives_a_clear_error_without_hanging() {
     holder.execute_batch("ROLLBACK").unwrap();
 }
 
-/// Makes `store` read-only and returns the flowrun command `args`. Root
-/// writes a read-only file anyway, so as root the command runs under
+/// Sets the permission bits of `file` to `mode`.
+fn set_mode(file: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Returns the flowrun command `args`, which file permissions apply to.
+/// Root writes a read-only file anyway, so as root the command runs under
 /// `setpriv` without the capability that allows it.
-fn flowrun_on_read_only(store: &Path, args: &[&str]) -> std::process::Command {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    std::fs::set_permissions(store, std::fs::Permissions::from_mode(0o444)).unwrap();
+fn flowrun_bound_by_permissions(args: &[&str]) -> std::process::Command {
+    use std::os::unix::fs::MetadataExt;
     let command = flowrun(args);
     if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
         return command;
@@ -880,6 +885,12 @@ fn flowrun_on_read_only(store: &Path, args: &[&str]) -> std::process::Command {
         };
     }
     wrapped
+}
+
+/// Makes `store` read-only and returns the flowrun command `args`.
+fn flowrun_on_read_only(store: &Path, args: &[&str]) -> std::process::Command {
+    set_mode(store, 0o444);
+    flowrun_bound_by_permissions(args)
 }
 
 #[test]
@@ -931,6 +942,38 @@ fn read_only_store_lists_without_journal() {
         )
     );
     assert!(journal.exists());
+}
+
+#[test]
+fn read_only_sidecar_named_after_store_writable() {
+    let server = TestServer::scripted(vec![Reply::status(200)]);
+    let workspace = Workspace::new();
+    let flow = workspace.file("claims.flow", format!("http POST \"{}/x\"\n", server.url()));
+    let store_file = store_path(&workspace);
+    drop(SqliteStore::open(&store_file).unwrap());
+    // Reading the read-only store creates its `-shm` file read-only too.
+    let (code, _, stderr) = output(&mut flowrun_on_read_only(
+        &store_file,
+        &["runs", "--store", path_str(&store_file)],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let shm = format!("{}-shm", path_str(&store_file));
+    set_mode(&store_file, 0o644);
+
+    let (code, stdout, stderr) = output(&mut flowrun_bound_by_permissions(&[
+        "run",
+        path_str(&flow),
+        "--store",
+        path_str(&store_file),
+    ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.contains(&format!("the store `{shm}` is read-only")),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("make `{shm}` writable")), "{stderr}");
+    assert_eq!(server.request_count(), 0);
 }
 
 #[test]

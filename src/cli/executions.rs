@@ -51,10 +51,9 @@ pub(crate) fn store_diagnostic(error: &StoreError, path: &Path) -> Diagnostic {
             "another flowrun process holds the store; wait for it, or give this run its own file with --store PATH"
                 .to_string()
         }
-        StoreError::ReadOnly { .. } => format!(
-            "make `{}` writable for this user, or choose another file with --store PATH",
-            path.display()
-        ),
+        StoreError::ReadOnly { path } => {
+            format!("make `{path}` writable for this user, or choose another file with --store PATH")
+        }
         StoreError::Corrupt { .. } => format!(
             "move `{}` aside to keep it for inspection; flowrun then starts a new store",
             path.display()

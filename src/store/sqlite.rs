@@ -180,6 +180,25 @@ impl SqliteStore {
         if store.read_only {
             return Err(StoreError::ReadOnly { path: store.path });
         }
+        // SQLite gives the `-wal` and `-shm` files the mode of the store
+        // file when it creates them, so a read made while the store was
+        // read-only leaves them read-only, and every write then fails. Only
+        // their metadata is read: opening and closing one would drop the
+        // POSIX locks that SQLite holds on it in this process.
+        #[cfg(unix)]
+        for suffix in ["-wal", "-shm"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mut sidecar = path.as_os_str().to_owned();
+            sidecar.push(suffix);
+            let sidecar = PathBuf::from(sidecar);
+            let read_only =
+                std::fs::metadata(&sidecar).is_ok_and(|metadata| metadata.permissions().mode() & 0o222 == 0);
+            if read_only {
+                return Err(StoreError::ReadOnly {
+                    path: sidecar.display().to_string(),
+                });
+            }
+        }
         Ok(store)
     }
 
