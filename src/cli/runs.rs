@@ -109,7 +109,7 @@ fn shown_status(
     }
     // The process may have stored the execution's end and exited after the
     // row was read. It commits before it exits, so a second read made once
-    // it is gone holds its last write.
+    // it is gone sees its last write.
     let again = store.execution(id)?;
     Ok(match again.status {
         ExecutionStatus::Running if again.pid == pid || !process_is_alive(again.pid) => INTERRUPTED,

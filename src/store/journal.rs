@@ -307,7 +307,7 @@ fn resolved(store: &Path) -> PathBuf {
     std::fs::canonicalize(store).unwrap_or_else(|_| store.to_path_buf())
 }
 
-/// Ends the name of a journal file until its lock is taken.
+/// The suffix of a journal file's name until its lock is taken.
 const UNLOCKED: &str = ".new";
 
 /// Returns the folder of the store file `store`, where its journals are.
