@@ -43,9 +43,19 @@ fn ok_server() -> TestServer {
 /// Runs `flow` over the records in `input` without a store, with `options`
 /// after them, and returns the exit code, standard output and standard error.
 fn run_records(flow: &Path, input: &Path, options: &[&str]) -> (i32, String, String) {
-    let mut args = vec!["run", path_str(flow), "--entities", path_str(input), "--no-store"];
+    output(&mut batch_command(flow, input, None, options))
+}
+
+/// Returns the command that runs `flow` over the records in `input` with
+/// `options`, recorded in the store at `store`, or with `--no-store`.
+fn batch_command(flow: &Path, input: &Path, store: Option<&Path>, options: &[&str]) -> Command {
+    let mut args = vec!["run", path_str(flow), "--entities", path_str(input)];
+    match store {
+        Some(store) => args.extend(["--store", path_str(store)]),
+        None => args.push("--no-store"),
+    }
     args.extend_from_slice(options);
-    output(&mut flowrun(&args))
+    flowrun(&args)
 }
 
 /// Returns the record id in a request target such as `/claims/C-7`.
@@ -120,14 +130,7 @@ fn one_failing_record_fails_alone() {
     let input = records(&workspace, 20);
     let store = workspace.dir.path().join("store.db");
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--store",
-        path_str(&store),
-    ]));
+    let (code, stdout, stderr) = output(&mut batch_command(&flow, &input, Some(&store), &[]));
     assert_eq!(code, 1, "{stderr}");
     let entities = lines(&stdout);
     assert_eq!(ids(&entities), expected_ids(0..20));
@@ -184,16 +187,12 @@ fn batch_store_lock_keeps_journal() {
     let flow = post_flow(&workspace, &server, "");
     let input = records(&workspace, 2);
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "1",
-        "--store",
-        path_str(&store),
-    ]));
+    let (code, stdout, stderr) = output(&mut batch_command(
+        &flow,
+        &input,
+        Some(&store),
+        &["--concurrency", "1"],
+    ));
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(0..2));
     assert!(
@@ -233,14 +232,7 @@ fn a_paused_record_resumes_on_its_own() {
     let input = records(&workspace, 5);
     let store = workspace.dir.path().join("store.db");
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--store",
-        path_str(&store),
-    ]));
+    let (code, stdout, stderr) = output(&mut batch_command(&flow, &input, Some(&store), &[]));
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(0..5));
     assert!(
@@ -733,20 +725,11 @@ fn ctrl_c_finishes_running_executions() {
     let input = records(&workspace, 40);
     let store = workspace.dir.path().join("store.db");
 
-    let child = flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "3",
-        "--store",
-        path_str(&store),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = batch_command(&flow, &input, Some(&store), &["--concurrency", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.request_count() < 3 {
         assert!(Instant::now() < deadline, "the batch never started");
@@ -788,18 +771,12 @@ fn ctrl_c_finishes_running_executions() {
         "{stderr}"
     );
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "40",
-        "--skip",
-        "3",
-        "--store",
-        path_str(&store),
-    ]));
+    let (code, stdout, stderr) = output(&mut batch_command(
+        &flow,
+        &input,
+        Some(&store),
+        &["--concurrency", "40", "--skip", "3"],
+    ));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(ids(&lines(&stdout)), expected_ids(3..40));
     let mut all: Vec<String> = server
@@ -864,16 +841,12 @@ fn each_step_is_recorded_as_begun_before_its_request() {
     );
     let input = records(&workspace, 30);
 
-    let (code, stdout, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "8",
-        "--store",
-        path_str(&store),
-    ]));
+    let (code, stdout, stderr) = output(&mut batch_command(
+        &flow,
+        &input,
+        Some(&store),
+        &["--concurrency", "8"],
+    ));
     assert_eq!(code, 0, "{stderr}");
     assert!(
         lines(&stdout).iter().all(|entity| entity["status"] == "ok"),
@@ -891,20 +864,11 @@ fn a_second_ctrl_c_abandons_running_executions() {
     let input = records(&workspace, 10);
     let store = workspace.dir.path().join("store.db");
 
-    let child = flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "2",
-        "--store",
-        path_str(&store),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child = batch_command(&flow, &input, Some(&store), &["--concurrency", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.request_count() < 2 {
         assert!(Instant::now() < deadline, "the batch never started");
@@ -1019,20 +983,11 @@ fn a_closed_standard_output_stops_taking_records() {
     let flow = post_flow(&workspace, &server, "");
     let input = records(&workspace, 10);
     let store = workspace.dir.path().join("store.db");
-    let mut child = flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "1",
-        "--store",
-        path_str(&store),
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = batch_command(&flow, &input, Some(&store), &["--concurrency", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Read one line, then go away like `head -n 1`.
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
@@ -1129,16 +1084,12 @@ fn failing_batch(log_format: &str) -> (i32, String, String, PathBuf, Workspace, 
     let flow = post_flow(&workspace, &server, "  on error continue notify\n");
     let input = workspace.file("records.jsonl", "{\"id\":\"C-0\"}\n{\"id\":\"C-1\"}\n[2]\n");
     let store = workspace.dir.path().join("store.db");
-    let (code, _, stderr) = output(&mut flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--store",
-        path_str(&store),
-        "--log-format",
-        log_format,
-    ]));
+    let (code, _, stderr) = output(&mut batch_command(
+        &flow,
+        &input,
+        Some(&store),
+        &["--log-format", log_format],
+    ));
     let shown = format!("`{}`", input.display());
     (code, stderr, shown, store, workspace, server)
 }
@@ -1256,17 +1207,12 @@ fn ctrl_c_ends_retry_after_waits() {
     let flow = post_flow(&workspace, &server, "");
     let input = records(&workspace, 10);
     let store = workspace.dir.path().join("store.db");
-    let mut child = flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "2",
-        "--unordered",
-        "--store",
-        path_str(&store),
-    ])
+    let mut child = batch_command(
+        &flow,
+        &input,
+        Some(&store),
+        &["--concurrency", "2", "--unordered"],
+    )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
@@ -1365,20 +1311,11 @@ fn killed_batch_keeps_begun_steps() {
     );
     let input = records(&workspace, 10);
     let store = workspace.dir.path().join("store.db");
-    let mut child = flowrun(&[
-        "run",
-        path_str(&flow),
-        "--entities",
-        path_str(&input),
-        "--concurrency",
-        "1",
-        "--store",
-        path_str(&store),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = batch_command(&flow, &input, Some(&store), &["--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.request_count() < 12 {
         assert!(Instant::now() < deadline, "the batch never reached C-5");

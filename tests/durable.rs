@@ -832,13 +832,21 @@ fn corrupt_store_gives_a_clear_error() {
     assert_eq!(std::fs::read(&store_file).unwrap(), vec![0x5a_u8; 8192]);
 }
 
-#[test]
-fn locked_store_gives_a_clear_error_without_hanging() {
+/// Starts a server that answers one request with 200, and writes a
+/// workflow that sends it one `method` request, beside a new store.
+/// Returns the server, the workspace, the workflow and the store.
+fn one_request_beside_store(method: &str) -> (TestServer, Workspace, PathBuf, PathBuf) {
     let server = TestServer::scripted(vec![Reply::status(200)]);
     let workspace = Workspace::new();
-    let flow = workspace.file("claims.flow", format!("http GET \"{}/x\"\n", server.url()));
+    let flow = workspace.file("claims.flow", format!("http {method} \"{}/x\"\n", server.url()));
     let store_file = store_path(&workspace);
     drop(SqliteStore::open(&store_file).unwrap());
+    (server, workspace, flow, store_file)
+}
+
+#[test]
+fn locked_store_gives_a_clear_error_without_hanging() {
+    let (server, _workspace, flow, store_file) = one_request_beside_store("GET");
     let holder = rusqlite::Connection::open(&store_file).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
@@ -895,12 +903,8 @@ fn flowrun_on_read_only(store: &Path, args: &[&str]) -> std::process::Command {
 
 #[test]
 fn read_only_store_refused_before_sending() {
-    let server = TestServer::scripted(vec![Reply::status(200)]);
-    let workspace = Workspace::new();
-    let flow = workspace.file("claims.flow", format!("http POST \"{}/x\"\n", server.url()));
+    let (server, workspace, flow, store_file) = one_request_beside_store("POST");
     let records = workspace.file("records.jsonl", "{\"id\":\"C-1\"}\n");
-    let store_file = store_path(&workspace);
-    drop(SqliteStore::open(&store_file).unwrap());
 
     for entities in [None, Some(path_str(&records))] {
         let mut args = vec!["run", path_str(&flow), "--store", path_str(&store_file)];
@@ -946,11 +950,7 @@ fn read_only_store_lists_without_journal() {
 
 #[test]
 fn read_only_sidecar_named_after_store_writable() {
-    let server = TestServer::scripted(vec![Reply::status(200)]);
-    let workspace = Workspace::new();
-    let flow = workspace.file("claims.flow", format!("http POST \"{}/x\"\n", server.url()));
-    let store_file = store_path(&workspace);
-    drop(SqliteStore::open(&store_file).unwrap());
+    let (server, _workspace, flow, store_file) = one_request_beside_store("POST");
     // Reading the read-only store creates its `-shm` file read-only too.
     let (code, _, stderr) = output(&mut flowrun_on_read_only(
         &store_file,
