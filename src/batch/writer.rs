@@ -58,7 +58,7 @@ enum Job {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteFailure {
     pub message: String,
-    /// Whether another process held the store's lock for too long.
+    /// Set when another process held the store's lock for too long.
     pub locked: bool,
 }
 

@@ -279,18 +279,18 @@ mod tests {
                 pid: GONE,
             })
             .unwrap();
-        let shown = shown_status(&store, "ex-1", ExecutionStatus::Running, GONE);
-        assert_eq!(shown.unwrap(), INTERRUPTED);
+        let status = shown_status(&store, "ex-1", ExecutionStatus::Running, GONE);
+        assert_eq!(status.unwrap(), INTERRUPTED);
 
         // The listing read the row as running, and then the process stored
         // the end and exited.
         store
             .set_status("ex-1", ExecutionStatus::Succeeded, "2026-01-01T00:00:01Z")
             .unwrap();
-        let shown = shown_status(&store, "ex-1", ExecutionStatus::Running, GONE);
-        assert_eq!(shown.unwrap(), "succeeded");
-        let shown = history_text(&store, "ex-1").unwrap();
-        assert!(shown.out.contains("\nstatus    succeeded\n"), "{}", shown.out);
-        assert!(shown.interrupted.is_none());
+        let status = shown_status(&store, "ex-1", ExecutionStatus::Running, GONE);
+        assert_eq!(status.unwrap(), "succeeded");
+        let history = history_text(&store, "ex-1").unwrap();
+        assert!(history.out.contains("\nstatus    succeeded\n"), "{}", history.out);
+        assert!(history.interrupted.is_none());
     }
 }

@@ -180,11 +180,9 @@ impl SqliteStore {
         if store.read_only {
             return Err(StoreError::ReadOnly { path: store.path });
         }
-        // SQLite gives the `-wal` and `-shm` files the mode of the store
-        // file when it creates them, so a read made while the store was
-        // read-only leaves them read-only, and every write then fails. Only
-        // their metadata is read: opening and closing one would drop the
-        // POSIX locks that SQLite holds on it in this process.
+        // SQLite creates `-wal` and `-shm` with the store file's mode, so a
+        // read of a read-only store leaves them read-only. Only metadata is
+        // read, because closing an opened copy drops SQLite's POSIX locks.
         #[cfg(unix)]
         for suffix in ["-wal", "-shm"] {
             use std::os::unix::fs::PermissionsExt;
