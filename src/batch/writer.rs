@@ -13,6 +13,7 @@
 //! store applies the journal's remaining entries, so a sent request is never
 //! missing from the store.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::store::group::Group;
-use crate::store::journal::{Entry, Journal};
+use crate::store::journal::{BeginExecution, BeginStep, EndStep, Entry, Journal, Notification, SetStatus};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
     ExecutionRecord, ExecutionStatus, ExecutionSummary, NewExecution, NotificationRecord, StepEnd,
@@ -48,8 +49,9 @@ type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A job of the writer thread.
 enum Job {
-    /// A journaled write, with its sequence number in the journal.
-    Write { seq: u64, entry: Box<Entry> },
+    /// A journaled write: its sequence number in the journal and its line's
+    /// entry, as [`Entry::encode`] made it.
+    Write { seq: u64, encoded: Vec<u8> },
     /// A read, or a write a caller waits for, such as a claim.
     Call(Box<dyn FnOnce(&mut SqliteStore) -> Reply + Send>),
 }
@@ -216,8 +218,8 @@ fn write_groups(
         };
         for job in jobs.drain(..) {
             match job {
-                Job::Write { seq, entry } => {
-                    group.push(*entry, &mut store, &mut failed);
+                Job::Write { seq, encoded } => {
+                    group.push(encoded, &mut store, &mut failed);
                     folded = Some(seq);
                 }
                 Job::Call(call) => {
@@ -331,23 +333,21 @@ impl WriterHandle {
         }
     }
 
-    /// Appends a write to the journal and queues it. A failure to apply it
-    /// is reported by the next call of any handle, and by
-    /// [`StoreWriter::finish`].
-    fn write(&self, entry: Entry) -> Result<(), StoreError> {
+    /// Appends a write to the journal and queues its encoded entry for the
+    /// writer thread, which decodes it. The entry borrows its values, so
+    /// this thread copies none of them. A failure to apply it is reported
+    /// by the next call of any handle, and by [`StoreWriter::finish`].
+    fn write(&self, entry: Entry<'_>) -> Result<(), StoreError> {
         self.failed()?;
         let encoded = entry.encode()?;
         let stopped = || StoreError::Other("the store writer stopped unexpectedly".to_string());
         let mut journal = self.journal.lock().map_err(|_| stopped())?;
         // Only a step's start must reach the file before the call returns,
         // because the step's request follows it.
-        let durable = matches!(entry, Entry::BeginStep { .. });
+        let durable = matches!(entry, Entry::BeginStep(_));
         let seq = journal.as_mut().ok_or_else(stopped)?.append(&encoded, durable)?;
         // Queueing under the journal's lock keeps the queue in journal order.
-        self.queue(Job::Write {
-            seq,
-            entry: Box::new(entry),
-        })
+        self.queue(Job::Write { seq, encoded })
     }
 
     /// Runs `call` on the writer thread and waits until its group commits.
@@ -375,18 +375,18 @@ impl WriterHandle {
 
 impl Store for WriterHandle {
     fn begin_execution(&mut self, execution: &NewExecution<'_>) -> Result<(), StoreError> {
-        self.write(Entry::BeginExecution {
-            id: execution.id.to_string(),
-            workflow: execution.workflow.to_string(),
-            source_path: execution.source_path.to_string(),
-            workflow_hash: execution.workflow_hash.to_string(),
-            step_hashes: execution.step_hashes.to_vec(),
-            step_names: execution.step_names.to_vec(),
-            entity: execution.entity.clone(),
-            vars: execution.vars.clone(),
-            started_at: execution.started_at.to_string(),
+        self.write(Entry::BeginExecution(BeginExecution {
+            id: Cow::Borrowed(execution.id),
+            workflow: Cow::Borrowed(execution.workflow),
+            source_path: Cow::Borrowed(execution.source_path),
+            workflow_hash: Cow::Borrowed(execution.workflow_hash),
+            step_hashes: Cow::Borrowed(execution.step_hashes),
+            step_names: Cow::Borrowed(execution.step_names),
+            entity: Cow::Borrowed(execution.entity),
+            vars: Cow::Borrowed(execution.vars),
+            started_at: Cow::Borrowed(execution.started_at),
             pid: execution.pid,
-        })
+        }))
     }
 
     fn begin_step(
@@ -398,38 +398,38 @@ impl Store for WriterHandle {
         at: &str,
         pid: u32,
     ) -> Result<(), StoreError> {
-        self.write(Entry::BeginStep {
-            id: id.to_string(),
+        self.write(Entry::BeginStep(BeginStep {
+            id: Cow::Borrowed(id),
             index,
-            name: name.to_string(),
-            methods: methods.to_vec(),
-            at: at.to_string(),
+            name: Cow::Borrowed(name),
+            methods: Cow::Borrowed(methods),
+            at: Cow::Borrowed(at),
             pid,
-        })
+        }))
     }
 
     fn end_step(&mut self, id: &str, end: &StepEnd<'_>) -> Result<(), StoreError> {
-        self.write(Entry::EndStep {
-            id: id.to_string(),
+        self.write(Entry::EndStep(EndStep {
+            id: Cow::Borrowed(id),
             index: end.index,
             status: end.status,
-            error: end.error.map(str::to_string),
-            code: end.code.map(str::to_string),
-            attempts: end.attempts.to_vec(),
-            llm_usage: end.llm_usage.clone(),
-            entity: end.entity.clone(),
-            vars: end.vars.clone(),
+            error: end.error.map(Cow::Borrowed),
+            code: end.code.map(Cow::Borrowed),
+            attempts: Cow::Borrowed(end.attempts),
+            llm_usage: Cow::Borrowed(end.llm_usage),
+            entity: Cow::Borrowed(end.entity),
+            vars: Cow::Borrowed(end.vars),
             next_step: end.next_step,
-            at: end.at.to_string(),
-        })
+            at: Cow::Borrowed(end.at),
+        }))
     }
 
     fn set_status(&mut self, id: &str, status: ExecutionStatus, at: &str) -> Result<(), StoreError> {
-        self.write(Entry::SetStatus {
-            id: id.to_string(),
+        self.write(Entry::SetStatus(SetStatus {
+            id: Cow::Borrowed(id),
             status,
-            at: at.to_string(),
-        })
+            at: Cow::Borrowed(at),
+        }))
     }
 
     fn claim(
@@ -464,10 +464,10 @@ impl Store for WriterHandle {
     }
 
     fn record_notification(&mut self, id: &str, notification: &NotificationRecord) -> Result<(), StoreError> {
-        self.write(Entry::Notification {
-            id: id.to_string(),
-            notification: notification.clone(),
-        })
+        self.write(Entry::Notification(Notification {
+            id: Cow::Borrowed(id),
+            notification: Cow::Borrowed(notification),
+        }))
     }
 
     fn execution(&self, id: &str) -> Result<ExecutionRecord, StoreError> {

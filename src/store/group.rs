@@ -9,12 +9,18 @@
 //! merged rows cannot be inserted, for instance because the execution id
 //! is taken, the execution's entries are applied one by one instead, so
 //! each fails as it would have alone.
+//!
+//! Entries arrive encoded, as in the journal. The rows of a fresh
+//! execution take the values of its decoded entries without copying them,
+//! and the group keeps the encoded entries, which it decodes again only to
+//! apply them one by one.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::journal::Entry;
+use super::journal::{BeginExecution, BeginStep, EndStep, Entry, Notification, SetStatus};
 use super::sqlite::SqliteStore;
 use super::{ExecutionRecord, ExecutionStatus, NotificationRecord, StepRecord, StepStatus, StoreError};
 
@@ -27,13 +33,17 @@ pub struct FreshExecution {
     pub notifications: Vec<NotificationRecord>,
 }
 
+/// A fresh execution with the encoded entries it was built from.
+struct Fresh {
+    execution: FreshExecution,
+    /// For applying one by one, as [`Entry::encode`] made them.
+    entries: Vec<Vec<u8>>,
+}
+
 /// An execution of the group: built in memory, or applied as it comes.
 enum Member {
-    Fresh {
-        execution: Box<FreshExecution>,
-        /// The entries it was built from, for applying one by one.
-        entries: Vec<Entry>,
-    },
+    /// Built in memory, at this index of [`Group::fresh`].
+    Fresh(usize),
     Applied,
 }
 
@@ -41,42 +51,37 @@ enum Member {
 #[derive(Default)]
 pub struct Group {
     members: HashMap<String, Member>,
-    /// Fresh executions in the order they began.
-    order: Vec<String>,
+    /// Fresh executions in the order they began, `None` for one that fell
+    /// back to its entries.
+    fresh: Vec<Option<Fresh>>,
 }
 
 impl Group {
-    /// Takes one entry. An entry of an execution that did not begin in
-    /// this group is applied at once through `store`; a failure goes to
-    /// `failed`.
-    pub fn push(&mut self, entry: Entry, store: &mut SqliteStore, failed: &mut dyn FnMut(StoreError)) {
-        if let Some(execution) = fresh(&entry) {
-            if !self.members.contains_key(&execution.record.id) {
-                let id = execution.record.id.clone();
-                self.order.push(id.clone());
-                self.members.insert(
-                    id,
-                    Member::Fresh {
-                        execution: Box::new(execution),
-                        entries: vec![entry],
-                    },
-                );
-                return;
-            }
-        }
-        let id = entry_id(&entry).to_string();
-        match self.members.get_mut(&id) {
-            Some(Member::Fresh { execution, entries }) => {
-                let merged = merge(execution, &entry);
-                entries.push(entry);
-                if !merged {
+    /// Takes one entry, as [`Entry::encode`] made it. An entry of an
+    /// execution that did not begin in this group is applied at once
+    /// through `store`, and a failure goes to `failed`.
+    pub fn push(&mut self, encoded: Vec<u8>, store: &mut SqliteStore, failed: &mut dyn FnMut(StoreError)) {
+        let entry = match Entry::decode(&encoded) {
+            Ok(entry) => entry,
+            Err(error) => return failed(error),
+        };
+        match self.members.get(entry.id()) {
+            Some(Member::Fresh(index)) => {
+                let index = *index;
+                let Some(fresh) = self.fresh[index].as_mut() else {
+                    return;
+                };
+                match merge(&mut fresh.execution, entry) {
+                    Ok(()) => fresh.entries.push(encoded),
                     // Something only the tables can decide, such as a step
                     // that ends without having begun: the execution falls
                     // back to its entries, in order.
-                    let Some(Member::Fresh { entries, .. }) = self.members.insert(id, Member::Applied) else {
-                        return;
-                    };
-                    for entry in entries {
+                    Err(entry) => {
+                        let earlier = self.fresh[index]
+                            .take()
+                            .map_or_else(Vec::new, |fresh| fresh.entries);
+                        self.members.insert(entry.id().to_string(), Member::Applied);
+                        apply_encoded(earlier, store, failed);
                         if let Err(error) = entry.apply(store) {
                             failed(error);
                         }
@@ -88,12 +93,22 @@ impl Group {
                     failed(error);
                 }
             }
-            None => {
-                self.members.insert(id, Member::Applied);
-                if let Err(error) = entry.apply(store) {
-                    failed(error);
+            None => match fresh(entry) {
+                Ok(execution) => {
+                    self.members
+                        .insert(execution.record.id.clone(), Member::Fresh(self.fresh.len()));
+                    self.fresh.push(Some(Fresh {
+                        execution,
+                        entries: vec![encoded],
+                    }));
                 }
-            }
+                Err(entry) => {
+                    self.members.insert(entry.id().to_string(), Member::Applied);
+                    if let Err(error) = entry.apply(store) {
+                        failed(error);
+                    }
+                }
+            },
         }
     }
 
@@ -101,20 +116,11 @@ impl Group {
     /// other than a taken id goes to `failed`, and the caller must then
     /// roll the group back.
     pub fn flush(&mut self, store: &mut SqliteStore, failed: &mut dyn FnMut(StoreError)) {
-        for id in self.order.drain(..) {
-            let Some(Member::Fresh { execution, entries }) = self.members.remove(&id) else {
-                continue;
-            };
-            match store.insert_fresh(&execution) {
+        for fresh in self.fresh.drain(..).flatten() {
+            match store.insert_fresh(&fresh.execution) {
                 Ok(()) => {}
                 // Nothing was written: each entry fails as it would alone.
-                Err(StoreError::AlreadyExists { .. }) => {
-                    for entry in entries {
-                        if let Err(error) = entry.apply(store) {
-                            failed(error);
-                        }
-                    }
-                }
+                Err(StoreError::AlreadyExists { .. }) => apply_encoded(fresh.entries, store, failed),
                 // Part of the rows may be written, so the group must not
                 // commit.
                 Err(error) => failed(error),
@@ -124,19 +130,19 @@ impl Group {
     }
 }
 
-fn entry_id(entry: &Entry) -> &str {
-    match entry {
-        Entry::BeginExecution { id, .. }
-        | Entry::BeginStep { id, .. }
-        | Entry::EndStep { id, .. }
-        | Entry::SetStatus { id, .. }
-        | Entry::Notification { id, .. } => id,
+/// Decodes and applies `entries` in order, and passes each failure to `failed`.
+fn apply_encoded(entries: Vec<Vec<u8>>, store: &mut SqliteStore, failed: &mut dyn FnMut(StoreError)) {
+    for encoded in entries {
+        if let Err(error) = Entry::decode(&encoded).and_then(|entry| entry.apply(store)) {
+            failed(error);
+        }
     }
 }
 
-/// Builds the rows a `begin_execution` entry inserts.
-fn fresh(entry: &Entry) -> Option<FreshExecution> {
-    let Entry::BeginExecution {
+/// Builds the rows a `begin_execution` entry inserts, taking its values.
+/// Gives any other entry back.
+fn fresh(entry: Entry<'static>) -> Result<FreshExecution, Entry<'static>> {
+    let Entry::BeginExecution(BeginExecution {
         id,
         workflow,
         source_path,
@@ -147,107 +153,122 @@ fn fresh(entry: &Entry) -> Option<FreshExecution> {
         vars,
         started_at,
         pid,
-    } = entry
+    }) = entry
     else {
-        return None;
+        return Err(entry);
     };
-    Some(FreshExecution {
+    let entity = entity.into_owned();
+    let started_at = started_at.into_owned();
+    Ok(FreshExecution {
         record: ExecutionRecord {
-            id: id.clone(),
-            workflow: workflow.clone(),
-            source_path: source_path.clone(),
-            workflow_hash: workflow_hash.clone(),
-            step_hashes: step_hashes.clone(),
-            step_names: step_names.clone(),
+            id: id.into_owned(),
+            workflow: workflow.into_owned(),
+            source_path: source_path.into_owned(),
+            workflow_hash: workflow_hash.into_owned(),
+            step_hashes: step_hashes.into_owned(),
+            step_names: step_names.into_owned(),
             status: ExecutionStatus::Running,
             entity_before: entity.clone(),
-            entity: entity.clone(),
-            vars: vars.clone(),
+            entity,
+            vars: vars.into_owned(),
             next_step: 0,
-            started_at: started_at.clone(),
             updated_at: started_at.clone(),
+            started_at,
             finished_at: None,
-            pid: *pid,
+            pid,
         },
         steps: Vec::new(),
         notifications: Vec::new(),
     })
 }
 
-/// Changes the rows of `execution` as `entry` would change the tables, and
-/// returns false when the tables would fail it or it needs them to decide.
-fn merge(execution: &mut FreshExecution, entry: &Entry) -> bool {
-    match entry {
+/// Changes the rows of `execution` as `entry` would change the tables,
+/// taking its values. Gives the entry back, with `execution` unchanged,
+/// when the tables would fail it or it needs them to decide.
+fn merge(execution: &mut FreshExecution, entry: Entry<'static>) -> Result<(), Entry<'static>> {
+    let position = match &entry {
+        Entry::BeginStep(BeginStep { index, .. }) | Entry::EndStep(EndStep { index, .. }) => {
+            execution.steps.iter().position(|step| step.index == *index)
+        }
+        _ => None,
+    };
+    match (entry, position) {
         // The same id begun twice fails in the tables.
-        Entry::BeginExecution { .. } => false,
-        Entry::BeginStep {
-            index,
-            name,
-            methods,
-            at,
-            pid,
-            ..
-        } => {
-            // A second run of a step counts runs and tags its attempts,
-            // which only the tables do.
-            if execution.steps.iter().any(|step| step.index == *index) {
-                return false;
-            }
-            execution.record.pid = *pid;
+        (entry @ Entry::BeginExecution(_), _) => Err(entry),
+        // A second run of a step counts runs and tags its attempts, which
+        // only the tables do.
+        (entry @ Entry::BeginStep(_), Some(_)) => Err(entry),
+        (
+            Entry::BeginStep(BeginStep {
+                index,
+                name,
+                methods,
+                at,
+                pid,
+                ..
+            }),
+            None,
+        ) => {
+            let at = at.into_owned();
+            execution.record.pid = pid;
             execution.record.updated_at = at.clone();
             execution.steps.push(StepRecord {
-                index: *index,
-                name: name.clone(),
+                index,
+                name: name.into_owned(),
                 status: StepStatus::Running,
                 runs: 1,
-                started_at: at.clone(),
+                started_at: at,
                 finished_at: None,
                 error: None,
                 code: None,
-                methods: methods.clone(),
+                methods: methods.into_owned(),
                 llm_usage: Value::Array(Vec::new()),
                 attempts: Vec::new(),
             });
-            true
+            Ok(())
         }
-        Entry::EndStep {
-            index,
-            status,
-            error,
-            code,
-            attempts,
-            llm_usage,
-            entity,
-            vars,
-            next_step,
-            at,
-            ..
-        } => {
-            let Some(step) = execution.steps.iter_mut().find(|step| step.index == *index) else {
-                return false;
-            };
-            step.status = *status;
+        // A step that ends without having begun fails in the tables.
+        (entry @ Entry::EndStep(_), None) => Err(entry),
+        (
+            Entry::EndStep(EndStep {
+                status,
+                error,
+                code,
+                attempts,
+                llm_usage,
+                entity,
+                vars,
+                next_step,
+                at,
+                ..
+            }),
+            Some(position),
+        ) => {
+            let at = at.into_owned();
+            let step = &mut execution.steps[position];
+            step.status = status;
             step.finished_at = Some(at.clone());
-            step.error = error.clone();
-            step.code = code.clone();
-            step.llm_usage = llm_usage.clone();
-            step.attempts.extend(attempts.iter().cloned());
-            execution.record.entity = entity.clone();
-            execution.record.vars = vars.clone();
-            execution.record.next_step = *next_step;
-            execution.record.updated_at = at.clone();
-            true
+            step.error = error.map(Cow::into_owned);
+            step.code = code.map(Cow::into_owned);
+            step.llm_usage = llm_usage.into_owned();
+            step.attempts.extend(attempts.into_owned());
+            execution.record.entity = entity.into_owned();
+            execution.record.vars = vars.into_owned();
+            execution.record.next_step = next_step;
+            execution.record.updated_at = at;
+            Ok(())
         }
-        Entry::SetStatus { status, at, .. } => {
-            execution.record.status = *status;
-            execution.record.updated_at = at.clone();
+        (Entry::SetStatus(SetStatus { status, at, .. }), _) => {
+            let at = at.into_owned();
+            execution.record.status = status;
             execution.record.finished_at =
                 matches!(status, ExecutionStatus::Succeeded | ExecutionStatus::Failed).then(|| at.clone());
-            true
+            execution.record.updated_at = at;
+            Ok(())
         }
-        Entry::Notification { notification, .. } => {
-            execution.notifications.push(notification.clone());
-            true
+        (Entry::Notification(Notification { notification, .. }), _) => {
+            execution.notifications.push(notification.into_owned());
+            Ok(())
         }
     }
 }
@@ -258,28 +279,28 @@ mod tests {
     use crate::store::{AttemptRecord, Store};
     use serde_json::{json, Map};
 
-    fn begin_execution(id: &str) -> Entry {
+    fn begin_execution(id: &str) -> Entry<'static> {
         crate::store::journal::begin_execution_entry(id, &["One", "Two"])
     }
 
-    fn begin_step(id: &str, index: usize, at: &str) -> Entry {
-        Entry::BeginStep {
-            id: id.to_string(),
+    fn begin_step(id: &str, index: usize, at: &str) -> Entry<'static> {
+        Entry::BeginStep(BeginStep {
+            id: id.to_string().into(),
             index,
-            name: ["One", "Two"][index].to_string(),
-            methods: vec!["POST".to_string()],
-            at: at.to_string(),
+            name: ["One", "Two"][index].into(),
+            methods: vec!["POST".to_string()].into(),
+            at: at.to_string().into(),
             pid: 8,
-        }
+        })
     }
 
-    fn end_step(id: &str, index: usize, status: StepStatus, at: &str) -> Entry {
-        Entry::EndStep {
-            id: id.to_string(),
+    fn end_step(id: &str, index: usize, status: StepStatus, at: &str) -> Entry<'static> {
+        Entry::EndStep(EndStep {
+            id: id.to_string().into(),
             index,
             status,
-            error: (status != StepStatus::Succeeded).then(|| "HTTP 503".to_string()),
-            code: (status != StepStatus::Succeeded).then(|| "flow::run::http_status".to_string()),
+            error: (status != StepStatus::Succeeded).then_some("HTTP 503".into()),
+            code: (status != StepStatus::Succeeded).then_some("flow::run::http_status".into()),
             attempts: (1..=2)
                 .map(|number| AttemptRecord {
                     action: 0,
@@ -292,37 +313,37 @@ mod tests {
                     error: None,
                 })
                 .collect(),
-            llm_usage: json!([{"model": "m", "prompt_tokens": 3}]),
-            entity: json!({"id": id, "step": index}),
-            vars: Map::from_iter([("n".to_string(), json!(index))]),
+            llm_usage: Cow::Owned(json!([{"model": "m", "prompt_tokens": 3}])),
+            entity: Cow::Owned(json!({"id": id, "step": index})),
+            vars: Cow::Owned(Map::from_iter([("n".to_string(), json!(index))])),
             next_step: index + 1,
-            at: at.to_string(),
-        }
+            at: at.to_string().into(),
+        })
     }
 
-    fn notification(id: &str) -> Entry {
-        Entry::Notification {
-            id: id.to_string(),
-            notification: NotificationRecord {
+    fn notification(id: &str) -> Entry<'static> {
+        Entry::Notification(Notification {
+            id: id.to_string().into(),
+            notification: Cow::Owned(NotificationRecord {
                 step: "Two".to_string(),
                 severity: "error".to_string(),
                 error: "HTTP 503".to_string(),
                 channels: vec!["stderr".to_string()],
                 delivery_error: None,
                 sent_at: "2026-01-01T00:00:04Z".to_string(),
-            },
-        }
+            }),
+        })
     }
 
-    fn set_status(id: &str, status: ExecutionStatus, at: &str) -> Entry {
-        Entry::SetStatus {
-            id: id.to_string(),
+    fn set_status(id: &str, status: ExecutionStatus, at: &str) -> Entry<'static> {
+        Entry::SetStatus(SetStatus {
+            id: id.to_string().into(),
             status,
-            at: at.to_string(),
-        }
+            at: at.to_string().into(),
+        })
     }
 
-    fn life(id: &str) -> Vec<Entry> {
+    fn life(id: &str) -> Vec<Entry<'static>> {
         vec![
             begin_execution(id),
             begin_step(id, 0, "2026-01-01T00:00:01Z"),
@@ -338,8 +359,8 @@ mod tests {
     /// another, and returns both stores with the errors each reported.
     fn both(
         dir: &tempfile::TempDir,
-        before: &[Entry],
-        groups: &[Vec<Entry>],
+        before: &[Entry<'static>],
+        groups: &[Vec<Entry<'static>>],
     ) -> ((SqliteStore, Vec<String>), (SqliteStore, Vec<String>)) {
         let mut alone = SqliteStore::open(&dir.path().join("alone.db")).unwrap();
         let mut merged = SqliteStore::open(&dir.path().join("merged.db")).unwrap();
@@ -362,7 +383,7 @@ mod tests {
             let mut group = Group::default();
             let mut failed = |error: StoreError| merged_errors.push(error.to_string());
             for entry in entries {
-                group.push(entry.clone(), &mut merged, &mut failed);
+                group.push(entry.encode().unwrap(), &mut merged, &mut failed);
             }
             group.flush(&mut merged, &mut failed);
             merged.commit_group().unwrap();
@@ -405,7 +426,7 @@ mod tests {
         let (a, b) = (life("ex-a"), life("ex-b"));
         // ex-a begins in the first group and ends in the second; ex-b runs
         // inside the second, between ex-a's entries.
-        let mut second: Vec<Entry> = Vec::new();
+        let mut second: Vec<Entry<'static>> = Vec::new();
         for (index, entry) in a[3..].iter().enumerate() {
             second.push(entry.clone());
             if let Some(other) = b.get(index * 2) {
