@@ -116,17 +116,26 @@ impl Group {
     /// other than a taken id goes to `failed`, and the caller must then
     /// roll the group back.
     pub fn flush(&mut self, store: &mut SqliteStore, failed: &mut dyn FnMut(StoreError)) {
-        for fresh in self.fresh.drain(..).flatten() {
-            match store.insert_fresh(&fresh.execution) {
-                Ok(()) => {}
-                // Nothing was written: each entry fails as it would alone.
-                Err(StoreError::AlreadyExists { .. }) => apply_encoded(fresh.entries, store, failed),
-                // Part of the rows may be written, so the group must not
-                // commit.
-                Err(error) => failed(error),
-            }
-        }
+        let fresh: Vec<Fresh> = self.fresh.drain(..).flatten().collect();
         self.members.clear();
+        if fresh.is_empty() {
+            return;
+        }
+        match store.insert_fresh(fresh.iter().map(|fresh| &fresh.execution)) {
+            // Nothing was written for a taken id: each of its entries fails
+            // as it would alone.
+            Ok(taken_positions) => {
+                let mut taken = taken_positions.into_iter().peekable();
+                for (position, fresh) in fresh.into_iter().enumerate() {
+                    if taken.next_if_eq(&position).is_some() {
+                        apply_encoded(fresh.entries, store, failed);
+                    }
+                }
+            }
+            // Part of the rows may be written, so the group must not
+            // commit.
+            Err(error) => failed(error),
+        }
     }
 }
 
@@ -456,6 +465,23 @@ mod tests {
         assert_eq!(merged_errors, alone_errors);
         // The second life's steps ran again on the existing execution.
         assert_eq!(merged.steps("ex-1").unwrap()[0].runs, 2);
+    }
+
+    #[test]
+    fn group_taken_id_among_fresh_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = life("ex-1");
+        let entries: Vec<Entry<'static>> = [life("ex-a"), life("ex-1"), life("ex-b")].concat();
+        let ((alone, alone_errors), (merged, merged_errors)) = both(&dir, &earlier, &[entries]);
+        assert_same(&alone, &merged, &["ex-a", "ex-1", "ex-b"]);
+        assert_eq!(
+            alone_errors,
+            vec!["execution `ex-1` is already in the store".to_string()]
+        );
+        assert_eq!(merged_errors, alone_errors);
+        assert_eq!(merged.steps("ex-1").unwrap()[0].runs, 2);
+        assert_eq!(merged.steps("ex-a").unwrap()[0].runs, 1);
+        assert_eq!(merged.steps("ex-b").unwrap()[1].attempts.len(), 2);
     }
 
     #[test]

@@ -303,116 +303,120 @@ impl SqliteStore {
         }
     }
 
-    /// Inserts an execution that began in the current group as its rows
-    /// are after the group's entries. Fails with
-    /// [`StoreError::AlreadyExists`] without writing when the id is taken.
+    /// Inserts executions that began in the current group as their rows
+    /// are after the group's entries, preparing each statement once for
+    /// all of them. Returns the positions, in `executions`, of those whose
+    /// id is taken, for which nothing is written.
     ///
-    /// The rows are one write: after any other error, some rows may be
-    /// written when the store writes without savepoints, see
+    /// The rows are one write: after an error, some rows may be written
+    /// when the store writes without savepoints, see
     /// [`SqliteStore::set_write_savepoints`].
-    pub fn insert_fresh(&mut self, fresh: &FreshExecution) -> Result<(), StoreError> {
-        let execution = &fresh.record;
-        let step_hashes = to_json(&execution.step_hashes)?;
-        let step_names = to_json(&execution.step_names)?;
-        let entity_before = to_json(&execution.entity_before)?;
-        let entity = to_json(&execution.entity)?;
-        let vars = to_json(&execution.vars)?;
-
+    pub fn insert_fresh<'e>(
+        &mut self,
+        executions: impl IntoIterator<Item = &'e FreshExecution>,
+    ) -> Result<Vec<usize>, StoreError> {
         let path = &self.path;
         let tx = begin_write(&mut self.conn, self.write_savepoints, path)?;
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO executions (id, workflow, source_path, workflow_hash, step_hashes, step_names, \
-                 status, entity_before, entity, vars, next_step, started_at, updated_at, finished_at, pid) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .at(path)?
-            .execute(params![
-                execution.id,
-                execution.workflow,
-                execution.source_path,
-                execution.workflow_hash,
-                step_hashes,
-                step_names,
-                execution.status.as_str(),
-                entity_before,
-                entity,
-                vars,
-                execution.next_step,
-                execution.started_at,
-                execution.updated_at,
-                execution.finished_at,
-                execution.pid,
-            ])
-            .at(path)?;
-        if inserted == 0 {
-            return Err(StoreError::AlreadyExists {
-                id: execution.id.clone(),
-            });
-        }
-
-        for step in &fresh.steps {
-            tx.prepare_cached(
-                "INSERT INTO steps (execution_id, idx, name, status, runs, started_at, finished_at, error, code, \
-                 methods, llm_usage) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .at(path)?
-            .execute(params![
-                execution.id,
-                step.index,
-                step.name,
-                step.status.as_str(),
-                step.started_at,
-                step.finished_at,
-                step.error,
-                step.code,
-                to_json(&step.methods)?,
-                step.llm_usage.to_string(),
-            ])
-            .at(path)?;
-            let mut insert = tx
+        let mut taken_positions = Vec::new();
+        {
+            let mut insert_execution = tx
+                .prepare_cached(
+                    "INSERT INTO executions (id, workflow, source_path, workflow_hash, step_hashes, step_names, \
+                     status, entity_before, entity, vars, next_step, started_at, updated_at, finished_at, pid) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .at(path)?;
+            let mut insert_step = tx
+                .prepare_cached(
+                    "INSERT INTO steps (execution_id, idx, name, status, runs, started_at, finished_at, error, \
+                     code, methods, llm_usage) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .at(path)?;
+            let mut insert_attempt = tx
                 .prepare_cached(
                     "INSERT INTO attempts (execution_id, step_idx, run, action, number, method, url, status_code, \
                      duration_ms, waited_ms, error) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .at(path)?;
-            for attempt in &step.attempts {
-                insert
+            for (position, fresh) in executions.into_iter().enumerate() {
+                let execution = &fresh.record;
+                let inserted = insert_execution
                     .execute(params![
                         execution.id,
-                        step.index,
-                        attempt.action,
-                        attempt.number,
-                        attempt.method,
-                        attempt.url,
-                        attempt.status_code,
-                        attempt.duration_ms,
-                        attempt.waited_ms,
-                        attempt.error,
+                        execution.workflow,
+                        execution.source_path,
+                        execution.workflow_hash,
+                        to_json(&execution.step_hashes)?,
+                        to_json(&execution.step_names)?,
+                        execution.status.as_str(),
+                        to_json(&execution.entity_before)?,
+                        to_json(&execution.entity)?,
+                        to_json(&execution.vars)?,
+                        execution.next_step,
+                        execution.started_at,
+                        execution.updated_at,
+                        execution.finished_at,
+                        execution.pid,
                     ])
                     .at(path)?;
+                if inserted == 0 {
+                    taken_positions.push(position);
+                    continue;
+                }
+                for step in &fresh.steps {
+                    insert_step
+                        .execute(params![
+                            execution.id,
+                            step.index,
+                            step.name,
+                            step.status.as_str(),
+                            step.started_at,
+                            step.finished_at,
+                            step.error,
+                            step.code,
+                            to_json(&step.methods)?,
+                            step.llm_usage.to_string(),
+                        ])
+                        .at(path)?;
+                    for attempt in &step.attempts {
+                        insert_attempt
+                            .execute(params![
+                                execution.id,
+                                step.index,
+                                attempt.action,
+                                attempt.number,
+                                attempt.method,
+                                attempt.url,
+                                attempt.status_code,
+                                attempt.duration_ms,
+                                attempt.waited_ms,
+                                attempt.error,
+                            ])
+                            .at(path)?;
+                    }
+                }
+                for notification in &fresh.notifications {
+                    tx.prepare_cached(
+                        "INSERT INTO notifications (execution_id, step, severity, error, channels, \
+                         delivery_error, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .at(path)?
+                    .execute(params![
+                        execution.id,
+                        notification.step,
+                        notification.severity,
+                        notification.error,
+                        to_json(&notification.channels)?,
+                        notification.delivery_error,
+                        notification.sent_at,
+                    ])
+                    .at(path)?;
+                }
             }
         }
-
-        for notification in &fresh.notifications {
-            tx.prepare_cached(
-                "INSERT INTO notifications (execution_id, step, severity, error, channels, delivery_error, sent_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .at(path)?
-            .execute(params![
-                execution.id,
-                notification.step,
-                notification.severity,
-                notification.error,
-                to_json(&notification.channels)?,
-                notification.delivery_error,
-                notification.sent_at,
-            ])
-            .at(path)?;
-        }
-        tx.commit().at(path)
+        tx.commit().at(path)?;
+        Ok(taken_positions)
     }
 
     /// Returns the sequence number of the last entry of journal `name` that
