@@ -767,6 +767,31 @@ async fn failed_save_leaves_the_entity_unchanged() {
 }
 
 #[tokio::test]
+async fn failed_save_leaves_variables_unchanged() {
+    let server = TestServer::scripted(vec![
+        Reply::json(200, json!({"claim_id": "C-9", "state": "open"})),
+        Reply::status(200),
+    ]);
+    let source = "let state = \"none\"\nstep \"Save\" {\n  http GET \"{base}/x\"\n  save response.json.state -> vars.state\n  save response.json.claim_id -> entity.a.b\n  on error continue silently\n}\nstep \"Report\" {\n  http GET \"{base}/state/<<vars.state>>\"\n}\n";
+    let run = run_flow(source, &server, json!({"a": 1})).await;
+    assert_eq!(run.report.steps[0].outcome, Outcome::Failed);
+    assert_eq!(run.report.entity, json!({"a": 1}));
+    assert_eq!(server.requests()[1].target, "/state/none");
+}
+
+#[tokio::test]
+async fn saves_to_top_level_fields_apply_in_order() {
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"id": "C-1", "n": 2}))]);
+    let source = "step \"Save\" {\n  http GET \"{base}/x\"\n  save response.json.id -> entity.id\n  save response.json.n -> entity.count\n  save response.status -> entity.count\n}\n";
+    let run = run_flow(source, &server, json!({"id": "old", "keep": true})).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    assert_eq!(
+        run.report.entity,
+        json!({"id": "C-1", "keep": true, "count": 200})
+    );
+}
+
+#[tokio::test]
 async fn saved_values_never_hold_secrets() {
     let server = TestServer::scripted(vec![Reply::json(200, json!({"echo": "token s3cr3t-value here"}))]);
     let source = "step \"Echo\" {\n  http GET \"{base}/x?t=<<secret.KEY>>\"\n  save response.json.echo -> entity.echo\n}\n";

@@ -84,6 +84,8 @@ pub async fn execute(
             };
             // A step's future is boxed: it is the largest part of an
             // execution's future, and unboxed it would be copied with it.
+            // The futures of actions other than HTTP requests are boxed
+            // inside it, so that boxing it copies 1.5 KB, not 10 KB.
             let step_report = Box::pin(run_step(
                 &context,
                 index,
@@ -345,7 +347,7 @@ async fn run_step(
                 if options.dry_run {
                     dry::skip_model_action(step_action, &mut execution.unknown);
                 }
-                match media::run(step_action, &context, execution, &mut records).await {
+                match Box::pin(media::run(step_action, &context, execution, &mut records)).await {
                     Ok(()) => successes += 1,
                     Err(diagnostic) => failures.push(diagnostic),
                 }
@@ -389,7 +391,7 @@ async fn run_step(
                     usage: &mut llm_usage,
                     dry_run,
                 };
-                match statement::run(statement, &context, execution, &mut records).await {
+                match Box::pin(statement::run(statement, &context, execution, &mut records)).await {
                     Ok(Effect::None) => successes += 1,
                     Ok(Effect::Branch(taken)) => {
                         info!(step = %step.name, branch = taken.as_str(), "took the `{}` branch", taken.as_str());
@@ -431,7 +433,7 @@ async fn run_step(
                     successes += 1;
                     continue;
                 }
-                let ran = code::run(call, execution, step.settings.timeout).await;
+                let ran = Box::pin(code::run(call, execution, step.settings.timeout)).await;
                 log = ran.log;
                 match ran.result {
                     Ok(()) => successes += 1,
@@ -453,7 +455,16 @@ async fn run_step(
                 if options.dry_run {
                     dry::skip_model_action(step_action, &mut execution.unknown);
                 }
-                match llm::run(call, &context, execution, &mut attempts, &mut llm_usage, dry_run).await {
+                match Box::pin(llm::run(
+                    call,
+                    &context,
+                    execution,
+                    &mut attempts,
+                    &mut llm_usage,
+                    dry_run,
+                ))
+                .await
+                {
                     Ok(()) => successes += 1,
                     Err(diagnostic) => {
                         // A dry run lists every call, also one that fails

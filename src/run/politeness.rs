@@ -161,10 +161,19 @@ impl Politeness {
     fn decide(&self, key: &str) -> Decision {
         let now = Instant::now();
         let mut hosts = self.hosts.lock().unwrap_or_else(|poison| poison.into_inner());
-        let host = hosts.entry(key.to_string()).or_insert(Host {
-            open_at: now,
-            next_slot: now,
-        });
+        // Only a host's first request copies its key.
+        if !hosts.contains_key(key) {
+            hosts.insert(
+                key.to_string(),
+                Host {
+                    open_at: now,
+                    next_slot: now,
+                },
+            );
+        }
+        let Some(host) = hosts.get_mut(key) else {
+            return Decision::Go;
+        };
         if host.open_at > now {
             return Decision::Closed(host.open_at);
         }
@@ -204,12 +213,13 @@ impl Politeness {
 
 /// The scheme, host and port of `url`, such as `https://api.example.com:443`.
 fn host_key(url: &reqwest::Url) -> String {
-    format!(
-        "{}://{}:{}",
-        url.scheme(),
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or(0)
-    )
+    let (scheme, host) = (url.scheme(), url.host_str().unwrap_or_default());
+    let port = url.port_or_known_default().unwrap_or(0).to_string();
+    let mut key = String::with_capacity(scheme.len() + host.len() + port.len() + 4);
+    for part in [scheme, "://", host, ":", &port] {
+        key.push_str(part);
+    }
+    key
 }
 
 #[cfg(test)]

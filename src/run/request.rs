@@ -198,8 +198,12 @@ pub(crate) fn has_dot_segment(url: &str) -> bool {
     let path = &after_scheme[path_start..];
     let path = path.split(['?', '#']).next().unwrap_or("");
     path.split('/').any(|segment| {
-        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
-        lower == "." || lower == ".."
+        let dot = |text: &str| text == "." || text.eq_ignore_ascii_case("%2e");
+        // A dot segment is one or two dots, each written `.` or `%2e`.
+        dot(segment)
+            || [1, 3]
+                .into_iter()
+                .any(|at| segment.get(..at).is_some_and(dot) && segment.get(at..).is_some_and(dot))
     })
 }
 
@@ -226,5 +230,35 @@ pub(crate) fn rendered(step: &Step, outgoing: &Outgoing, redactor: &Redactor) ->
             .as_ref()
             .map(|body| redactor.redact(&String::from_utf8_lossy(body))),
         error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_dot_segment;
+
+    #[test]
+    fn dot_segments_in_every_spelling() {
+        for segment in [".", "..", "%2e", "%2E", ".%2e", "%2E.", "%2e%2E"] {
+            let url = format!("http://h/a/{segment}/b");
+            assert!(has_dot_segment(&url), "{url}");
+            let last = format!("http://h/a/{segment}");
+            assert!(has_dot_segment(&last), "{last}");
+        }
+    }
+
+    #[test]
+    fn dotted_names_are_not_dot_segments() {
+        for segment in ["...", ".a", "a.", "%2e%2e%2e", "%2ea", "%2", "%2e%2", "é.", ".é"] {
+            let url = format!("http://h/a/{segment}/b");
+            assert!(!has_dot_segment(&url), "{url}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_after_the_path_are_ignored() {
+        assert!(!has_dot_segment("http://h/a?next=/../b"));
+        assert!(!has_dot_segment("http://h/a#/./b"));
+        assert!(!has_dot_segment("http://h.example/a"));
     }
 }

@@ -15,33 +15,45 @@ pub(crate) fn apply_all(
     exchange: &Exchange,
     execution: &mut Execution,
 ) -> Result<(), Diagnostic> {
+    // The saves of a request apply together or not at all, so every value
+    // is read before anything is written.
     let mut parsed_body: Option<Value> = None;
-    // The saves of a request apply together or not at all: they go to a
-    // copy of the entity and variables, which replaces them at the end.
-    let mut entity = execution.entity.clone();
-    let mut vars = execution.vars.clone();
+    let mut values = Vec::with_capacity(request.saves.len());
     for save in &request.saves {
         let value = read(save, exchange, &mut parsed_body).map_err(|message| failed(save, message))?;
         // A server that echoes a secret must not put it in the entity, which
         // flowrun prints and stores.
-        let value = execution.redact_value(value);
+        values.push(execution.redact_value(value));
+    }
+    // Writing a variable or a top-level field of an object cannot fail. Any
+    // other write goes to a copy of the entity, which replaces it at the end.
+    let cannot_fail = execution.entity.is_object()
+        && request.saves.iter().all(|save| match &save.target {
+            SaveTarget::Variable(_) => true,
+            SaveTarget::Entity(path) => matches!(path.as_slice(), [PathKey::Field(_)]),
+        });
+    let mut copy = (!cannot_fail).then(|| execution.entity.clone());
+    let mut variables = Vec::new();
+    for (save, value) in request.saves.iter().zip(values) {
         match &save.target {
-            SaveTarget::Variable(name) => {
-                vars.insert(name.clone(), value);
-            }
+            // Written once every entity write has succeeded. The two kinds
+            // of target never overlap, so the order between them does not
+            // change the result.
+            SaveTarget::Variable(name) => variables.push((name, value)),
             SaveTarget::Entity(path) => {
-                set_path(&mut entity, path, value).map_err(|message| failed(save, message))?
+                let entity = copy.as_mut().unwrap_or(&mut execution.entity);
+                set_path(entity, path, value).map_err(|message| failed(save, message))?;
             }
         }
         debug!(source = %save.source_text, "saved `{}`", save.source_text);
     }
-    execution.entity = entity;
-    execution.vars = vars;
-    // A saved value replaces what a `let` read from a secret.
-    for save in &request.saves {
-        if let SaveTarget::Variable(name) = &save.target {
-            execution.secret_vars.remove(name);
-        }
+    if let Some(entity) = copy {
+        execution.entity = entity;
+    }
+    for (name, value) in variables {
+        execution.vars.insert(name.clone(), value);
+        // A saved value replaces what a `let` read from a secret.
+        execution.secret_vars.remove(name);
     }
     Ok(())
 }
@@ -119,10 +131,16 @@ fn write(target: &SaveTarget, value: Value, execution: &mut Execution) -> Result
 /// Writes `value` at `path`, creating objects for missing fields on the way.
 pub fn set_path(root: &mut Value, path: &[PathKey], value: Value) -> Result<(), String> {
     let mut current = root;
-    let mut walked = String::from("entity");
+    // The path up to the key at `index`, for messages only.
+    let walked = |index: usize| {
+        let mut walked = String::from("entity");
+        for key in &path[..=index] {
+            push_path_key(&mut walked, key);
+        }
+        walked
+    };
     for (index, key) in path.iter().enumerate() {
         let last = index + 1 == path.len();
-        push_path_key(&mut walked, key);
         current = match (key, current) {
             (PathKey::Field(name), Value::Object(map)) => {
                 if last {
@@ -136,7 +154,7 @@ pub fn set_path(root: &mut Value, path: &[PathKey], value: Value) -> Result<(), 
                 let length = items.len();
                 let slot = items
                     .get_mut(*position)
-                    .ok_or_else(|| format!("`{walked}` is past the end of a list of {length}"))?;
+                    .ok_or_else(|| format!("`{}` is past the end of a list of {length}", walked(index)))?;
                 if last {
                     *slot = value;
                     return Ok(());
@@ -152,7 +170,10 @@ pub fn set_path(root: &mut Value, path: &[PathKey], value: Value) -> Result<(), 
                     Value::Array(_) => "a list",
                     Value::Object(_) => "an object",
                 };
-                return Err(format!("cannot write `{walked}` because its parent is {kind}"));
+                return Err(format!(
+                    "cannot write `{}` because its parent is {kind}",
+                    walked(index)
+                ));
             }
         };
     }
