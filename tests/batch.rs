@@ -716,6 +716,79 @@ fn a_json_array_on_standard_input_and_a_bad_record() {
     );
 }
 
+/// Feeds standard input a piece at a time, and after each piece waits for
+/// the entity lines it lets run, while the input stays open.
+fn records_run_as_they_arrive(format: &[&str], pieces: &[(&str, &[&str])]) {
+    let server = ok_server();
+    let workspace = Workspace::new();
+    let flow = post_flow(&workspace, &server, "");
+    let mut args = vec!["run", path_str(&flow), "--entities", "-", "--no-store"];
+    args.extend_from_slice(format);
+    let mut child = flowrun(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if sender.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    for (piece, expected) in pieces {
+        stdin.write_all(piece.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        for id in *expected {
+            let line = receiver.recv_timeout(Duration::from_secs(10));
+            assert_eq!(
+                line.as_deref(),
+                Ok(format!("{{\"id\":\"{id}\",\"status\":\"ok\"}}").as_str()),
+                "after {piece:?}"
+            );
+        }
+    }
+    drop(stdin);
+    let result = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(result.status.code(), Some(0));
+    assert_eq!(
+        server.request_count(),
+        pieces.iter().map(|(_, ids)| ids.len()).sum::<usize>()
+    );
+}
+
+#[test]
+fn json_lines_run_before_input_ends() {
+    records_run_as_they_arrive(
+        &[],
+        &[
+            ("{\"id\":\"C-0\"}\n", &["C-0"]),
+            ("{\"id\":\"C-1\"}\n{\"id\":\"C-2\"}\n", &["C-1", "C-2"]),
+        ],
+    );
+}
+
+#[test]
+fn csv_rows_run_before_input_ends() {
+    records_run_as_they_arrive(
+        &["--entities-format", "csv"],
+        &[("id\nC-0\n", &["C-0"]), ("C-1\n", &["C-1"])],
+    );
+}
+
+#[test]
+fn array_elements_run_before_input_ends() {
+    records_run_as_they_arrive(
+        &[],
+        &[("[{\"id\":\"C-0\"},", &["C-0"]), (" {\"id\":\"C-1\"}]", &["C-1"])],
+    );
+}
+
 #[test]
 fn ctrl_c_finishes_running_executions() {
     let server =

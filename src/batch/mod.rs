@@ -137,7 +137,7 @@ impl Totals {
 /// at once.
 pub async fn run(
     batch: &Batch<'_>,
-    records: mpsc::Receiver<Record>,
+    records: mpsc::Receiver<Vec<Record>>,
     interrupts: &mut mpsc::UnboundedReceiver<()>,
     finished: &mut dyn FnMut(Finished, &Totals) -> bool,
 ) -> Totals {
@@ -220,7 +220,7 @@ pub enum Start<F> {
 /// --all` share it.
 pub async fn schedule<T, F>(
     pace: Pace<'_>,
-    mut items: mpsc::Receiver<T>,
+    mut items: mpsc::Receiver<Vec<T>>,
     interrupts: &mut mpsc::UnboundedReceiver<()>,
     finished: &mut dyn FnMut(Finished, &Totals) -> bool,
     mut start: impl FnMut(T) -> Start<F>,
@@ -265,9 +265,24 @@ where
         }
     };
 
+    // The items of the last chunk received that have not started.
+    let mut taken: std::vec::IntoIter<T> = Vec::new().into_iter();
+
     loop {
         let room = running.len() < concurrency && (!pace.ordered || running.len() + waiting.len() < window);
         let take = reading && !totals.interrupted && !totals.output_closed && room;
+        if let Some(item) = take.then(|| taken.next()).flatten() {
+            let number = item.number();
+            totals.last_taken = number;
+            if next_out.is_none() {
+                next_out = Some(number);
+            }
+            match start(item) {
+                Start::Run(execution) => running.push(execution),
+                Start::Done(result) => deliver(result, &mut totals, &mut waiting, &mut next_out),
+            }
+            continue;
+        }
         if !take && running.is_empty() {
             break;
         }
@@ -291,19 +306,9 @@ where
                     );
                 }
             },
-            item = items.recv(), if take => match item {
+            chunk = items.recv(), if take => match chunk {
                 None => reading = false,
-                Some(item) => {
-                    let number = item.number();
-                    totals.last_taken = number;
-                    if next_out.is_none() {
-                        next_out = Some(number);
-                    }
-                    match start(item) {
-                        Start::Run(execution) => running.push(execution),
-                        Start::Done(result) => deliver(result, &mut totals, &mut waiting, &mut next_out),
-                    }
-                }
+                Some(chunk) => taken = chunk.into_iter(),
             },
             Some(result) = running.next(), if !running.is_empty() => {
                 deliver(result, &mut totals, &mut waiting, &mut next_out);

@@ -4,14 +4,19 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::diagnostic::{Code, Diagnostic};
 
-/// How many parsed records wait for an execution at most.
+/// How many parsed records wait for an execution at most, about.
 const READ_AHEAD: usize = 256;
+
+/// How many records go to the batch in one message at most. A message per
+/// record would wake the reading thread after every record taken.
+const CHUNK: usize = 64;
 
 /// The layout of the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,26 +112,81 @@ fn read_error(shown: &str, error: &std::io::Error) -> Diagnostic {
     .with_help("check that the input is readable and UTF-8")
 }
 
-/// Reads `source` on its own thread and returns the records in order. The
+/// Reads `source` on its own thread and returns the records in order, in
+/// chunks. A chunk goes out when it is full, and before each read of the
+/// input, which may block: a record never waits for input after it. The
 /// thread stops at the end of the input, at an error that ends it, or when
 /// the receiver is dropped.
-pub fn spawn(source: Source) -> mpsc::Receiver<Record> {
-    let (sender, receiver) = mpsc::channel(READ_AHEAD);
+pub fn spawn(source: Source) -> mpsc::Receiver<Vec<Record>> {
+    let (sender, receiver) = mpsc::channel(READ_AHEAD / CHUNK - 1);
     std::thread::spawn(move || {
         let skip = source.skip;
+        let chunk = Arc::new(Mutex::new(Chunk {
+            records: Vec::with_capacity(CHUNK),
+            sender,
+            open: true,
+        }));
+        let reader = Box::new(SendBeforeRead {
+            inner: source.reader,
+            chunk: chunk.clone(),
+        });
         let mut send = |record: Record| {
             if record.number <= skip {
                 return true;
             }
-            sender.blocking_send(record).is_ok()
+            let mut chunk = chunk.lock().unwrap_or_else(|poison| poison.into_inner());
+            chunk.records.push(record);
+            if chunk.records.len() >= CHUNK {
+                chunk.send()
+            } else {
+                chunk.open
+            }
         };
         match source.format {
-            Format::JsonLines => read_lines(source.reader, &source.shown, &mut send),
-            Format::JsonArray => read_array(source.reader, &source.shown, &mut send),
-            Format::Csv => read_csv(source.reader, &source.shown, source.csv_types, &mut send),
+            Format::JsonLines => read_lines(reader, &source.shown, &mut send),
+            Format::JsonArray => read_array(reader, &source.shown, &mut send),
+            Format::Csv => read_csv(reader, &source.shown, source.csv_types, &mut send),
         }
+        chunk.lock().unwrap_or_else(|poison| poison.into_inner()).send();
     });
     receiver
+}
+
+/// The records read but not yet sent.
+struct Chunk {
+    records: Vec<Record>,
+    sender: mpsc::Sender<Vec<Record>>,
+    /// Cleared once the receiver is gone.
+    open: bool,
+}
+
+impl Chunk {
+    /// Sends the records held, if any, and returns whether the receiver
+    /// still takes records.
+    fn send(&mut self) -> bool {
+        if self.open && !self.records.is_empty() {
+            let records = std::mem::replace(&mut self.records, Vec::with_capacity(CHUNK));
+            self.open = self.sender.blocking_send(records).is_ok();
+        }
+        self.open
+    }
+}
+
+/// The input of the reading thread, which sends the records parsed so far
+/// before each read.
+struct SendBeforeRead {
+    inner: Box<dyn Read + Send>,
+    chunk: Arc<Mutex<Chunk>>,
+}
+
+impl Read for SendBeforeRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.chunk
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .send();
+        self.inner.read(buf)
+    }
 }
 
 fn not_object(shown: &str, place: &str, value: &Value) -> Diagnostic {
@@ -902,6 +962,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn records_read_at_once_arrive_in_full_chunks() {
+        let input: String = (0..200).map(|index| format!("{{\"n\":{index}}}\n")).collect();
+        let source = Source {
+            reader: Box::new(std::io::Cursor::new(input.into_bytes())),
+            shown: "`in`".to_string(),
+            format: Format::JsonLines,
+            csv_types: false,
+            skip: 0,
+        };
+        let mut receiver = spawn(source);
+        let sizes: Vec<usize> = std::iter::from_fn(|| receiver.blocking_recv())
+            .map(|chunk| chunk.len())
+            .collect();
+        assert_eq!(sizes, [64, 64, 64, 8]);
+    }
+
+    /// Every record the reading thread sends, in order.
+    fn received(mut receiver: mpsc::Receiver<Vec<Record>>) -> Vec<Record> {
+        std::iter::from_fn(|| receiver.blocking_recv())
+            .flatten()
+            .collect()
+    }
+
     fn read(text: &'static str, format: Format, csv_types: bool, skip: u64) -> Vec<Result<Value, String>> {
         read_from(Box::new(text.as_bytes()), format, csv_types, skip)
     }
@@ -936,10 +1020,10 @@ mod tests {
             csv_types,
             skip,
         };
-        let mut receiver = spawn(source);
+        let receiver = spawn(source);
         let mut records = Vec::new();
         let mut expected = skip;
-        while let Some(record) = receiver.blocking_recv() {
+        for record in received(receiver) {
             expected += 1;
             assert_eq!(record.number, expected);
             records.push(record.entity.map_err(|diagnostic| diagnostic.message));
@@ -1217,12 +1301,10 @@ mod tests {
             csv_types: false,
             skip: 0,
         };
-        let mut receiver = spawn(source);
-        let mut lines = Vec::new();
-        while let Some(record) = receiver.blocking_recv() {
-            lines.push(record.line);
-        }
-        lines
+        received(spawn(source))
+            .into_iter()
+            .map(|record| record.line)
+            .collect()
     }
 
     #[test]
@@ -1264,9 +1346,8 @@ mod tests {
             csv_types: false,
             skip: 0,
         };
-        let mut receiver = spawn(source);
         let mut records = Vec::new();
-        while let Some(record) = receiver.blocking_recv() {
+        for record in received(spawn(source)) {
             records.push((
                 record.number,
                 record.line,

@@ -190,12 +190,9 @@ pub(crate) fn resume_all_command(args: &ResumeArgs) -> u8 {
         log,
         naming: Naming::Executions,
     };
-    let (sender, receiver) = tokio::sync::mpsc::channel(candidates.len());
-    for candidate in candidates {
-        // The channel's capacity is the number of candidates, so sending
-        // cannot fail.
-        let _ = sender.try_send(candidate);
-    }
+    // Every candidate goes in one chunk, which the channel has room for.
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let _ = sender.try_send(candidates);
     drop(sender);
     let pace = Pace {
         concurrency: args.concurrency.unwrap_or(crate::batch::DEFAULT_CONCURRENCY),
