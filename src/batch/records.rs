@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::diagnostic::{Code, Diagnostic};
 
-/// How many parsed records wait for an execution at most, about.
+/// About how many parsed records wait for an execution at most.
 const READ_AHEAD: usize = 256;
 
 /// How many records go to the batch in one message at most. A message per
@@ -979,7 +979,7 @@ mod tests {
         assert_eq!(sizes, [64, 64, 64, 8]);
     }
 
-    /// Every record the reading thread sends, in order.
+    /// Returns every record the reading thread sends, in order.
     fn received(mut receiver: mpsc::Receiver<Vec<Record>>) -> Vec<Record> {
         std::iter::from_fn(|| receiver.blocking_recv())
             .flatten()

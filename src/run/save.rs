@@ -131,7 +131,7 @@ fn write(target: &SaveTarget, value: Value, execution: &mut Execution) -> Result
 /// Writes `value` at `path`, creating objects for missing fields on the way.
 pub fn set_path(root: &mut Value, path: &[PathKey], value: Value) -> Result<(), String> {
     let mut current = root;
-    // The path up to the key at `index`, for messages only.
+    // Builds the path up to the key at `index`, for error messages only.
     let walked = |index: usize| {
         let mut walked = String::from("entity");
         for key in &path[..=index] {
