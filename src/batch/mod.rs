@@ -367,7 +367,7 @@ impl Shared<'_> {
                 entity: &execution.entity,
                 vars: &execution.stored_vars(),
                 started_at: &execution.started_at,
-                pid: std::process::id(),
+                pid: run::pid(),
             };
             if let Err(error) = handle.begin_execution(&new) {
                 return Finished::Rejected {

@@ -69,7 +69,7 @@ pub async fn execute(
                     &step.name,
                     &methods,
                     &now(),
-                    std::process::id(),
+                    crate::run::pid(),
                 );
                 if let Err(error) = begun {
                     report.store_error = Some(store_failed(&error.to_string()));

@@ -175,6 +175,13 @@ impl Default for Options {
     }
 }
 
+/// Returns the id of this process, read once, because the C library asks the
+/// kernel again on every `getpid`, and each store write of a batch needs it.
+pub fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// Returns the current time in RFC 3339, UTC.
 pub fn now() -> String {
     time::OffsetDateTime::now_utc()
