@@ -21,7 +21,9 @@ use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::store::group::Group;
-use crate::store::journal::{BeginExecution, BeginStep, EndStep, Entry, Journal, Notification, SetStatus};
+use crate::store::journal::{
+    BeginExecution, BeginStep, EndStep, Entry, Journal, Json, Notification, SetStatus,
+};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
     ExecutionRecord, ExecutionStatus, ExecutionSummary, NewExecution, NotificationRecord, StepEnd,
@@ -380,10 +382,10 @@ impl Store for WriterHandle {
             workflow: Cow::Borrowed(execution.workflow),
             source_path: Cow::Borrowed(execution.source_path),
             workflow_hash: Cow::Borrowed(execution.workflow_hash),
-            step_hashes: Cow::Borrowed(execution.step_hashes),
-            step_names: Cow::Borrowed(execution.step_names),
-            entity: Cow::Borrowed(execution.entity),
-            vars: Cow::Borrowed(execution.vars),
+            step_hashes: Json::Borrowed(execution.step_hashes),
+            step_names: Json::Borrowed(execution.step_names),
+            entity: Json::Borrowed(execution.entity),
+            vars: Json::Borrowed(execution.vars),
             started_at: Cow::Borrowed(execution.started_at),
             pid: execution.pid,
         }))
@@ -402,7 +404,7 @@ impl Store for WriterHandle {
             id: Cow::Borrowed(id),
             index,
             name: Cow::Borrowed(name),
-            methods: Cow::Borrowed(methods),
+            methods: Json::Borrowed(methods),
             at: Cow::Borrowed(at),
             pid,
         }))
@@ -416,9 +418,9 @@ impl Store for WriterHandle {
             error: end.error.map(Cow::Borrowed),
             code: end.code.map(Cow::Borrowed),
             attempts: Cow::Borrowed(end.attempts),
-            llm_usage: Cow::Borrowed(end.llm_usage),
-            entity: Cow::Borrowed(end.entity),
-            vars: Cow::Borrowed(end.vars),
+            llm_usage: Json::Borrowed(end.llm_usage),
+            entity: Json::Borrowed(end.entity),
+            vars: Json::Borrowed(end.vars),
             next_step: end.next_step,
             at: Cow::Borrowed(end.at),
         }))

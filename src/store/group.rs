@@ -12,25 +12,57 @@
 //!
 //! Entries arrive encoded, as in the journal. The rows of a fresh
 //! execution take the values of its decoded entries without copying them,
-//! and the group keeps the encoded entries, which it decodes again only to
-//! apply them one by one.
+//! and its JSON columns take the entries' JSON text without parsing it. The
+//! group keeps the encoded entries, which it decodes again only to apply
+//! them one by one.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::journal::{BeginExecution, BeginStep, EndStep, Entry, Notification, SetStatus};
+use super::journal::{BeginExecution, BeginStep, EndStep, Entry, Json, Notification, SetStatus};
 use super::sqlite::SqliteStore;
-use super::{ExecutionRecord, ExecutionStatus, NotificationRecord, StepRecord, StepStatus, StoreError};
+use super::{AttemptRecord, ExecutionStatus, NotificationRecord, StepStatus, StoreError};
 
-/// An execution that began in the current group, as its rows will be.
-#[derive(Debug, Clone, PartialEq)]
+/// An execution that began in the current group, as its rows will be. Its
+/// JSON columns keep the text its entries were decoded from.
+#[derive(Debug)]
 pub struct FreshExecution {
-    pub record: ExecutionRecord,
+    pub id: String,
+    pub workflow: String,
+    pub source_path: String,
+    pub workflow_hash: String,
+    pub step_hashes: Json<'static, [String]>,
+    pub step_names: Json<'static, [String]>,
+    pub status: ExecutionStatus,
+    pub entity_before: Json<'static, Value>,
+    pub entity: Json<'static, Value>,
+    pub vars: Json<'static, Map<String, Value>>,
+    pub next_step: usize,
+    pub started_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+    pub pid: u32,
     /// In the order the steps began, each in its first run.
-    pub steps: Vec<StepRecord>,
+    pub steps: Vec<FreshStep>,
     pub notifications: Vec<NotificationRecord>,
+}
+
+/// A step of a [`FreshExecution`], in its first run, as its row will be.
+#[derive(Debug)]
+pub struct FreshStep {
+    pub index: usize,
+    pub name: String,
+    pub status: StepStatus,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub code: Option<String>,
+    pub methods: Json<'static, [String]>,
+    /// `None` until the step ends, for an empty array.
+    pub llm_usage: Option<Json<'static, Value>>,
+    pub attempts: Vec<AttemptRecord>,
 }
 
 /// A fresh execution with the encoded entries it was built from.
@@ -96,7 +128,7 @@ impl Group {
             None => match fresh(entry) {
                 Ok(execution) => {
                     self.members
-                        .insert(execution.record.id.clone(), Member::Fresh(self.fresh.len()));
+                        .insert(execution.id.clone(), Member::Fresh(self.fresh.len()));
                     self.fresh.push(Some(Fresh {
                         execution,
                         entries: vec![encoded],
@@ -166,26 +198,23 @@ fn fresh(entry: Entry<'static>) -> Result<FreshExecution, Entry<'static>> {
     else {
         return Err(entry);
     };
-    let entity = entity.into_owned();
     let started_at = started_at.into_owned();
     Ok(FreshExecution {
-        record: ExecutionRecord {
-            id: id.into_owned(),
-            workflow: workflow.into_owned(),
-            source_path: source_path.into_owned(),
-            workflow_hash: workflow_hash.into_owned(),
-            step_hashes: step_hashes.into_owned(),
-            step_names: step_names.into_owned(),
-            status: ExecutionStatus::Running,
-            entity_before: entity.clone(),
-            entity,
-            vars: vars.into_owned(),
-            next_step: 0,
-            updated_at: started_at.clone(),
-            started_at,
-            finished_at: None,
-            pid,
-        },
+        id: id.into_owned(),
+        workflow: workflow.into_owned(),
+        source_path: source_path.into_owned(),
+        workflow_hash: workflow_hash.into_owned(),
+        step_hashes,
+        step_names,
+        status: ExecutionStatus::Running,
+        entity_before: entity.clone(),
+        entity,
+        vars,
+        next_step: 0,
+        updated_at: started_at.clone(),
+        started_at,
+        finished_at: None,
+        pid,
         steps: Vec::new(),
         notifications: Vec::new(),
     })
@@ -219,19 +248,18 @@ fn merge(execution: &mut FreshExecution, entry: Entry<'static>) -> Result<(), En
             None,
         ) => {
             let at = at.into_owned();
-            execution.record.pid = pid;
-            execution.record.updated_at = at.clone();
-            execution.steps.push(StepRecord {
+            execution.pid = pid;
+            execution.updated_at = at.clone();
+            execution.steps.push(FreshStep {
                 index,
                 name: name.into_owned(),
                 status: StepStatus::Running,
-                runs: 1,
                 started_at: at,
                 finished_at: None,
                 error: None,
                 code: None,
-                methods: methods.into_owned(),
-                llm_usage: Value::Array(Vec::new()),
+                methods,
+                llm_usage: None,
                 attempts: Vec::new(),
             });
             Ok(())
@@ -259,20 +287,20 @@ fn merge(execution: &mut FreshExecution, entry: Entry<'static>) -> Result<(), En
             step.finished_at = Some(at.clone());
             step.error = error.map(Cow::into_owned);
             step.code = code.map(Cow::into_owned);
-            step.llm_usage = llm_usage.into_owned();
+            step.llm_usage = Some(llm_usage);
             step.attempts.extend(attempts.into_owned());
-            execution.record.entity = entity.into_owned();
-            execution.record.vars = vars.into_owned();
-            execution.record.next_step = next_step;
-            execution.record.updated_at = at;
+            execution.entity = entity;
+            execution.vars = vars;
+            execution.next_step = next_step;
+            execution.updated_at = at;
             Ok(())
         }
         (Entry::SetStatus(SetStatus { status, at, .. }), _) => {
             let at = at.into_owned();
-            execution.record.status = status;
-            execution.record.finished_at =
+            execution.status = status;
+            execution.finished_at =
                 matches!(status, ExecutionStatus::Succeeded | ExecutionStatus::Failed).then(|| at.clone());
-            execution.record.updated_at = at;
+            execution.updated_at = at;
             Ok(())
         }
         (Entry::Notification(Notification { notification, .. }), _) => {
@@ -286,7 +314,7 @@ fn merge(execution: &mut FreshExecution, entry: Entry<'static>) -> Result<(), En
 mod tests {
     use super::*;
     use crate::store::{AttemptRecord, Store};
-    use serde_json::{json, Map};
+    use serde_json::json;
 
     fn begin_execution(id: &str) -> Entry<'static> {
         crate::store::journal::begin_execution_entry(id, &["One", "Two"])
@@ -297,7 +325,7 @@ mod tests {
             id: id.to_string().into(),
             index,
             name: ["One", "Two"][index].into(),
-            methods: vec!["POST".to_string()].into(),
+            methods: Json::encoded(&["POST".to_string()][..]),
             at: at.to_string().into(),
             pid: 8,
         })
@@ -322,9 +350,9 @@ mod tests {
                     error: None,
                 })
                 .collect(),
-            llm_usage: Cow::Owned(json!([{"model": "m", "prompt_tokens": 3}])),
-            entity: Cow::Owned(json!({"id": id, "step": index})),
-            vars: Cow::Owned(Map::from_iter([("n".to_string(), json!(index))])),
+            llm_usage: Json::encoded(&json!([{"model": "m", "prompt_tokens": 3}])),
+            entity: Json::encoded(&json!({"id": id, "step": index})),
+            vars: Json::encoded(&Map::from_iter([("n".to_string(), json!(index))])),
             next_step: index + 1,
             at: at.to_string().into(),
         })

@@ -31,7 +31,9 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::sqlite::SqliteStore;
@@ -41,8 +43,9 @@ use super::{
 
 /// One write of an execution, with the values it writes. A handle builds it
 /// from borrowed values, so encoding its journal line copies none of them.
-/// The writer thread decodes the line into an entry that owns its values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The writer thread decodes the line into an entry that owns its values,
+/// and keeps the JSON text of its JSON columns unparsed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Entry<'a> {
     BeginExecution(BeginExecution<'a>),
@@ -59,10 +62,10 @@ pub struct BeginExecution<'a> {
     pub workflow: Cow<'a, str>,
     pub source_path: Cow<'a, str>,
     pub workflow_hash: Cow<'a, str>,
-    pub step_hashes: Cow<'a, [String]>,
-    pub step_names: Cow<'a, [String]>,
-    pub entity: Cow<'a, Value>,
-    pub vars: Cow<'a, Map<String, Value>>,
+    pub step_hashes: Json<'a, [String]>,
+    pub step_names: Json<'a, [String]>,
+    pub entity: Json<'a, Value>,
+    pub vars: Json<'a, Map<String, Value>>,
     pub started_at: Cow<'a, str>,
     pub pid: u32,
 }
@@ -73,7 +76,7 @@ pub struct BeginStep<'a> {
     pub id: Cow<'a, str>,
     pub index: usize,
     pub name: Cow<'a, str>,
-    pub methods: Cow<'a, [String]>,
+    pub methods: Json<'a, [String]>,
     pub at: Cow<'a, str>,
     pub pid: u32,
 }
@@ -87,9 +90,9 @@ pub struct EndStep<'a> {
     pub error: Option<Cow<'a, str>>,
     pub code: Option<Cow<'a, str>>,
     pub attempts: Cow<'a, [AttemptRecord]>,
-    pub llm_usage: Cow<'a, Value>,
-    pub entity: Cow<'a, Value>,
-    pub vars: Cow<'a, Map<String, Value>>,
+    pub llm_usage: Json<'a, Value>,
+    pub entity: Json<'a, Value>,
+    pub vars: Json<'a, Map<String, Value>>,
     pub next_step: usize,
     pub at: Cow<'a, str>,
 }
@@ -109,6 +112,93 @@ pub struct Notification<'a> {
     pub notification: Cow<'a, NotificationRecord>,
 }
 
+/// A JSON value of an entry: borrowed, to be encoded, or the JSON text that
+/// decoding read, parsed only when a write needs the value. The text is
+/// the value's compact JSON, as a column of the tables stores it.
+pub enum Json<'a, T: ?Sized> {
+    Borrowed(&'a T),
+    Text(Box<RawValue>),
+}
+
+impl<T: Serialize + ?Sized> Json<'_, T> {
+    /// Returns the compact JSON text of the value.
+    pub fn text(&self) -> Result<Cow<'_, str>, StoreError> {
+        match self {
+            Json::Borrowed(value) => serde_json::to_string(value)
+                .map(Cow::Owned)
+                .map_err(|err| StoreError::Other(format!("cannot encode JSON: {err}"))),
+            Json::Text(text) => Ok(Cow::Borrowed(text.get())),
+        }
+    }
+
+    /// Returns the JSON text of `value`, as decoding reads it.
+    #[cfg(test)]
+    pub fn encoded(value: &T) -> Json<'static, T> {
+        Json::Text(RawValue::from_string(serde_json::to_string(value).unwrap()).unwrap())
+    }
+}
+
+impl<T: ToOwned + ?Sized> Json<'_, T>
+where
+    T::Owned: DeserializeOwned,
+{
+    /// Returns the value, parsed from the text that decoding read.
+    pub fn value(&self) -> Result<Cow<'_, T>, StoreError> {
+        match self {
+            Json::Borrowed(value) => Ok(Cow::Borrowed(*value)),
+            Json::Text(text) => serde_json::from_str(text.get())
+                .map(Cow::Owned)
+                .map_err(|err| StoreError::Other(format!("cannot decode a journal entry: {err}"))),
+        }
+    }
+}
+
+impl<T: Serialize + ?Sized> Serialize for Json<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Borrowed(value) => value.serialize(serializer),
+            Json::Text(text) => text.serialize(serializer),
+        }
+    }
+}
+
+impl<'de, T: ?Sized> Deserialize<'de> for Json<'_, T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Json::Text)
+    }
+}
+
+impl<T: ?Sized> Clone for Json<'_, T> {
+    fn clone(&self) -> Self {
+        match self {
+            Json::Borrowed(value) => Json::Borrowed(*value),
+            Json::Text(text) => Json::Text(text.clone()),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug + ?Sized> std::fmt::Debug for Json<'_, T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Json::Borrowed(value) => value.fmt(formatter),
+            Json::Text(text) => text.fmt(formatter),
+        }
+    }
+}
+
+/// Compares the values, so that a borrowed value equals its decoded text.
+impl<T: PartialEq + ToOwned + ?Sized> PartialEq for Json<'_, T>
+where
+    T::Owned: DeserializeOwned,
+{
+    fn eq(&self, other: &Self) -> bool {
+        match (self.value(), other.value()) {
+            (Ok(value), Ok(other)) => value == other,
+            _ => false,
+        }
+    }
+}
+
 impl Entry<'_> {
     /// Writes the entry through `store`.
     pub fn apply(&self, store: &mut SqliteStore) -> Result<(), StoreError> {
@@ -118,10 +208,10 @@ impl Entry<'_> {
                 workflow: &entry.workflow,
                 source_path: &entry.source_path,
                 workflow_hash: &entry.workflow_hash,
-                step_hashes: &entry.step_hashes,
-                step_names: &entry.step_names,
-                entity: &entry.entity,
-                vars: &entry.vars,
+                step_hashes: &entry.step_hashes.value()?,
+                step_names: &entry.step_names.value()?,
+                entity: &*entry.entity.value()?,
+                vars: &*entry.vars.value()?,
                 started_at: &entry.started_at,
                 pid: entry.pid,
             }),
@@ -129,7 +219,7 @@ impl Entry<'_> {
                 &entry.id,
                 entry.index,
                 &entry.name,
-                &entry.methods,
+                &entry.methods.value()?,
                 &entry.at,
                 entry.pid,
             ),
@@ -141,9 +231,9 @@ impl Entry<'_> {
                     error: entry.error.as_deref(),
                     code: entry.code.as_deref(),
                     attempts: &entry.attempts,
-                    llm_usage: &entry.llm_usage,
-                    entity: &entry.entity,
-                    vars: &entry.vars,
+                    llm_usage: &*entry.llm_usage.value()?,
+                    entity: &*entry.entity.value()?,
+                    vars: &*entry.vars.value()?,
                     next_step: entry.next_step,
                     at: &entry.at,
                 },
@@ -177,7 +267,7 @@ impl Entry<'static> {
     /// its values. `encode` writes the `op` first, so the fields are read
     /// straight into the variant it names, which skips the `op`. The
     /// general reader of an internally tagged enum buffers every value
-    /// until it finds the tag, which costs more than the reading itself.
+    /// until it finds the tag, and cannot keep the text of a [`Json`].
     pub fn decode(encoded: &[u8]) -> Result<Entry<'static>, StoreError> {
         let op = encoded
             .strip_prefix(b"{\"op\":\"")
@@ -188,7 +278,11 @@ impl Entry<'static> {
             Some(b"end_step") => serde_json::from_slice(encoded).map(Entry::EndStep),
             Some(b"set_status") => serde_json::from_slice(encoded).map(Entry::SetStatus),
             Some(b"notification") => serde_json::from_slice(encoded).map(Entry::Notification),
-            _ => serde_json::from_slice(encoded),
+            _ => {
+                return Err(StoreError::Other(
+                    "cannot decode a journal entry: it does not start with a known `op`".to_string(),
+                ))
+            }
         };
         decoded.map_err(|err| StoreError::Other(format!("cannot decode a journal entry: {err}")))
     }
@@ -198,7 +292,8 @@ impl Entry<'static> {
 #[derive(Deserialize)]
 struct Line {
     seq: u64,
-    entry: Entry<'static>,
+    /// The entry, for [`Entry::decode`].
+    entry: Box<RawValue>,
 }
 
 /// The journal a batch appends to; see the module documentation.
@@ -464,15 +559,18 @@ fn recover_opened(
         let Ok(line) = line else { break };
         // A line that does not parse was cut short by the crash, and its
         // request was never sent, because sending waits for the append.
-        let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+        let Some((seq, entry)) = serde_json::from_slice::<Line>(&line)
+            .ok()
+            .and_then(|line| Some((line.seq, Entry::decode(line.entry.get().as_bytes()).ok()?)))
+        else {
             break;
         };
-        if line.seq > last {
-            last = line.seq;
+        if seq > last {
+            last = seq;
             applied += 1;
             // An entry that fails here failed in the writer thread as well,
             // so it is skipped as it was there.
-            let _ = line.entry.apply(store);
+            let _ = entry.apply(store);
         }
     }
     store.set_journal_folded(name, last)?;
@@ -542,10 +640,15 @@ pub(super) fn begin_execution_entry(id: &str, step_names: &[&str]) -> Entry<'sta
         workflow: "claims".into(),
         source_path: "/claims.flow".into(),
         workflow_hash: "h".into(),
-        step_hashes: step_names.iter().map(|name| format!("hash of {name}")).collect(),
-        step_names: step_names.iter().map(|name| name.to_string()).collect(),
-        entity: Cow::Owned(serde_json::json!({ "id": id })),
-        vars: Cow::Owned(Map::new()),
+        step_hashes: Json::encoded(
+            &step_names
+                .iter()
+                .map(|name| format!("hash of {name}"))
+                .collect::<Vec<_>>()[..],
+        ),
+        step_names: Json::encoded(&step_names.iter().map(|name| name.to_string()).collect::<Vec<_>>()[..]),
+        entity: Json::encoded(&serde_json::json!({ "id": id })),
+        vars: Json::encoded(&Map::new()),
         started_at: "2026-01-01T00:00:00Z".into(),
         pid: 7,
     })
@@ -565,7 +668,7 @@ mod tests {
             id: id.to_string().into(),
             index: 0,
             name: "send".into(),
-            methods: vec!["POST".to_string()].into(),
+            methods: Json::encoded(&["POST".to_string()][..]),
             at: "2026-01-01T00:00:01Z".into(),
             pid: 7,
         })
@@ -588,9 +691,9 @@ mod tests {
                 waited_ms: 0,
                 error: None,
             }]),
-            llm_usage: Cow::Owned(json!([])),
-            entity: Cow::Owned(json!({"id": id, "sent": true})),
-            vars: Cow::Owned(Map::new()),
+            llm_usage: Json::encoded(&json!([])),
+            entity: Json::encoded(&json!({"id": id, "sent": true})),
+            vars: Json::encoded(&Map::new()),
             next_step: 1,
             at: "2026-01-01T00:00:02Z".into(),
         })
@@ -618,7 +721,8 @@ mod tests {
                 String::from_utf8(entry.encode().unwrap()).unwrap()
             );
             let line: Line = serde_json::from_str(&text).unwrap();
-            assert_eq!((line.seq, line.entry), (4, entry));
+            let decoded = Entry::decode(line.entry.get().as_bytes()).unwrap();
+            assert_eq!((line.seq, decoded), (4, entry));
         }
     }
 
@@ -634,23 +738,28 @@ mod tests {
     #[test]
     fn earlier_journal_lines_decode_unchanged() {
         let id = "e1b410f6-3352-42da-85e7-32a7ca4a1cac";
-        let base = json!({"base": "http://127.0.0.1:44903"});
-        let vars = base.as_object().unwrap().clone();
+        let vars = json!({"base": "http://127.0.0.1:44903"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let step_hashes = ["e6ebef88aae4a98dfed172bb21d06c5dc2933c4b41df16412a1315655df69117".to_string()];
+        let step_names = ["Send claim".to_string()];
+        let methods = ["POST".to_string()];
+        let entity = json!({"id": "C-0", "source": "batch", "amount": 0.0, "holder": "Holder 0"});
+        let entity_after =
+            json!({"id": "C-0", "source": "batch", "amount": 0.0, "holder": "Holder 0", "status": "ok"});
+        let llm_usage = json!([]);
+        // Built from borrowed values, as a handle builds them.
         let expected = [
             Entry::BeginExecution(BeginExecution {
                 id: id.into(),
                 workflow: "Batch benchmark".into(),
                 source_path: "/work/main/target/bench-batch/claims.flow".into(),
                 workflow_hash: "677f7f5e606cb94b0ea12120da01552097876a34dc1665ef90b2ba582de546b0".into(),
-                step_hashes: vec![
-                    "e6ebef88aae4a98dfed172bb21d06c5dc2933c4b41df16412a1315655df69117".to_string()
-                ]
-                .into(),
-                step_names: vec!["Send claim".to_string()].into(),
-                entity: Cow::Owned(
-                    json!({"id": "C-0", "source": "batch", "amount": 0.0, "holder": "Holder 0"}),
-                ),
-                vars: Cow::Owned(vars.clone()),
+                step_hashes: Json::Borrowed(&step_hashes),
+                step_names: Json::Borrowed(&step_names),
+                entity: Json::Borrowed(&entity),
+                vars: Json::Borrowed(&vars),
                 started_at: "2026-12-05T10:56:01.259980301Z".into(),
                 pid: 29095,
             }),
@@ -658,7 +767,7 @@ mod tests {
                 id: id.into(),
                 index: 0,
                 name: "Send claim".into(),
-                methods: vec!["POST".to_string()].into(),
+                methods: Json::Borrowed(&methods),
                 at: "2026-12-05T10:56:01.260004976Z".into(),
                 pid: 29095,
             }),
@@ -678,11 +787,9 @@ mod tests {
                     waited_ms: 0,
                     error: None,
                 }]),
-                llm_usage: Cow::Owned(json!([])),
-                entity: Cow::Owned(
-                    json!({"id": "C-0", "source": "batch", "amount": 0.0, "holder": "Holder 0", "status": "ok"}),
-                ),
-                vars: Cow::Owned(vars),
+                llm_usage: Json::Borrowed(&llm_usage),
+                entity: Json::Borrowed(&entity_after),
+                vars: Json::Borrowed(&vars),
                 next_step: 1,
                 at: "2026-12-05T10:56:01.260409842Z".into(),
             }),
@@ -694,7 +801,8 @@ mod tests {
         ];
         for (seq, (text, expected)) in EARLIER_LINES.iter().zip(expected).enumerate() {
             let line: Line = serde_json::from_str(text).unwrap();
-            assert_eq!((line.seq, &line.entry), (seq as u64 + 1, &expected));
+            let decoded = Entry::decode(line.entry.get().as_bytes()).unwrap();
+            assert_eq!((line.seq, &decoded), (seq as u64 + 1, &expected));
             let encoded = expected.encode().unwrap();
             let prefix = format!(r#"{{"seq":{},"entry":"#, seq + 1);
             assert_eq!(
@@ -720,7 +828,7 @@ mod tests {
                 status: StepStatus::Failed,
                 error: Some("HTTP 503".into()),
                 code: Some("flow::run::http_status".into()),
-                llm_usage: Cow::Owned(json!([{"model": "m", "prompt_tokens": 3}])),
+                llm_usage: Json::encoded(&json!([{"model": "m", "prompt_tokens": 3}])),
                 ..end
             }),
             other => other,
@@ -749,15 +857,39 @@ mod tests {
     }
 
     #[test]
-    fn entry_with_op_last_decodes() {
+    fn decoded_json_keeps_encoded_text() {
+        let text = r#"{"id":"C-1","amount":1.250,"note":"a\"b\u00e9"}"#;
+        let entity: Value = serde_json::from_str(text).unwrap();
+        let (names, vars) = (["send".to_string()], Map::new());
+        let entry = Entry::BeginExecution(BeginExecution {
+            id: "ex-1".into(),
+            workflow: "claims".into(),
+            source_path: "/claims.flow".into(),
+            workflow_hash: "h".into(),
+            step_hashes: Json::Borrowed(&names),
+            step_names: Json::Borrowed(&names),
+            entity: Json::Borrowed(&entity),
+            vars: Json::Borrowed(&vars),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            pid: 7,
+        });
+        let Entry::BeginExecution(decoded) = Entry::decode(&entry.encode().unwrap()).unwrap() else {
+            panic!("not a begin_execution entry");
+        };
+        let decoded_text = decoded.entity.text().unwrap();
+        assert!(matches!(decoded_text, Cow::Borrowed(_)));
+        assert_eq!(decoded_text, r#"{"id":"C-1","amount":1.250,"note":"a\"bé"}"#);
+        assert_eq!(decoded.vars.text().unwrap(), "{}");
+        assert_eq!(decoded.step_names.text().unwrap(), r#"["send"]"#);
+        assert_eq!(*decoded.entity.value().unwrap(), entity);
+    }
+
+    #[test]
+    fn entry_without_leading_op_rejected() {
         let text = r#"{"id":"ex-1","status":"failed","at":"2026-01-01T00:00:04Z","op":"set_status"}"#;
         assert_eq!(
-            Entry::decode(text.as_bytes()).unwrap(),
-            Entry::SetStatus(SetStatus {
-                id: "ex-1".into(),
-                status: ExecutionStatus::Failed,
-                at: "2026-01-01T00:00:04Z".into(),
-            })
+            Entry::decode(text.as_bytes()).unwrap_err().to_string(),
+            "store error: cannot decode a journal entry: it does not start with a known `op`"
         );
     }
 

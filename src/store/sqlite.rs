@@ -339,20 +339,19 @@ impl SqliteStore {
                      duration_ms, waited_ms, error) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .at(path)?;
-            for (position, fresh) in executions.into_iter().enumerate() {
-                let execution = &fresh.record;
+            for (position, execution) in executions.into_iter().enumerate() {
                 let inserted = insert_execution
                     .execute(params![
                         execution.id,
                         execution.workflow,
                         execution.source_path,
                         execution.workflow_hash,
-                        to_json(&execution.step_hashes)?,
-                        to_json(&execution.step_names)?,
+                        execution.step_hashes.text()?,
+                        execution.step_names.text()?,
                         execution.status.as_str(),
-                        to_json(&execution.entity_before)?,
-                        to_json(&execution.entity)?,
-                        to_json(&execution.vars)?,
+                        execution.entity_before.text()?,
+                        execution.entity.text()?,
+                        execution.vars.text()?,
                         execution.next_step,
                         execution.started_at,
                         execution.updated_at,
@@ -364,7 +363,7 @@ impl SqliteStore {
                     taken_positions.push(position);
                     continue;
                 }
-                for step in &fresh.steps {
+                for step in &execution.steps {
                     insert_step
                         .execute(params![
                             execution.id,
@@ -375,8 +374,11 @@ impl SqliteStore {
                             step.finished_at,
                             step.error,
                             step.code,
-                            to_json(&step.methods)?,
-                            step.llm_usage.to_string(),
+                            step.methods.text()?,
+                            match &step.llm_usage {
+                                Some(llm_usage) => llm_usage.text()?,
+                                None => "[]".into(),
+                            },
                         ])
                         .at(path)?;
                     for attempt in &step.attempts {
@@ -396,7 +398,7 @@ impl SqliteStore {
                             .at(path)?;
                     }
                 }
-                for notification in &fresh.notifications {
+                for notification in &execution.notifications {
                     tx.prepare_cached(
                         "INSERT INTO notifications (execution_id, step, severity, error, channels, \
                          delivery_error, sent_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
