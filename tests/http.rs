@@ -792,6 +792,26 @@ async fn saves_to_top_level_fields_apply_in_order() {
 }
 
 #[tokio::test]
+async fn large_response_saved_whole() {
+    // Two megabytes arrive in several reads, so the body is put together.
+    let big: String = (0..2 * 1024 * 1024)
+        .map(|index| char::from(b'a' + (index % 26) as u8))
+        .collect();
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"big": big}))]);
+    let source = "step \"Fetch\" {\n  http GET \"{base}/x\"\n  save response.json.big -> entity.big\n}\n";
+    let run = run_flow(source, &server, json!({})).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    assert_eq!(run.report.entity["big"].as_str(), Some(big.as_str()));
+}
+
+#[tokio::test]
+async fn oversized_response_fails_the_step() {
+    let server = TestServer::scripted(vec![Reply::new(200).body(vec![b'x'; 16 * 1024 * 1024 + 1])]);
+    let run = run_flow("http GET \"{base}/x\"", &server, json!({})).await;
+    assert_eq!(failure_code(&run.report), Some(Code::ResponseTooLarge));
+}
+
+#[tokio::test]
 async fn saved_values_never_hold_secrets() {
     let server = TestServer::scripted(vec![Reply::json(200, json!({"echo": "token s3cr3t-value here"}))]);
     let source = "step \"Echo\" {\n  http GET \"{base}/x?t=<<secret.KEY>>\"\n  save response.json.echo -> entity.echo\n}\n";

@@ -256,7 +256,8 @@ pub async fn send(
             waited,
             error: result.as_ref().err().map(|failure| redact(&describe(failure))),
         });
-        let outcome = match &result {
+        // Built only when the event is logged.
+        let outcome = || match &result {
             Ok(exchange) | Err(Failure::Status(exchange)) => exchange.status.to_string(),
             Err(failure) => redact(&describe(failure)),
         };
@@ -266,9 +267,10 @@ pub async fn send(
             method = %request.method,
             url = %request.display_url,
             duration_ms = duration.as_millis() as u64,
-            "attempt {number}: {} {} -> {outcome} in {} ms",
+            "attempt {number}: {} {} -> {} in {} ms",
             request.method,
             request.display_url,
+            outcome(),
             duration.as_millis()
         );
 
@@ -380,20 +382,31 @@ async fn send_once(
     }
     let mut response = sent.map_err(|error| classify(error, timeout))?;
     let status = response.status();
-    let headers = response.headers().clone();
+    let headers = std::mem::take(response.headers_mut());
+    // A body that comes in one chunk is kept as it is, without a copy.
+    let mut first = None;
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| classify(error, timeout))? {
-        if body.len() + chunk.len() > limit {
+        let received = first.as_ref().map_or(0, Bytes::len) + body.len();
+        if received + chunk.len() > limit {
             return Err(Failure::BodyTooLarge(limit));
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if body.is_empty() => first = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    body.extend_from_slice(&earlier);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
     }
-    let exchange = Exchange {
+    let body = first.unwrap_or_else(|| Bytes::from(body));
+    Ok(Exchange {
         status,
         headers,
-        body: Bytes::from(body),
-    };
-    Ok(exchange)
+        body,
+    })
 }
 
 fn classify(error: reqwest::Error, timeout: Duration) -> Failure {
