@@ -197,6 +197,19 @@ pub fn parse_entity(text: &str, shown: &str) -> Result<Value, Diagnostic> {
         )
         .with_help("wrap the record in an object, such as {\"id\": \"C-1\", ...}"));
     }
+    if crate::value::nesting(&value) > crate::value::MAX_NESTING {
+        return Err(Diagnostic::error(
+            Code::InvalidEntity,
+            format!(
+                "entity {shown} is nested more than {} levels deep",
+                crate::value::MAX_NESTING
+            ),
+        )
+        .with_help(format!(
+            "flatten the entity; flowrun stores entities nested up to {} levels",
+            crate::value::MAX_NESTING
+        )));
+    }
     Ok(value)
 }
 
@@ -316,6 +329,19 @@ mod tests {
         );
         let error = parse_entity("[1]", "`e.json`").unwrap_err();
         assert_eq!(error.code, Code::EntityNotObject);
+    }
+
+    #[test]
+    fn entity_past_the_nesting_limit_rejected() {
+        let deep = format!("{{\"d\":{}1{}}}", "[".repeat(100), "]".repeat(100));
+        let error = parse_entity(&deep, "`e.json`").unwrap_err();
+        assert_eq!(error.code, Code::InvalidEntity);
+        assert_eq!(
+            error.message,
+            "entity `e.json` is nested more than 100 levels deep"
+        );
+        let limit = format!("{{\"d\":{}1{}}}", "[".repeat(99), "]".repeat(99));
+        assert!(parse_entity(&limit, "`e.json`").is_ok());
     }
 
     #[test]

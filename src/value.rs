@@ -15,6 +15,45 @@ use time::{Date, OffsetDateTime, Time, UtcOffset};
 use crate::program::statement::VarType;
 use crate::render::encode::text_of;
 
+/// The deepest nesting of arrays and objects that an entity or a variable
+/// may have. serde_json reads JSON nested up to 127 levels, and the store
+/// puts an entity or a variable inside up to two more, in a journal line.
+pub const MAX_NESTING: usize = 100;
+
+/// Returns how many levels of arrays and objects `value` nests: 0 for a
+/// string, number, boolean or null.
+pub fn nesting(value: &Value) -> usize {
+    // A stack rather than recursion, so any depth is measured. A scalar
+    // leaves the stack empty, which allocates nothing.
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
+    let mut next = Some((value, 0));
+    while let Some((value, depth)) = next.take().or_else(|| stack.pop()) {
+        match value {
+            Value::Array(items) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(items.iter().map(|child| (child, depth + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(map.values().map(|child| (child, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Returns why a value written `levels` deep into an entity or variable
+/// is refused, when with its own nesting it would pass [`MAX_NESTING`].
+pub fn too_deep(levels: usize, value: &Value) -> Option<String> {
+    (levels + nesting(value) > MAX_NESTING).then(|| {
+        format!(
+            "it would be nested more than {MAX_NESTING} levels deep, which flowrun cannot store and read back"
+        )
+    })
+}
+
 /// Whether a value is blank: missing, null, text of only white space, or
 /// an empty list or object.
 pub fn is_blank(value: Option<&Value>) -> bool {
@@ -254,6 +293,30 @@ pub fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nested(levels: usize) -> Value {
+        let text = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn nesting_counts_arrays_and_objects() {
+        assert_eq!(nesting(&json!(1)), 0);
+        assert_eq!(nesting(&json!({})), 1);
+        assert_eq!(nesting(&json!({"a": [1, {"b": []}], "c": 2})), 4);
+        assert_eq!(nesting(&nested(120)), 120);
+    }
+
+    #[test]
+    fn too_deep_past_the_limit_only() {
+        assert_eq!(too_deep(1, &nested(99)), None);
+        assert_eq!(
+            too_deep(1, &nested(100)).as_deref(),
+            Some("it would be nested more than 100 levels deep, which flowrun cannot store and read back")
+        );
+        assert_eq!(too_deep(100, &json!("x")), None);
+        assert!(too_deep(101, &json!("x")).is_some());
+    }
     use serde_json::json;
 
     #[test]

@@ -576,7 +576,7 @@ fn non_utf8_json_line_heading_names_line() {
     let server = ok_server();
     let workspace = Workspace::new();
     let flow = post_flow(&workspace, &server, "");
-    // Record 2, on line 3, contains the byte 0xFF, which ends the reading.
+    // Record 2, on line 3, contains the byte 0xFF: it fails alone.
     let input = workspace.file(
         "records.jsonl",
         b"{\"id\":\"C-0\"}\n\n{\"id\":\"\xff\"}\n{\"id\":\"C-2\"}\n",
@@ -585,16 +585,20 @@ fn non_utf8_json_line_heading_names_line() {
 
     let (code, stdout, stderr) = run_records(&flow, &input, &[]);
     assert_eq!(code, 1, "{stderr}");
-    assert_eq!(ids(&lines(&stdout)), ["C-0"]);
-    let (report, _) = stderr.rsplit_once("2 records in ").unwrap();
+    assert_eq!(ids(&lines(&stdout)), ["C-0", "C-2"]);
+    let (report, summary) = stderr.rsplit_once("3 records in ").unwrap();
     assert_eq!(
         report,
         format!(
             "record 2 (line 3) did not run:\n\
              flow::input::invalid_record\n\
-             \n  \u{d7} cannot read the records from {quoted_input}: stream did not contain valid UTF-8\n\
-             \x20 help: check that the input is readable and UTF-8\n"
+             \n  \u{d7} line 3 of {quoted_input} is not UTF-8: its byte 8 is not part of a UTF-8 character\n\
+             \x20 help: save the records as UTF-8; JSON Lines holds one JSON object per line\n"
         )
+    );
+    assert!(
+        summary.contains(": 2 succeeded, 0 failed, 0 paused, 1 not run"),
+        "{summary}"
     );
 }
 
@@ -1120,7 +1124,7 @@ fn bad_elements_of_a_json_array_fail_alone() {
     let shown = format!("record 2 of `{}` is a number, not a JSON object", input.display());
     assert!(stderr.contains(&shown), "{stderr}");
     let shown = format!(
-        "record 6 of `{}` is nested more than 128 levels deep",
+        "record 6 of `{}` is nested more than 100 levels deep",
         input.display()
     );
     assert!(stderr.contains(&shown), "{stderr}");

@@ -812,6 +812,49 @@ async fn oversized_response_fails_the_step() {
 }
 
 #[tokio::test]
+async fn save_past_the_nesting_limit_fails() {
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"n": 1}))]);
+    let deep: Vec<String> = (0..101).map(|index| format!("k{index}")).collect();
+    let source = format!(
+        "step \"Save\" {{\n  http GET \"{{base}}/x\"\n  save response.json.n -> entity.{}\n}}\n",
+        deep.join(".")
+    );
+    let run = run_flow(&source, &server, json!({"id": "C-1"})).await;
+    assert_eq!(failure_code(&run.report), Some(Code::SaveFailed));
+    assert_eq!(run.report.entity, json!({"id": "C-1"}));
+    let message = &run.report.failure().unwrap().message;
+    assert!(
+        message.ends_with(
+            "it would be nested more than 100 levels deep, which flowrun cannot store and read back"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn save_at_the_nesting_limit_succeeds() {
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"n": 1}))]);
+    let deep: Vec<String> = (0..100).map(|index| format!("k{index}")).collect();
+    let source = format!(
+        "step \"Save\" {{\n  http GET \"{{base}}/x\"\n  save response.json.n -> entity.{}\n}}\n",
+        deep.join(".")
+    );
+    let run = run_flow(&source, &server, json!({})).await;
+    assert_eq!(run.report.outcome, Outcome::Succeeded);
+    assert_eq!(flowrun::value::nesting(&run.report.entity), 100);
+}
+
+#[tokio::test]
+async fn deep_response_into_a_variable_fails() {
+    let deep: Value = serde_json::from_str(&format!("{}1{}", "[".repeat(100), "]".repeat(100))).unwrap();
+    let server = TestServer::scripted(vec![Reply::json(200, json!({"v": deep}))]);
+    let source =
+        "let v = \"\"\nstep \"Save\" {\n  http GET \"{base}/x\"\n  save response.json.v -> vars.v\n}\n";
+    let run = run_flow(source, &server, json!({})).await;
+    assert_eq!(failure_code(&run.report), Some(Code::SaveFailed));
+}
+
+#[tokio::test]
 async fn saved_values_never_hold_secrets() {
     let server = TestServer::scripted(vec![Reply::json(200, json!({"echo": "token s3cr3t-value here"}))]);
     let source = "step \"Echo\" {\n  http GET \"{base}/x?t=<<secret.KEY>>\"\n  save response.json.echo -> entity.echo\n}\n";

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::diagnostic::{Code, Diagnostic};
+use crate::value::{nesting, MAX_NESTING};
 
 /// About how many parsed records wait for an execution at most.
 const READ_AHEAD: usize = 256;
@@ -104,6 +105,17 @@ pub fn open(path: &str, format: Option<Format>, csv_types: bool, skip: u64) -> R
     })
 }
 
+/// Reports an error that ends the reading at record `number`.
+fn read_stopped(shown: &str, number: u64, error: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(
+        Code::InvalidRecord,
+        format!(
+            "cannot read the records from {shown}: {error}; reading stopped at record {number}, and the rest of {shown} was not read"
+        ),
+    )
+    .with_help("check that the input is readable, then run the rest with --skip")
+}
+
 fn read_error(shown: &str, error: &std::io::Error) -> Diagnostic {
     Diagnostic::error(
         Code::InvalidRecord,
@@ -189,6 +201,16 @@ impl Read for SendBeforeRead {
     }
 }
 
+fn too_deep(shown: &str, place: &str) -> Diagnostic {
+    Diagnostic::error(
+        Code::InvalidRecord,
+        format!("{place} of {shown} is nested more than {MAX_NESTING} levels deep"),
+    )
+    .with_help(format!(
+        "flatten the record; flowrun stores entities nested up to {MAX_NESTING} levels"
+    ))
+}
+
 fn not_object(shown: &str, place: &str, value: &Value) -> Diagnostic {
     let kind = match value {
         Value::Null => "null",
@@ -207,13 +229,13 @@ fn not_object(shown: &str, place: &str, value: &Value) -> Diagnostic {
 
 fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Record) -> bool) {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     let mut line_number = 0u64;
     let mut number = 0u64;
     loop {
-        line.clear();
+        bytes.clear();
         line_number += 1;
-        match reader.read_line(&mut line) {
+        match reader.read_until(b'\n', &mut bytes) {
             Ok(0) => return,
             Ok(_) => {}
             Err(error) => {
@@ -221,17 +243,39 @@ fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
                 send(Record {
                     number,
                     line: Some(line_number),
-                    entity: Err(read_error(shown, &error)),
+                    entity: Err(read_stopped(shown, number, &error)),
                 });
                 return;
             }
         }
-        let text = record_text(&line);
+        // A line that is not UTF-8 fails alone, like one that is not JSON.
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(line) => record_text(line),
+            Err(error) => {
+                number += 1;
+                let entity = Err(Diagnostic::error(
+                    Code::InvalidRecord,
+                    format!(
+                        "line {line_number} of {shown} is not UTF-8: its byte {} is not part of a UTF-8 character",
+                        error.valid_up_to() + 1
+                    ),
+                )
+                .with_help("save the records as UTF-8; JSON Lines holds one JSON object per line"));
+                let line = Some(line_number);
+                if !send(Record { number, line, entity }) {
+                    return;
+                }
+                continue;
+            }
+        };
         if text.is_empty() {
             continue;
         }
         number += 1;
         let entity = match serde_json::from_str::<Value>(text) {
+            Ok(value) if nesting(&value) > MAX_NESTING => {
+                Err(too_deep(shown, &format!("line {line_number}")))
+            }
             Ok(value) if value.is_object() => Ok(value),
             Ok(value) => Err(not_object(shown, &format!("line {line_number}"), &value)),
             Err(error) => Err(Diagnostic::error(
@@ -272,13 +316,14 @@ pub fn count(reader: impl Read, format: Format) -> Option<u64> {
 
 fn count_lines(reader: impl Read) -> u64 {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     let mut records = 0;
     loop {
-        line.clear();
-        match reader.read_line(&mut line) {
+        bytes.clear();
+        match reader.read_until(b'\n', &mut bytes) {
             Ok(0) => return records,
-            Ok(_) if record_text(&line).is_empty() => {}
+            // A line that is not UTF-8 is a record that fails.
+            Ok(_) if std::str::from_utf8(&bytes).is_ok_and(|line| record_text(line).is_empty()) => {}
             Ok(_) => records += 1,
             Err(_) => return records + 1,
         }
@@ -354,7 +399,7 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
         send(Record {
             number,
             line: None,
-            entity: Err(read_error(shown, error)),
+            entity: Err(read_stopped(shown, number, error)),
         });
     };
     // The opening bracket, after an optional byte order mark.
@@ -443,14 +488,11 @@ fn read_array(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             }
         };
         let entity = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(value) if nesting(&value) > MAX_NESTING => Err(too_deep(shown, &format!("record {number}"))),
             Ok(value) if value.is_object() => Ok(value),
             Ok(value) => Err(not_object(shown, &format!("record {number}"), &value)),
             Err(error) if error.to_string().starts_with("recursion limit exceeded") => {
-                Err(Diagnostic::error(
-                    Code::InvalidRecord,
-                    format!("record {number} of {shown} is nested more than 128 levels deep"),
-                )
-                .with_help("flatten the record; flowrun reads JSON nested up to 128 levels"))
+                Err(too_deep(shown, &format!("record {number}")))
             }
             Err(error) => {
                 stop(
@@ -1075,6 +1117,19 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_past_the_nesting_limit_fail_alone() {
+        let deep = format!("{{\"d\":{}1{}}}", "[".repeat(100), "]".repeat(100));
+        let limit = format!("{{\"d\":{}1{}}}", "[".repeat(99), "]".repeat(99));
+        let text: &'static str = Box::leak(format!("{deep}\n{limit}\n").into_boxed_str());
+        let records = read(text, Format::JsonLines, false, 0);
+        assert_eq!(
+            records[0],
+            Err("line 1 of `in` is nested more than 100 levels deep".to_string())
+        );
+        assert!(records[1].is_ok());
+    }
+
+    #[test]
     fn a_json_array_element_that_is_no_object_fails_alone() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let text =
@@ -1088,7 +1143,7 @@ mod tests {
                 Err("record 3 of `in` is a string, not a JSON object".to_string()),
                 Err("record 4 of `in` is an array, not a JSON object".to_string()),
                 Err("record 5 of `in` is null, not a JSON object".to_string()),
-                Err("record 6 of `in` is nested more than 128 levels deep".to_string()),
+                Err("record 6 of `in` is nested more than 100 levels deep".to_string()),
                 Err("record 7 of `in` is a number, not a JSON object".to_string()),
                 Ok(json!({"a": 2})),
             ]
@@ -1361,8 +1416,12 @@ mod tests {
                 (
                     2,
                     Some(3),
-                    Err("cannot read the records from `in`: stream did not contain valid UTF-8".to_string())
+                    Err(
+                        "line 3 of `in` is not UTF-8: its byte 7 is not part of a UTF-8 character"
+                            .to_string()
+                    )
                 ),
+                (3, Some(4), Ok(json!({}))),
             ]
         );
     }
@@ -1389,10 +1448,10 @@ mod tests {
             assert_eq!(count(text.as_bytes(), format), Some(expected), "{text:?}");
             assert_eq!(read(text, format, false, 0).len() as u64, expected, "{text:?}");
         }
-        // A line that is not UTF-8 ends the reading as one last record.
+        // A line that is not UTF-8 is a record that fails.
         let broken = &b"{}\n\xff\n{}\n"[..];
-        assert_eq!(count(broken, Format::JsonLines), Some(2));
-        assert_eq!(read_from(Box::new(broken), Format::JsonLines, false, 0).len(), 2);
+        assert_eq!(count(broken, Format::JsonLines), Some(3));
+        assert_eq!(read_from(Box::new(broken), Format::JsonLines, false, 0).len(), 3);
         assert_eq!(count(&b"[{}, {}]"[..], Format::JsonArray), None);
     }
 

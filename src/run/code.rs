@@ -643,6 +643,18 @@ fn write_outputs(call: &CodeCall, outputs: &Value, execution: &mut Execution) ->
             })?,
             _ => value.clone(),
         };
+        let levels = match &output.target {
+            SaveTarget::Variable(_) => 1,
+            SaveTarget::Entity(path) => path.len(),
+        };
+        if let Some(reason) = crate::value::too_deep(levels, &value) {
+            return Err(Diagnostic::error(
+                Code::CodeFailed,
+                format!("cannot write output `{name}` to `{}`: {reason}", output.written),
+            )
+            .with_label(call.span, "this code action")
+            .with_help("return a flatter value, or save it as a JSON string with `json.dumps`"));
+        }
         values.push(value);
     }
     for (output, value) in call.outputs.iter().zip(values) {

@@ -430,6 +430,9 @@ fn write_answer(call: &LlmCall, answer: Value, execution: &mut Execution) -> Res
     match &call.target {
         None => Ok(()),
         Some(LlmTarget::Variable(name)) => {
+            if let Some(reason) = crate::value::too_deep(1, &answer) {
+                return Err(format!("cannot write `vars.{name}`: {reason}"));
+            }
             execution.vars.insert(name.clone(), answer);
             execution.secret_vars.remove(name);
             Ok(())

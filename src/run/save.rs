@@ -21,12 +21,22 @@ pub(crate) fn apply_all(
     let mut values = Vec::with_capacity(request.saves.len());
     for save in &request.saves {
         let value = read(save, exchange, &mut parsed_body).map_err(|message| failed(save, message))?;
+        // The entity is one level and each key but the last leads into
+        // another; the variables are one level.
+        let levels = match &save.target {
+            SaveTarget::Variable(_) => 1,
+            SaveTarget::Entity(path) => path.len(),
+        };
+        if let Some(reason) = crate::value::too_deep(levels, &value) {
+            return Err(failed(save, format!("the value is too deep to save: {reason}")));
+        }
         // A server that echoes a secret must not put it in the entity, which
         // flowrun prints and stores.
         values.push(execution.redact_value(value));
     }
-    // Writing a variable or a top-level field of an object cannot fail. Any
-    // other write goes to a copy of the entity, which replaces it at the end.
+    // With every depth checked, writing a variable or a top-level field of
+    // an object cannot fail. Any other write goes to a copy of the entity,
+    // which replaces it at the end.
     let cannot_fail = execution.entity.is_object()
         && request.saves.iter().all(|save| match &save.target {
             SaveTarget::Variable(_) => true,
@@ -130,6 +140,14 @@ fn write(target: &SaveTarget, value: Value, execution: &mut Execution) -> Result
 
 /// Writes `value` at `path`, creating objects for missing fields on the way.
 pub fn set_path(root: &mut Value, path: &[PathKey], value: Value) -> Result<(), String> {
+    // The entity is one level, and each key but the last leads into another.
+    if let Some(reason) = crate::value::too_deep(path.len(), &value) {
+        let mut written = String::from("entity");
+        for key in path {
+            push_path_key(&mut written, key);
+        }
+        return Err(format!("cannot write `{written}`: {reason}"));
+    }
     let mut current = root;
     // Builds the path up to the key at `index`, for error messages only.
     let walked = |index: usize| {
