@@ -150,13 +150,14 @@ pub async fn execute(
             if failed && !interrupted && step.policy.on_error != OnError::ContinueSilently && !options.dry_run
             {
                 let notification = notification(step, &step_report, stop, &execution);
-                let record = notify::send(
+                // Boxed, like a step, so that the execution's future stays small.
+                let record = Box::pin(notify::send(
                     &notification,
                     &channels,
                     http,
                     options.sleeper.as_ref(),
                     &execution.redactor,
-                )
+                ))
                 .await;
                 if let Some(store) = store.as_deref_mut() {
                     if let Err(error) = store.record_notification(&execution.id, &record) {
