@@ -734,6 +734,7 @@ fn records_run_as_they_arrive(format: &[&str], pieces: &[(&str, &[&str])]) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -744,6 +745,7 @@ fn records_run_as_they_arrive(format: &[&str], pieces: &[(&str, &[&str])]) {
             }
         }
     });
+
     for (piece, expected) in pieces {
         stdin.write_all(piece.as_bytes()).unwrap();
         stdin.flush().unwrap();
@@ -756,6 +758,7 @@ fn records_run_as_they_arrive(format: &[&str], pieces: &[(&str, &[&str])]) {
             );
         }
     }
+
     drop(stdin);
     let result = child.wait_with_output().unwrap();
     reader.join().unwrap();

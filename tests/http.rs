@@ -811,15 +811,19 @@ async fn oversized_response_fails_the_step() {
     assert_eq!(failure_code(&run.report), Some(Code::ResponseTooLarge));
 }
 
+/// Returns a step that saves `response.json.n` under `keys` nested keys of the entity.
+fn deep_save(keys: usize) -> String {
+    let path: Vec<String> = (0..keys).map(|index| format!("k{index}")).collect();
+    format!(
+        "step \"Save\" {{\n  http GET \"{{base}}/x\"\n  save response.json.n -> entity.{}\n}}\n",
+        path.join(".")
+    )
+}
+
 #[tokio::test]
 async fn save_past_the_nesting_limit_fails() {
     let server = TestServer::scripted(vec![Reply::json(200, json!({"n": 1}))]);
-    let deep: Vec<String> = (0..101).map(|index| format!("k{index}")).collect();
-    let source = format!(
-        "step \"Save\" {{\n  http GET \"{{base}}/x\"\n  save response.json.n -> entity.{}\n}}\n",
-        deep.join(".")
-    );
-    let run = run_flow(&source, &server, json!({"id": "C-1"})).await;
+    let run = run_flow(&deep_save(101), &server, json!({"id": "C-1"})).await;
     assert_eq!(failure_code(&run.report), Some(Code::SaveFailed));
     assert_eq!(run.report.entity, json!({"id": "C-1"}));
     let message = &run.report.failure().unwrap().message;
@@ -834,12 +838,7 @@ async fn save_past_the_nesting_limit_fails() {
 #[tokio::test]
 async fn save_at_the_nesting_limit_succeeds() {
     let server = TestServer::scripted(vec![Reply::json(200, json!({"n": 1}))]);
-    let deep: Vec<String> = (0..100).map(|index| format!("k{index}")).collect();
-    let source = format!(
-        "step \"Save\" {{\n  http GET \"{{base}}/x\"\n  save response.json.n -> entity.{}\n}}\n",
-        deep.join(".")
-    );
-    let run = run_flow(&source, &server, json!({})).await;
+    let run = run_flow(&deep_save(100), &server, json!({})).await;
     assert_eq!(run.report.outcome, Outcome::Succeeded);
     assert_eq!(flowrun::value::nesting(&run.report.entity), 100);
 }

@@ -175,8 +175,8 @@ impl Default for Options {
     }
 }
 
-/// Returns the id of this process, read once, because the C library asks the
-/// kernel again on every `getpid`, and each store write of a batch needs it.
+/// Returns the id of this process, read once, because the C library makes
+/// a system call on every `getpid`, and each store write of a batch needs it.
 pub fn pid() -> u32 {
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *PID.get_or_init(std::process::id)
