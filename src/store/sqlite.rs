@@ -15,6 +15,34 @@ use super::{
     StepEnd, StepRecord, StepStatus, Store, StoreError,
 };
 
+/// Inserts one request attempt of a step's run.
+const INSERT_ATTEMPT: &str =
+    "INSERT INTO attempts (execution_id, step_idx, run, action, number, method, url, \
+     status_code, duration_ms, waited_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// Runs [`INSERT_ATTEMPT`] for `attempt`, made in run `run` of step `index`.
+fn insert_attempt_row(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    id: &str,
+    index: usize,
+    run: u32,
+    attempt: &AttemptRecord,
+) -> rusqlite::Result<usize> {
+    statement.execute(params![
+        id,
+        index,
+        run,
+        attempt.action,
+        attempt.number,
+        attempt.method,
+        attempt.url,
+        attempt.status_code,
+        attempt.duration_ms,
+        attempt.waited_ms,
+        attempt.error,
+    ])
+}
+
 /// The schema this code reads and writes, kept in `PRAGMA user_version`. A
 /// file with a higher version was written by a newer flowrun and is rejected
 /// rather than misread.
@@ -333,12 +361,7 @@ impl SqliteStore {
                      code, methods, llm_usage) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .at(path)?;
-            let mut insert_attempt = tx
-                .prepare_cached(
-                    "INSERT INTO attempts (execution_id, step_idx, run, action, number, method, url, status_code, \
-                     duration_ms, waited_ms, error) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .at(path)?;
+            let mut insert_attempt = tx.prepare_cached(INSERT_ATTEMPT).at(path)?;
             for (position, execution) in executions.into_iter().enumerate() {
                 let inserted = insert_execution
                     .execute(params![
@@ -382,19 +405,7 @@ impl SqliteStore {
                         ])
                         .at(path)?;
                     for attempt in &step.attempts {
-                        insert_attempt
-                            .execute(params![
-                                execution.id,
-                                step.index,
-                                attempt.action,
-                                attempt.number,
-                                attempt.method,
-                                attempt.url,
-                                attempt.status_code,
-                                attempt.duration_ms,
-                                attempt.waited_ms,
-                                attempt.error,
-                            ])
+                        insert_attempt_row(&mut insert_attempt, &execution.id, step.index, 1, attempt)
                             .at(path)?;
                     }
                 }
@@ -923,28 +934,9 @@ impl Store for SqliteStore {
             )));
         };
 
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO attempts (execution_id, step_idx, run, action, number, method, url, status_code, \
-                 duration_ms, waited_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .at(path)?;
+        let mut insert = tx.prepare_cached(INSERT_ATTEMPT).at(path)?;
         for attempt in end.attempts {
-            insert
-                .execute(params![
-                    id,
-                    end.index,
-                    run,
-                    attempt.action,
-                    attempt.number,
-                    attempt.method,
-                    attempt.url,
-                    attempt.status_code,
-                    attempt.duration_ms,
-                    attempt.waited_ms,
-                    attempt.error,
-                ])
-                .at(path)?;
+            insert_attempt_row(&mut insert, id, end.index, run, attempt).at(path)?;
         }
         drop(insert);
         tx.commit().at(path)
