@@ -171,6 +171,11 @@ pub fn read_entity(path: &str) -> Result<Value, Diagnostic> {
 pub fn parse_entity(text: &str, shown: &str) -> Result<Value, Diagnostic> {
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|error| {
+        // serde_json reads JSON nested up to 127 levels, so a deeper entity
+        // is past flowrun's limit too.
+        if error.to_string().starts_with("recursion limit exceeded") {
+            return too_deep_entity(shown);
+        }
         Diagnostic::error(
             Code::InvalidEntity,
             format!(
@@ -198,19 +203,24 @@ pub fn parse_entity(text: &str, shown: &str) -> Result<Value, Diagnostic> {
         .with_help("wrap the record in an object, such as {\"id\": \"C-1\", ...}"));
     }
     if crate::value::nesting(&value) > crate::value::MAX_NESTING {
-        return Err(Diagnostic::error(
-            Code::InvalidEntity,
-            format!(
-                "entity {shown} is nested more than {} levels deep",
-                crate::value::MAX_NESTING
-            ),
-        )
-        .with_help(format!(
-            "flatten the entity; flowrun stores entities nested up to {} levels",
-            crate::value::MAX_NESTING
-        )));
+        return Err(too_deep_entity(shown));
     }
     Ok(value)
+}
+
+/// Reports an entity nested deeper than [`crate::value::MAX_NESTING`] levels.
+fn too_deep_entity(shown: &str) -> Diagnostic {
+    Diagnostic::error(
+        Code::InvalidEntity,
+        format!(
+            "entity {shown} is nested more than {} levels deep",
+            crate::value::MAX_NESTING
+        ),
+    )
+    .with_help(format!(
+        "flatten the entity; flowrun stores entities nested up to {} levels",
+        crate::value::MAX_NESTING
+    ))
 }
 
 /// serde_json appends " at line L column C"; the message gives L:C itself.
@@ -342,6 +352,17 @@ mod tests {
         );
         let limit = format!("{{\"d\":{}1{}}}", "[".repeat(99), "]".repeat(99));
         assert!(parse_entity(&limit, "`e.json`").is_ok());
+    }
+
+    #[test]
+    fn entity_past_parser_limit_too_deep() {
+        let deep = format!("{{\"d\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        let error = parse_entity(&deep, "`e.json`").unwrap_err();
+        assert_eq!(error.code, Code::InvalidEntity);
+        assert_eq!(
+            error.message,
+            "entity `e.json` is nested more than 100 levels deep"
+        );
     }
 
     #[test]

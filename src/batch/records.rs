@@ -278,6 +278,9 @@ fn read_lines(reader: Box<dyn Read + Send>, shown: &str, send: &mut dyn FnMut(Re
             }
             Ok(value) if value.is_object() => Ok(value),
             Ok(value) => Err(not_object(shown, &format!("line {line_number}"), &value)),
+            Err(error) if error.to_string().starts_with("recursion limit exceeded") => {
+                Err(too_deep(shown, &format!("line {line_number}")))
+            }
             Err(error) => Err(Diagnostic::error(
                 Code::InvalidRecord,
                 format!(
@@ -1127,6 +1130,19 @@ mod tests {
             Err("line 1 of `in` is nested more than 100 levels deep".to_string())
         );
         assert!(records[1].is_ok());
+    }
+
+    #[test]
+    fn json_line_past_parser_limit_too_deep() {
+        let deep = format!("{{\"d\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        let text: &'static str = Box::leak(format!("{deep}\n{{}}\n").into_boxed_str());
+        assert_eq!(
+            read(text, Format::JsonLines, false, 0),
+            vec![
+                Err("line 1 of `in` is nested more than 100 levels deep".to_string()),
+                Ok(json!({})),
+            ]
+        );
     }
 
     #[test]
