@@ -604,6 +604,28 @@ set entity.seen = <<vars.seen>>
 }
 
 #[tokio::test]
+async fn variables_past_the_nesting_limit_fail() {
+    // The variables are one level, so a value nested 100 deep goes past 100.
+    let deep: Value = serde_json::from_str(&format!("{}1{}", "[".repeat(100), "]".repeat(100))).unwrap();
+    // An untyped variable keeps the JSON value it is set to.
+    let source = "let copy = <<entity.missing>>\nset vars.copy = <<entity.deep>>\n";
+    let report = run(source, json!({"deep": deep})).await;
+    let failure = report.failure().expect("the statement failed");
+    assert_eq!(failure.code, Code::InvalidValue);
+    assert!(
+        failure.message.ends_with(
+            "it would be nested more than 100 levels deep, which flowrun cannot store and read back"
+        ),
+        "{}",
+        failure.message
+    );
+
+    let limit: Value = serde_json::from_str(&format!("{}1{}", "[".repeat(99), "]".repeat(99))).unwrap();
+    let report = run(source, json!({"deep": limit})).await;
+    assert_eq!(report.outcome, Outcome::Succeeded);
+}
+
+#[tokio::test]
 async fn arithmetic_is_exact() {
     let cases = [
         ("<<entity.a>> + <<entity.b>>", json!({"a": 0.1, "b": 0.2}), "0.3"),

@@ -130,6 +130,9 @@ pub(crate) fn resolve_let(
         }
         (None, _) => Value::Null,
     };
+    if let Some(reason) = crate::value::too_deep(1, &value) {
+        return Err(invalid(format!("variable `{name}`: {reason}")));
+    }
     execution.vars.insert(name.clone(), value);
     if reads_secret(statement) {
         execution.secret_vars.insert(name.clone());
@@ -257,6 +260,9 @@ fn read_target(target: &SaveTarget, execution: &Execution) -> Option<Value> {
 fn write_target(target: &SaveTarget, value: Value, execution: &mut Execution) -> Result<(), String> {
     match target {
         SaveTarget::Variable(name) => {
+            if let Some(reason) = crate::value::too_deep(1, &value) {
+                return Err(format!("cannot write `vars.{name}`: {reason}"));
+            }
             execution.vars.insert(name.clone(), value);
             execution.secret_vars.remove(name);
             Ok(())
