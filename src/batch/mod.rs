@@ -266,12 +266,12 @@ where
     };
 
     // The items of the last chunk received that have not started.
-    let mut taken: std::vec::IntoIter<T> = Vec::new().into_iter();
+    let mut received: std::vec::IntoIter<T> = Vec::new().into_iter();
 
     loop {
         let room = running.len() < concurrency && (!pace.ordered || running.len() + waiting.len() < window);
         let take = reading && !totals.interrupted && !totals.output_closed && room;
-        if let Some(item) = take.then(|| taken.next()).flatten() {
+        if let Some(item) = take.then(|| received.next()).flatten() {
             let number = item.number();
             totals.last_taken = number;
             if next_out.is_none() {
@@ -308,7 +308,7 @@ where
             },
             chunk = items.recv(), if take => match chunk {
                 None => reading = false,
-                Some(chunk) => taken = chunk.into_iter(),
+                Some(chunk) => received = chunk.into_iter(),
             },
             Some(result) = running.next(), if !running.is_empty() => {
                 deliver(result, &mut totals, &mut waiting, &mut next_out);
