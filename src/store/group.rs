@@ -157,9 +157,9 @@ impl Group {
             // Nothing was written for a taken id: each of its entries fails
             // as it would alone.
             Ok(taken_positions) => {
-                let mut taken = taken_positions.into_iter().peekable();
+                let mut duplicates = taken_positions.into_iter().peekable();
                 for (position, fresh) in fresh.into_iter().enumerate() {
-                    if taken.next_if_eq(&position).is_some() {
+                    if duplicates.next_if_eq(&position).is_some() {
                         apply_encoded(fresh.entries, store, failed);
                     }
                 }

@@ -726,8 +726,8 @@ mod tests {
         }
     }
 
-    /// Lines of a journal that the build before borrowed entries wrote,
-    /// copied from a batch killed while it ran.
+    /// Journal lines written by the build before entries were encoded from
+    /// borrowed values, copied from a batch killed while it ran.
     const EARLIER_LINES: [&str; 4] = [
         r#"{"seq":1,"entry":{"op":"begin_execution","id":"e1b410f6-3352-42da-85e7-32a7ca4a1cac","workflow":"Batch benchmark","source_path":"/work/main/target/bench-batch/claims.flow","workflow_hash":"677f7f5e606cb94b0ea12120da01552097876a34dc1665ef90b2ba582de546b0","step_hashes":["e6ebef88aae4a98dfed172bb21d06c5dc2933c4b41df16412a1315655df69117"],"step_names":["Send claim"],"entity":{"id":"C-0","source":"batch","amount":0.0,"holder":"Holder 0"},"vars":{"base":"http://127.0.0.1:44903"},"started_at":"2026-12-05T10:56:01.259980301Z","pid":29095}}"#,
         r#"{"seq":2,"entry":{"op":"begin_step","id":"e1b410f6-3352-42da-85e7-32a7ca4a1cac","index":0,"name":"Send claim","methods":["POST"],"at":"2026-12-05T10:56:01.260004976Z","pid":29095}}"#,
